@@ -1,0 +1,159 @@
+//! Commands (central → node) and their results (node → central).
+//!
+//! Every command carries a `requestId`: the agent runs a request at most once,
+//! answers a repeat from its record, and keeps the result in its outbox until
+//! central acknowledges it. The seed's abbreviated v0.2 `execute` and its
+//! `update_agent` example omit the id, so the field is optional on the wire;
+//! a v1 agent refuses an `execute` without one (it could not be deduplicated).
+
+use serde::{Deserialize, Serialize};
+
+use super::real;
+use crate::{RequestId, WallTime};
+
+/// Run an allow-listed program. Never a shell: `command` names an entry of the
+/// agent's allow-list and `args` are passed as separate arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Execute {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    pub command: String,
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "testing",
+        proptest(
+            strategy = "proptest::collection::vec(proptest::arbitrary::any::<String>(), 0..4)"
+        )
+    )]
+    pub args: Vec<String>,
+    /// Milliseconds the command may run before it is killed; absent means the
+    /// allow-list entry's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// v0.2: hold the command until an `execute_approved` for it arrives.
+    #[serde(default, skip_serializing_if = "real::is_false")]
+    pub requires_approval: bool,
+    /// v0.2: who is asked to approve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+}
+
+/// v0.2: a human approved a held `execute`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct ExecuteApproved {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    pub command: String,
+    pub approved_by: String,
+}
+
+/// Run the configured deploy recipe for `env` with `branch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Deploy {
+    pub request_id: RequestId,
+    pub env: String,
+    pub branch: String,
+}
+
+/// Run the health checks now and report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct HealthCheck {
+    pub request_id: RequestId,
+}
+
+/// Replace the agent with `version`, fetched from central and verified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct UpdateAgent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    pub version: String,
+}
+
+/// The outcome of one command. Optional fields beyond the seed's carry detail
+/// for operators; `error` is present exactly when the agent did not run the
+/// command to completion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct CommandResult {
+    pub request_id: RequestId,
+    pub success: bool,
+    /// Standard output (capped), or a summary for non-process commands.
+    #[serde(default)]
+    pub result: String,
+    pub timestamp: WallTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Output was cut at the agent's cap.
+    #[serde(default, skip_serializing_if = "real::is_false")]
+    pub truncated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandError>,
+}
+
+/// Why a command did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct CommandError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// The agent's command error codes (spec/protocol.md, "Command errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub enum ErrorCode {
+    /// Not on the allow-list, or arguments refused by its rules.
+    Blocked,
+    /// The operating system refused (user, file mode, sandbox).
+    PermissionDenied,
+    /// The program or recipe does not exist.
+    NotFound,
+    /// Killed after its timeout.
+    Timeout,
+    /// The command queue is full.
+    Busy,
+    /// The message was understood but cannot be acted on (e.g. no requestId).
+    InvalidRequest,
+    /// A fault in the agent itself.
+    Internal,
+    /// A code from a newer agent.
+    #[serde(other)]
+    Unknown,
+}
+
+/// The four command kinds, as named in `broadcast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub enum CommandKind {
+    Execute,
+    Deploy,
+    HealthCheck,
+    UpdateAgent,
+}

@@ -1,0 +1,139 @@
+//! Session messages that DESIGN.md §3 adds to the seed: `welcome`, `ping`,
+//! `pong`, `ack`, `token_refresh` and `drain`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, RequestId, SessionId, WallTime};
+
+/// Central → node, first message after the upgrade: the session is
+/// authenticated and these are its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Welcome {
+    /// `nap.v1`.
+    pub protocol_version: String,
+    pub session_id: SessionId,
+    pub node_id: NodeId,
+    /// Central's wall clock when it sent this, so the agent can see its skew.
+    pub server_time: WallTime,
+    pub intervals: Intervals,
+    /// The largest message central accepts, in bytes.
+    pub max_message_bytes: u32,
+}
+
+/// Server-set periods in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Intervals {
+    pub heartbeat: u64,
+    pub telemetry: u64,
+    pub health: u64,
+}
+
+impl Default for Intervals {
+    /// The seed's periods: ping every 30 s, telemetry every 60 s, health every 5 min.
+    fn default() -> Self {
+        Self {
+            heartbeat: 30_000,
+            telemetry: 60_000,
+            health: 300_000,
+        }
+    }
+}
+
+/// Keepalive, either direction. `timestamp` is the sender's Unix time in
+/// milliseconds (the seed's `Date.now()`), echoed by the `pong`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Ping {
+    pub timestamp: u64,
+}
+
+/// The answer to a `ping`, echoing its `timestamp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Pong {
+    pub timestamp: u64,
+}
+
+/// Central → node: something the node sent is durably stored and may leave
+/// the node's outbox. Exactly one of the two fields is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("oneOf" = [{ "required": ["requestId"] }, { "required": ["telemetry"] }]))
+)]
+pub struct Ack {
+    /// The `command_result` for this request is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
+    /// Every `telemetry` sample up to and including this timestamp is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<WallTime>,
+}
+
+impl Ack {
+    /// Acknowledge a command result.
+    pub fn result(request_id: RequestId) -> Self {
+        Self {
+            request_id: Some(request_id),
+            telemetry: None,
+        }
+    }
+
+    /// Acknowledge telemetry up to `timestamp`.
+    pub fn telemetry(timestamp: WallTime) -> Self {
+        Self {
+            request_id: None,
+            telemetry: Some(timestamp),
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl proptest::arbitrary::Arbitrary for Ack {
+    type Parameters = ();
+    type Strategy = proptest::strategy::BoxedStrategy<Self>;
+
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<RequestId>().prop_map(Ack::result),
+            any::<WallTime>().prop_map(Ack::telemetry),
+        ]
+        .boxed()
+    }
+}
+
+/// Node → central: a fresh token for the live session, sent before the
+/// current one expires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct TokenRefresh {
+    pub token: String,
+}
+
+/// Central → node, before a graceful shutdown: close, then reconnect after
+/// `reconnectAfter` milliseconds (spread per node so the fleet does not
+/// return at once).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct Drain {
+    pub reconnect_after: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

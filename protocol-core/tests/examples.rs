@@ -1,0 +1,112 @@
+//! Each file under `spec/examples/` is a valid message: it satisfies its own
+//! schema and its direction's schema, decodes through the codec, and
+//! survives encode → decode unchanged.
+
+use nap_core::wire::{AgentMessage, CentralMessage, OperatorMessage, all_message_types};
+use nap_core::{Limits, Message, decode, encode};
+use serde_json::Value;
+
+macro_rules! files {
+    ($dir:literal: $($name:literal),+ $(,)?) => {
+        [$( ($name, include_str!(concat!("../../spec/", $dir, "/", $name, ".json"))) ),+]
+    };
+}
+
+const EXAMPLES: [(&str, &str); 19] = files!("examples":
+    "telemetry", "command_result", "status", "alert", "health", "ping", "pong",
+    "token_refresh", "log_line", "welcome", "ack", "execute", "execute_approved",
+    "deploy", "health_check", "update_agent", "drain", "stream_logs", "broadcast",
+);
+
+const SCHEMAS: [(&str, &str); 19] = files!("schemas":
+    "telemetry", "command_result", "status", "alert", "health", "ping", "pong",
+    "token_refresh", "log_line", "welcome", "ack", "execute", "execute_approved",
+    "deploy", "health_check", "update_agent", "drain", "stream_logs", "broadcast",
+);
+
+const AGENT_TO_CENTRAL: &str = include_str!("../../spec/schemas/agent-to-central.json");
+const CENTRAL_TO_AGENT: &str = include_str!("../../spec/schemas/central-to-agent.json");
+const OPERATOR_TO_CENTRAL: &str = include_str!("../../spec/schemas/operator-to-central.json");
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).expect("committed file is JSON")
+}
+
+fn assert_valid(schema: &Value, instance: &Value, what: &str) {
+    let validator = jsonschema::validator_for(schema).expect("schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(instance)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{what}: {errors:#?}");
+}
+
+fn roundtrip<M: Message + PartialEq + std::fmt::Debug>(name: &str, text: &str) {
+    let limits = Limits::default();
+    let message: M = decode(text, &limits).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(message.message_type(), name);
+    let encoded = encode(&message).expect("encodes");
+    let again: M = decode(&encoded, &limits).expect("re-decodes");
+    assert_eq!(again, message, "{name} changed in a round trip");
+    assert_eq!(
+        encode(&again).expect("encodes"),
+        encoded,
+        "{name}: encode is not stable"
+    );
+}
+
+#[test]
+fn there_is_one_example_per_message_type() {
+    let mut names: Vec<&str> = EXAMPLES.iter().map(|(n, _)| *n).collect();
+    let mut types = all_message_types();
+    names.sort_unstable();
+    types.sort_unstable();
+    assert_eq!(names, types);
+}
+
+#[test]
+fn every_example_satisfies_its_schema() {
+    for ((name, example), (schema_name, schema)) in EXAMPLES.iter().zip(SCHEMAS) {
+        assert_eq!(*name, schema_name);
+        assert_valid(&json(schema), &json(example), name);
+    }
+}
+
+#[test]
+fn every_example_satisfies_its_direction_schema_and_round_trips() {
+    for (name, example) in EXAMPLES {
+        let mut directions = 0;
+        if AgentMessage::TYPES.contains(&name) {
+            assert_valid(&json(AGENT_TO_CENTRAL), &json(example), name);
+            roundtrip::<AgentMessage>(name, example);
+            directions += 1;
+        }
+        if CentralMessage::TYPES.contains(&name) {
+            assert_valid(&json(CENTRAL_TO_AGENT), &json(example), name);
+            roundtrip::<CentralMessage>(name, example);
+            directions += 1;
+        }
+        if OperatorMessage::TYPES.contains(&name) {
+            assert_valid(&json(OPERATOR_TO_CENTRAL), &json(example), name);
+            roundtrip::<OperatorMessage>(name, example);
+            directions += 1;
+        }
+        assert!(directions > 0, "{name} belongs to no direction");
+    }
+}
+
+#[test]
+fn schemas_reject_what_the_codec_rejects() {
+    // A sample the schema must refuse: a telemetry without its data.
+    let schema = json(SCHEMAS[0].1);
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let bad = serde_json::json!({
+        "type": "telemetry",
+        "nodeId": "6f1c2b9e-8a4d-4c3e-9b7a-2d5e8f1a3c47",
+        "timestamp": "2025-10-15T10:00:00Z"
+    });
+    assert!(!validator.is_valid(&bad));
+    // And a message of another type.
+    let ping = json(EXAMPLES[5].1);
+    assert!(!validator.is_valid(&ping));
+}

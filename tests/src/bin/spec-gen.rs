@@ -1,0 +1,16 @@
+//! Writes the JSON Schemas generated from the wire types to `spec/schemas/`.
+//! `nap-core`'s schema-drift test fails until the committed files match.
+
+use std::path::PathBuf;
+
+fn main() -> std::io::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec/schemas");
+    std::fs::create_dir_all(&dir)?;
+    for (name, schema) in nap_core::schema::all() {
+        let mut text = serde_json::to_string_pretty(&schema).map_err(std::io::Error::other)?;
+        text.push('\n');
+        std::fs::write(dir.join(&name), text)?;
+        eprintln!("wrote spec/schemas/{name}");
+    }
+    Ok(())
+}
