@@ -110,3 +110,22 @@ fn schemas_reject_what_the_codec_rejects() {
     let ping = json(EXAMPLES[5].1);
     assert!(!validator.is_valid(&ping));
 }
+
+#[test]
+fn the_asyncapi_document_names_every_message_and_its_schema() {
+    let asyncapi = include_str!("../../spec/asyncapi.yaml");
+    assert!(asyncapi.starts_with("asyncapi: 3.0.0"));
+    for kind in all_message_types() {
+        if OperatorMessage::TYPES.contains(&kind) {
+            continue; // not on the agent channel
+        }
+        assert!(
+            asyncapi.contains(&format!("$ref: './schemas/{kind}.json'")),
+            "asyncapi.yaml lacks the payload of {kind}"
+        );
+        assert!(
+            asyncapi.contains(&format!("name: {kind}\n")),
+            "asyncapi.yaml lacks message {kind}"
+        );
+    }
+}

@@ -77,7 +77,8 @@ pub struct Ack {
     /// The `command_result` for this request is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<RequestId>,
-    /// Every `telemetry` sample up to and including this timestamp is stored.
+    /// The `telemetry` sample with this timestamp is stored (each sample is
+    /// acked on its own, so a wall clock that steps back loses nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<WallTime>,
 }
