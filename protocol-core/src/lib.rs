@@ -7,9 +7,17 @@
 //! source, so every behaviour can be replayed from its inputs.
 #![forbid(unsafe_code)]
 
+pub mod agent;
+pub mod alerts;
+pub mod backoff;
+pub mod central;
 pub mod codec;
+pub mod policy;
 pub mod ids;
+pub mod rng;
 pub mod time;
+pub mod timer;
+pub mod transport;
 pub mod wire;
 
 #[cfg(feature = "schema")]
@@ -17,7 +25,7 @@ pub mod schema;
 
 pub use codec::{DecodeError, EncodeError, Limits, Message, decode, encode};
 pub use ids::{NodeId, RequestId, SessionId, TokenId};
-pub use time::WallTime;
+pub use time::{Timestamp, WallAnchor, WallTime};
 
 /// The WebSocket subprotocol and protocol version spoken by this crate.
 pub const PROTOCOL_VERSION: &str = "nap.v1";

@@ -134,3 +134,80 @@ impl proptest::arbitrary::Arbitrary for WallTime {
             .boxed()
     }
 }
+
+/// The core's monotonic clock: microseconds since an epoch the driver picks
+/// (its start, usually). Every engine call takes one; timers are expressed
+/// in it. It never goes backwards within one engine.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    /// The driver's epoch.
+    pub const ZERO: Self = Self(0);
+
+    /// This many microseconds after the epoch.
+    pub const fn from_micros(micros: u64) -> Self {
+        Self(micros)
+    }
+
+    /// This many milliseconds after the epoch.
+    pub const fn from_millis(millis: u64) -> Self {
+        Self(millis.saturating_mul(1_000))
+    }
+
+    /// This many seconds after the epoch.
+    pub const fn from_secs(secs: u64) -> Self {
+        Self(secs.saturating_mul(1_000_000))
+    }
+
+    /// Microseconds since the epoch.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// The time elapsed since `earlier`, zero if `earlier` is later.
+    pub fn saturating_since(self, earlier: Self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<std::time::Duration> for Timestamp {
+    type Output = Self;
+
+    fn add(self, rhs: std::time::Duration) -> Self {
+        let micros = u64::try_from(rhs.as_micros()).unwrap_or(u64::MAX);
+        Self(self.0.saturating_add(micros))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:06}s", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+}
+
+/// Maps the monotonic clock to the wall clock from the driver's most recent
+/// reading, so the engine can stamp messages without reading a clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WallAnchor {
+    at: Timestamp,
+    wall: WallTime,
+}
+
+impl WallAnchor {
+    /// The wall clock read `wall` at monotonic time `at`.
+    pub fn new(at: Timestamp, wall: WallTime) -> Self {
+        Self { at, wall }
+    }
+
+    /// The wall time at `now`, extrapolated from the anchor.
+    pub fn wall_at(&self, now: Timestamp) -> WallTime {
+        let delta_micros = i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+            - i64::try_from(self.at.as_micros()).unwrap_or(i64::MAX);
+        WallTime::from_unix_micros(self.wall.as_datetime().timestamp_micros().saturating_add(delta_micros))
+            .unwrap_or(self.wall)
+    }
+}

@@ -1,0 +1,214 @@
+//! What goes into and comes out of the agent engine.
+
+use std::time::Duration;
+
+use crate::policy::{Approved, Refusal};
+use crate::transport::Epoch;
+use crate::wire::{
+    AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, TelemetryData,
+};
+use crate::{DecodeError, RequestId, SessionId, WallTime};
+
+/// An input to [`super::AgentEngine::handle_input`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentInput {
+    /// Begin: connect and start sampling.
+    Start,
+    /// Stop gracefully: report `offline`, close, do not reconnect.
+    Shutdown,
+    /// A reading of the wall clock, taken at this call's `now`. Give one before
+    /// `Start` and whenever the wall clock may have been adjusted.
+    WallClock(WallTime),
+    /// The token asked for by [`AgentOutput::MintToken`], valid for `lifetime` from now.
+    TokenMinted { token: String, lifetime: Duration },
+    /// The upgrade of the dial of `epoch` succeeded.
+    Connected { epoch: Epoch },
+    /// The dial of `epoch` failed.
+    DialFailed { epoch: Epoch, reason: DialFailure },
+    /// A text frame arrived on `epoch`.
+    Frame { epoch: Epoch, text: String },
+    /// The transport of `epoch` closed, with the peer's close code if it sent one.
+    Closed { epoch: Epoch, code: Option<u16> },
+    /// The sample asked for by [`AgentOutput::SampleTelemetry`].
+    TelemetrySample(TelemetryData),
+    /// Health check results, for a request or for the periodic report.
+    HealthReport {
+        request_id: Option<RequestId>,
+        checks: HealthChecks,
+        details: HealthDetails,
+    },
+    /// A task started by [`AgentOutput::Run`] ended (or was killed).
+    CommandFinished {
+        request_id: RequestId,
+        outcome: CommandOutcome,
+    },
+    /// A log line for a `stream_logs` request.
+    LogLine {
+        request_id: Option<RequestId>,
+        service: String,
+        line: String,
+    },
+}
+
+/// Why a dial did not produce a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DialFailure {
+    /// Central answered 401: the token was refused.
+    Unauthorized,
+    /// Central answered 503, asking to come back after this long.
+    Unavailable { retry_after: Duration },
+    /// Anything else: refused, reset, TLS failure, timeout.
+    Network,
+}
+
+/// How a task ended, as the driver saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandOutcome {
+    pub success: bool,
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Output was cut at the cap.
+    pub truncated: bool,
+    /// Set when the task could not run or failed for a reason other than its
+    /// exit status (not found, permission denied, internal).
+    pub error: Option<CommandError>,
+}
+
+/// Work for the driver. The agent engine emits these from `poll_output`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentOutput {
+    /// Sign a fresh token and answer with [`AgentInput::TokenMinted`].
+    MintToken,
+    /// Open a connection to central with this token; report on `epoch`.
+    Dial { epoch: Epoch, token: String },
+    /// Send a message on `epoch`.
+    Send { epoch: Epoch, message: AgentMessage },
+    /// Close the transport of `epoch` with this code.
+    Close {
+        epoch: Epoch,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Take a telemetry sample and answer with [`AgentInput::TelemetrySample`].
+    SampleTelemetry,
+    /// Run the health checks and answer with [`AgentInput::HealthReport`]
+    /// (periodic: no request id).
+    CheckHealth,
+    /// Start a task; answer with [`AgentInput::CommandFinished`] (or, for a
+    /// health check, [`AgentInput::HealthReport`] with this request id).
+    Run { request_id: RequestId, task: Task },
+    /// Kill the task's whole process group (SIGTERM, grace, SIGKILL), then
+    /// report it finished.
+    Kill { request_id: RequestId },
+    /// Start (or restart) streaming a service's log; send lines as [`AgentInput::LogLine`].
+    StreamLogs {
+        request_id: Option<RequestId>,
+        service: String,
+        follow: bool,
+        lines: Option<u32>,
+    },
+    /// The outbox or the request record changed: save [`super::AgentEngine::snapshot`]
+    /// before acting on the outputs that follow.
+    Persist,
+    /// Something happened worth a log line, a metric or an audit record.
+    Event(AgentEvent),
+}
+
+/// A task the engine allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Task {
+    /// An allow-listed program, resolved by the policy.
+    Execute(Approved),
+    /// The deploy recipe of `env` with `branch` (both validated).
+    Deploy {
+        env: String,
+        branch: String,
+        timeout: Duration,
+    },
+    /// The health checks, answered with a `HealthReport` carrying the request id.
+    HealthCheck { timeout: Duration },
+    /// Fetch, verify and install this version, then restart.
+    UpdateAgent { version: String, timeout: Duration },
+}
+
+impl Task {
+    /// How long the task may run before it is killed.
+    pub fn timeout(&self) -> Duration {
+        match self {
+            Self::Execute(a) => a.timeout,
+            Self::Deploy { timeout, .. }
+            | Self::HealthCheck { timeout }
+            | Self::UpdateAgent { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// Things the driver may log, count or audit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentEvent {
+    /// Dialling central.
+    Connecting { epoch: Epoch, attempt: u32 },
+    /// `welcome` arrived.
+    Established { epoch: Epoch, session_id: SessionId },
+    /// The connection ended.
+    Disconnected { epoch: Epoch, reason: Disconnect },
+    /// The next dial waits this long.
+    BackoffScheduled { delay: Duration, attempt: u32 },
+    /// Central revoked this node; the agent will not reconnect.
+    Revoked,
+    /// The engine stopped after a shutdown.
+    Stopped,
+    /// A frame that is not a valid message was ignored.
+    InvalidFrame { error: DecodeError },
+    /// A frame arrived that is valid but out of place (e.g. a command before `welcome`).
+    Unexpected { message_type: &'static str },
+    /// A round trip measured by ping/pong.
+    RoundTrip { rtt_ms: u64 },
+    /// Audit: a command request and the engine's decision on it.
+    CommandDecision {
+        request_id: Option<RequestId>,
+        what: String,
+        decision: Decision,
+    },
+    /// Audit: a command ended; its result is in the outbox.
+    CommandCompleted { result: CommandResult },
+    /// Telemetry samples were dropped from the full offline buffer.
+    TelemetryDropped { total: u64 },
+}
+
+/// What the engine decided about a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed and started.
+    Started,
+    /// Allowed, waiting for a free slot.
+    Queued,
+    /// Held until approved (v0.2).
+    Held,
+    /// Refused by the policy.
+    Blocked(Refusal),
+    /// The queue is full.
+    Busy,
+    /// Already seen: answered from the record (or ignored while it runs).
+    Duplicate,
+    /// Not actionable (e.g. an `execute` without `requestId`).
+    Invalid(&'static str),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Disconnect {
+    /// The peer or the network closed it, with this close code if any.
+    Closed(Option<u16>),
+    /// No `welcome` in time.
+    NoWelcome,
+    /// No pong in time, or no traffic for two heartbeat intervals.
+    Dead,
+    /// Central asked us to drain.
+    Drained,
+    /// Too many invalid messages from central.
+    Invalid,
+    /// The agent is shutting down.
+    Shutdown,
+}
