@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::Timestamp;
-use crate::wire::{Alert, AlertData, AlertState, ApplicationStatus, Severity, TelemetryData};
 use crate::WallTime;
+use crate::wire::{Alert, AlertData, AlertState, ApplicationStatus, Severity, TelemetryData};
 
 /// What a rule measures, as a number that trips when above the threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,9 +79,13 @@ impl AlertRule {
 pub enum RuleState {
     Clear,
     /// Above the threshold since then, not yet for the sustain window.
-    Pending { since: Timestamp },
+    Pending {
+        since: Timestamp,
+    },
     /// Fired at that time; waits to resolve.
-    Firing { since: Timestamp },
+    Firing {
+        since: Timestamp,
+    },
 }
 
 /// The rules and their states.
@@ -111,7 +115,12 @@ impl AlertEngine {
 
     /// Feeds one sample taken at `now` (`wall` on the wall clock); returns the
     /// alerts that fire or resolve because of it.
-    pub fn observe(&mut self, now: Timestamp, wall: WallTime, sample: &TelemetryData) -> Vec<Alert> {
+    pub fn observe(
+        &mut self,
+        now: Timestamp,
+        wall: WallTime,
+        sample: &TelemetryData,
+    ) -> Vec<Alert> {
         let mut out = Vec::new();
         for (rule, state) in &mut self.rules {
             let Some(reading) = read(rule.metric, sample) else {

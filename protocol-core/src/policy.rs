@@ -37,7 +37,11 @@ pub enum ArgRules {
     /// Exactly these positional rules, one argument each.
     Exact(Vec<ArgRule>),
     /// These positional rules, then any number of arguments matching `rest`.
-    Variadic { fixed: Vec<ArgRule>, rest: ArgRule, max: usize },
+    Variadic {
+        fixed: Vec<ArgRule>,
+        rest: ArgRule,
+        max: usize,
+    },
 }
 
 /// What one argument may be.

@@ -207,7 +207,12 @@ impl WallAnchor {
     pub fn wall_at(&self, now: Timestamp) -> WallTime {
         let delta_micros = i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
             - i64::try_from(self.at.as_micros()).unwrap_or(i64::MAX);
-        WallTime::from_unix_micros(self.wall.as_datetime().timestamp_micros().saturating_add(delta_micros))
-            .unwrap_or(self.wall)
+        WallTime::from_unix_micros(
+            self.wall
+                .as_datetime()
+                .timestamp_micros()
+                .saturating_add(delta_micros),
+        )
+        .unwrap_or(self.wall)
     }
 }

@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 /// One transport (one dial, one accepted socket). Inputs carry the epoch they
 /// belong to; anything from an older epoch is a stale leftover and ignored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Epoch(pub u64);
 
 impl Epoch {

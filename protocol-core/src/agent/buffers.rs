@@ -30,16 +30,16 @@ impl TelemetryBuffer {
     /// true if an older sample had to be dropped to make room.
     pub(crate) fn push(&mut self, mut sample: Telemetry) -> (&Telemetry, bool) {
         let mut dropped = false;
-        if self.samples.len() >= self.capacity {
-            if let Some(old) = self.samples.pop_front() {
-                // The dropped sample may itself have carried a count: keep it.
-                self.unreported_drops = self
-                    .unreported_drops
-                    .saturating_add(1)
-                    .saturating_add(old.dropped_samples);
-                self.total_drops = self.total_drops.saturating_add(1);
-                dropped = true;
-            }
+        if self.samples.len() >= self.capacity
+            && let Some(old) = self.samples.pop_front()
+        {
+            // The dropped sample may itself have carried a count: keep it.
+            self.unreported_drops = self
+                .unreported_drops
+                .saturating_add(1)
+                .saturating_add(old.dropped_samples);
+            self.total_drops = self.total_drops.saturating_add(1);
+            dropped = true;
         }
         sample.dropped_samples = sample
             .dropped_samples

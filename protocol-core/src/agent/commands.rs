@@ -20,14 +20,26 @@ const RECORDED_OUTPUT_BYTES: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
     /// v0.2: waiting for `execute_approved`.
-    Held { task: Task, command: String },
+    Held {
+        task: Task,
+        command: String,
+    },
     /// Allowed, waiting for a slot.
-    Queued { task: Task },
-    Running { started: Timestamp },
+    Queued {
+        task: Task,
+    },
+    Running {
+        started: Timestamp,
+    },
     /// Timed out and killed; waiting for the driver's report.
-    Killing { started: Timestamp },
+    Killing {
+        started: Timestamp,
+    },
     /// Ended; `acked` once central has recorded the result.
-    Done { result: CommandResult, acked: bool },
+    Done {
+        result: CommandResult,
+        acked: bool,
+    },
 }
 
 impl Entry {
@@ -52,10 +64,12 @@ pub(crate) struct CommandTable {
 impl CommandTable {
     /// The unacked results, oldest first.
     pub(crate) fn outbox_results(&self) -> impl Iterator<Item = &CommandResult> {
-        self.outbox.iter().filter_map(|id| match self.entries.get(id) {
-            Some(Entry::Done { result, .. }) => Some(result),
-            _ => None,
-        })
+        self.outbox
+            .iter()
+            .filter_map(|id| match self.entries.get(id) {
+                Some(Entry::Done { result, .. }) => Some(result),
+                _ => None,
+            })
     }
 }
 
@@ -67,9 +81,15 @@ impl Ctx {
         let (request_id, what, decision) = match message {
             CentralMessage::Execute(e) => {
                 let what = format!("execute {} {:?}", e.command, e.args);
-                let decision = policy
-                    .check_execute(&e.command, &e.args, e.timeout)
-                    .map(|approved| (Task::Execute(approved), e.requires_approval.then_some(e.command)));
+                let decision =
+                    policy
+                        .check_execute(&e.command, &e.args, e.timeout)
+                        .map(|approved| {
+                            (
+                                Task::Execute(approved),
+                                e.requires_approval.then_some(e.command),
+                            )
+                        });
                 (e.request_id, what, decision)
             }
             CentralMessage::Deploy(d) => {
@@ -87,7 +107,12 @@ impl Ctx {
             CentralMessage::HealthCheck(h) => (
                 Some(h.request_id),
                 "health_check".to_owned(),
-                Ok((Task::HealthCheck { timeout: task_timeout }, None)),
+                Ok((
+                    Task::HealthCheck {
+                        timeout: task_timeout,
+                    },
+                    None,
+                )),
             ),
             CentralMessage::UpdateAgent(u) => {
                 let what = format!("update_agent {}", u.version);
@@ -117,7 +142,9 @@ impl Ctx {
                 self.complete(request_id, failure(ErrorCode::Blocked, message));
             }
             Ok((task, Some(command))) => {
-                self.commands.entries.insert(request_id, Entry::Held { task, command });
+                self.commands
+                    .entries
+                    .insert(request_id, Entry::Held { task, command });
                 self.arm_in(AgentTimer::Command(request_id), self.config.approval_window);
                 self.decided(Some(request_id), what, Decision::Held);
                 self.emit(AgentOutput::Persist);
@@ -160,7 +187,10 @@ impl Ctx {
     fn approve(&mut self, request_id: Option<RequestId>, command: &str, approved_by: &str) {
         let what = format!("execute_approved {command} by {approved_by}");
         let held = request_id.and_then(|id| match self.commands.entries.get(&id) {
-            Some(Entry::Held { task, command: held }) if held == command => Some((id, task.clone())),
+            Some(Entry::Held {
+                task,
+                command: held,
+            }) if held == command => Some((id, task.clone())),
             _ => None,
         });
         match held {
@@ -168,7 +198,11 @@ impl Ctx {
                 self.timers.stop(&AgentTimer::Command(id));
                 self.admit(id, what, task);
             }
-            None => self.decided(request_id, what, Decision::Invalid("no held command matches")),
+            None => self.decided(
+                request_id,
+                what,
+                Decision::Invalid("no held command matches"),
+            ),
         }
     }
 
@@ -177,7 +211,9 @@ impl Ctx {
             self.decided(Some(request_id), what, Decision::Started);
             self.start(request_id, task);
         } else if self.commands.queue.len() < self.config.max_queued {
-            self.commands.entries.insert(request_id, Entry::Queued { task });
+            self.commands
+                .entries
+                .insert(request_id, Entry::Queued { task });
             self.commands.queue.push_back(request_id);
             self.decided(Some(request_id), what, Decision::Queued);
             self.emit(AgentOutput::Persist);
@@ -267,7 +303,12 @@ impl Ctx {
         self.finish_slot(request_id, started, result_from(outcome));
     }
 
-    fn finish_slot(&mut self, request_id: RequestId, started: Timestamp, mut result: CommandResult) {
+    fn finish_slot(
+        &mut self,
+        request_id: RequestId,
+        started: Timestamp,
+        mut result: CommandResult,
+    ) {
         self.timers.stop(&AgentTimer::Command(request_id));
         self.commands.running = self.commands.running.saturating_sub(1);
         result.duration_ms = Some(millis(self.now.saturating_since(started)));
@@ -320,13 +361,13 @@ impl Ctx {
 
     /// Central recorded the result of `request_id`.
     pub(crate) fn result_acked(&mut self, request_id: RequestId) {
-        if let Some(Entry::Done { result, acked }) = self.commands.entries.get_mut(&request_id) {
-            if !*acked {
-                *acked = true;
-                shrink(result);
-                self.commands.outbox.retain(|id| *id != request_id);
-                self.emit(AgentOutput::Persist);
-            }
+        if let Some(Entry::Done { result, acked }) = self.commands.entries.get_mut(&request_id)
+            && !*acked
+        {
+            *acked = true;
+            shrink(result);
+            self.commands.outbox.retain(|id| *id != request_id);
+            self.emit(AgentOutput::Persist);
         }
     }
 
@@ -334,11 +375,11 @@ impl Ctx {
     /// records go first; an outbox past its limit loses its oldest result.
     fn bound_record(&mut self) {
         while self.commands.outbox.len() > self.config.outbox_limit {
-            if let Some(id) = self.commands.outbox.pop_front() {
-                if let Some(Entry::Done { result, acked }) = self.commands.entries.get_mut(&id) {
-                    *acked = true;
-                    shrink(result);
-                }
+            if let Some(id) = self.commands.outbox.pop_front()
+                && let Some(Entry::Done { result, acked }) = self.commands.entries.get_mut(&id)
+            {
+                *acked = true;
+                shrink(result);
             }
         }
         let mut scanned = 0;

@@ -76,6 +76,9 @@ pub struct CommandOutcome {
 }
 
 /// Work for the driver. The agent engine emits these from `poll_output`.
+// Outputs are moved once from the queue to the driver; boxing the large
+// `Send` variant would cost an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentOutput {
     /// Sign a fresh token and answer with [`AgentInput::TokenMinted`].

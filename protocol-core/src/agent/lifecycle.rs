@@ -127,7 +127,11 @@ impl Lifecycle {
         context.timers.stop(&AgentTimer::Connect);
     }
 
-    #[state(superstate = "disconnected", entry_action = "enter_backoff", exit_action = "exit_backoff")]
+    #[state(
+        superstate = "disconnected",
+        entry_action = "enter_backoff",
+        exit_action = "exit_backoff"
+    )]
     fn backoff(event: &Event) -> Outcome<State> {
         match event {
             Event::Timer(AgentTimer::Reconnect) => Transition(State::connecting()),
@@ -196,7 +200,9 @@ impl Lifecycle {
                 context.intervals = welcome.intervals;
                 Transition(State::established())
             }
-            Event::Welcome(_) => context.drop_connection(close::PROTOCOL_ERROR, Disconnect::NoWelcome),
+            Event::Welcome(_) => {
+                context.drop_connection(close::PROTOCOL_ERROR, Disconnect::NoWelcome)
+            }
             Event::Timer(AgentTimer::Welcome) => {
                 context.drop_connection(close::PROTOCOL_ERROR, Disconnect::NoWelcome)
             }
@@ -236,14 +242,14 @@ impl Lifecycle {
                 Handled
             }
             Event::Pong(timestamp) => {
-                if let Some((sent, at)) = context.ping {
-                    if sent == *timestamp {
-                        context.ping = None;
-                        context.timers.stop(&AgentTimer::Pong);
-                        let rtt_ms = u64::try_from(context.now.saturating_since(at).as_millis())
-                            .unwrap_or(u64::MAX);
-                        context.event(AgentEvent::RoundTrip { rtt_ms });
-                    }
+                if let Some((sent, at)) = context.ping
+                    && sent == *timestamp
+                {
+                    context.ping = None;
+                    context.timers.stop(&AgentTimer::Pong);
+                    let rtt_ms = u64::try_from(context.now.saturating_since(at).as_millis())
+                        .unwrap_or(u64::MAX);
+                    context.event(AgentEvent::RoundTrip { rtt_ms });
                 }
                 Handled
             }
@@ -355,13 +361,16 @@ impl Ctx {
     /// Closes the transport on our side and backs off.
     fn drop_connection(&mut self, code: u16, reason: Disconnect) -> Outcome<State> {
         let epoch = self.epoch;
-        self.close(code, match reason {
-            Disconnect::Dead => "liveness timeout",
-            Disconnect::NoWelcome => "no valid welcome",
-            Disconnect::Drained => "drained",
-            Disconnect::Invalid => "too many invalid messages",
-            Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
-        });
+        self.close(
+            code,
+            match reason {
+                Disconnect::Dead => "liveness timeout",
+                Disconnect::NoWelcome => "no valid welcome",
+                Disconnect::Drained => "drained",
+                Disconnect::Invalid => "too many invalid messages",
+                Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
+            },
+        );
         self.event(AgentEvent::Disconnected { epoch, reason });
         Transition(State::backoff())
     }
@@ -374,9 +383,10 @@ impl Ctx {
         let lifetime = self.token_lifetime.as_secs_f64();
         let lo = lifetime * (self.config.refresh_at - self.config.refresh_jitter);
         let hi = lifetime * (self.config.refresh_at + self.config.refresh_jitter);
-        let after = self
-            .rng
-            .duration_between(Duration::from_secs_f64(lo.max(0.0)), Duration::from_secs_f64(hi.max(0.0)));
+        let after = self.rng.duration_between(
+            Duration::from_secs_f64(lo.max(0.0)),
+            Duration::from_secs_f64(hi.max(0.0)),
+        );
         self.arm_in(AgentTimer::TokenRefresh, after);
     }
 }

@@ -73,7 +73,9 @@ impl AgentEngine {
                 self.ctx.token_lifetime = lifetime;
                 self.dispatch(Event::TokenMinted);
             }
-            AgentInput::Connected { epoch } if self.current(epoch) => self.dispatch(Event::Connected),
+            AgentInput::Connected { epoch } if self.current(epoch) => {
+                self.dispatch(Event::Connected)
+            }
             AgentInput::DialFailed { epoch, reason } if self.current(epoch) => {
                 self.dispatch(Event::DialFailed(reason));
             }
@@ -244,7 +246,9 @@ impl AgentEngine {
             }
             CentralMessage::Pong(pong) => self.dispatch(Event::Pong(pong.timestamp)),
             CentralMessage::Drain(drain) => {
-                self.dispatch(Event::Drain(std::time::Duration::from_millis(drain.reconnect_after)));
+                self.dispatch(Event::Drain(std::time::Duration::from_millis(
+                    drain.reconnect_after,
+                )));
             }
             CentralMessage::Ack(ack) if established => {
                 if let Some(request_id) = ack.request_id {

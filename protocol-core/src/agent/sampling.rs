@@ -4,7 +4,9 @@
 use super::config::clamp_interval;
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput};
-use crate::wire::{CheckStatus, Health, HealthChecks, HealthDetails, NodeStatus, Telemetry, TelemetryData};
+use crate::wire::{
+    CheckStatus, Health, HealthChecks, HealthDetails, NodeStatus, Telemetry, TelemetryData,
+};
 
 impl Ctx {
     /// The first sample at once, then one per interval; health likewise.
@@ -29,7 +31,10 @@ impl Ctx {
     }
 
     pub(crate) fn telemetry_due(&mut self) {
-        self.arm_in(AgentTimer::Telemetry, clamp_interval(self.intervals.telemetry));
+        self.arm_in(
+            AgentTimer::Telemetry,
+            clamp_interval(self.intervals.telemetry),
+        );
         self.emit(AgentOutput::SampleTelemetry);
     }
 

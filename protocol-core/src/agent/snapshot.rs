@@ -98,7 +98,11 @@ impl AgentEngine {
                     false,
                 ),
             };
-            if commands.entries.insert(id, Entry::Done { result, acked }).is_none() {
+            if commands
+                .entries
+                .insert(id, Entry::Done { result, acked })
+                .is_none()
+            {
                 commands.done_order.push_back(id);
             }
             if !acked && !commands.outbox.contains(&id) {

@@ -139,7 +139,11 @@ pub struct ValidToken {
 }
 
 /// Checks everything but `jti` replay, in the order of the spec.
-pub fn check_token(policy: &AuthPolicy, now: WallTime, token: &TokenCheck) -> Result<ValidToken, AuthRejection> {
+pub fn check_token(
+    policy: &AuthPolicy,
+    now: WallTime,
+    token: &TokenCheck,
+) -> Result<ValidToken, AuthRejection> {
     if token.alg != "EdDSA" {
         return Err(AuthRejection::Algorithm);
     }
@@ -177,8 +181,8 @@ pub fn check_token(policy: &AuthPolicy, now: WallTime, token: &TokenCheck) -> Re
         return Err(AuthRejection::Lifetime);
     }
     let jti: TokenId = claims.jti.parse().map_err(|_| AuthRejection::Malformed)?;
-    let expires_at =
-        WallTime::from_unix_millis(claims.exp.saturating_mul(1000)).ok_or(AuthRejection::Malformed)?;
+    let expires_at = WallTime::from_unix_millis(claims.exp.saturating_mul(1000))
+        .ok_or(AuthRejection::Malformed)?;
     Ok(ValidToken {
         node_id,
         jti,
@@ -197,7 +201,13 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// Records `jti`; false if it was already there.
-    pub fn consume(&mut self, now: WallTime, skew: Duration, jti: TokenId, expires_at: WallTime) -> bool {
+    pub fn consume(
+        &mut self,
+        now: WallTime,
+        skew: Duration,
+        jti: TokenId,
+        expires_at: WallTime,
+    ) -> bool {
         self.prune(now, skew);
         if !self.seen.insert(jti) {
             return false;

@@ -110,7 +110,10 @@ pub struct TrackedCommand {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HubOutput {
     /// Route this message to the session (its `SessionInput::Deliver`).
-    Deliver { session_id: SessionId, message: CentralMessage },
+    Deliver {
+        session_id: SessionId,
+        message: CentralMessage,
+    },
     /// End this session (its `SessionInput::Terminate`).
     Terminate {
         session_id: SessionId,
@@ -118,7 +121,10 @@ pub enum HubOutput {
         reason: &'static str,
     },
     /// Ask this session to drain (its `SessionInput::Drain`).
-    Drain { session_id: SessionId, reconnect_after: Duration },
+    Drain {
+        session_id: SessionId,
+        reconnect_after: Duration,
+    },
     /// A node's status changed.
     StatusChanged {
         node_id: NodeId,
@@ -346,16 +352,26 @@ impl CentralHub {
         match online {
             Some(session_id) => self.deliver(request_id, session_id),
             None => {
-                self.queued.entry(node_id).or_default().push_back(request_id);
-                self.timers
-                    .set(HubTimer::Command(request_id), self.now + self.config.command_ttl);
+                self.queued
+                    .entry(node_id)
+                    .or_default()
+                    .push_back(request_id);
+                self.timers.set(
+                    HubTimer::Command(request_id),
+                    self.now + self.config.command_ttl,
+                );
             }
         }
         self.commands[&request_id].state
     }
 
     /// A node's result arrived (and the driver is storing it).
-    pub fn result_received(&mut self, now: Timestamp, node_id: NodeId, result: &CommandResult) -> ResultOutcome {
+    pub fn result_received(
+        &mut self,
+        now: Timestamp,
+        node_id: NodeId,
+        result: &CommandResult,
+    ) -> ResultOutcome {
         self.advance(now);
         let Some(command) = self.commands.get_mut(&result.request_id) else {
             return ResultOutcome::Unknown;
@@ -379,7 +395,8 @@ impl CentralHub {
         self.advance(now);
         let rate = u64::from(self.config.drain_rate_per_sec.max(1));
         let count = u64::try_from(self.live.len()).unwrap_or(u64::MAX);
-        let window = Duration::from_millis(count.saturating_mul(1000) / rate).max(self.config.drain_min);
+        let window =
+            Duration::from_millis(count.saturating_mul(1000) / rate).max(self.config.drain_min);
         let sessions: Vec<SessionId> = self.live.values().copied().collect();
         for session_id in sessions {
             let reconnect_after = self.rng.duration_between(self.config.drain_min, window);
@@ -465,7 +482,10 @@ impl CentralHub {
         let deadline = self.now + command.timeout + self.config.result_grace;
         let message = command.message.clone();
         self.timers.set(HubTimer::Command(request_id), deadline);
-        self.out.push_back(HubOutput::Deliver { session_id, message });
+        self.out.push_back(HubOutput::Deliver {
+            session_id,
+            message,
+        });
         self.changed(request_id, node_id, CommandState::Sent);
     }
 

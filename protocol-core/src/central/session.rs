@@ -10,8 +10,8 @@ use crate::codec::{DecodeError, Limits, decode};
 use crate::timer::Timers;
 use crate::transport::{InvalidBudget, close};
 use crate::wire::{
-    Ack, AgentMessage, CentralMessage, CommandResult, Drain, Intervals, NodeStatus, Pong, Telemetry,
-    Welcome,
+    Ack, AgentMessage, CentralMessage, CommandResult, Drain, Intervals, NodeStatus, Pong,
+    Telemetry, Welcome,
 };
 use crate::{NodeId, PROTOCOL_VERSION, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
@@ -95,7 +95,10 @@ pub enum SessionOutput {
     /// `RefreshChecked`.
     CheckRefresh { token: String },
     /// The node reported its status.
-    Status { status: NodeStatus, reason: Option<String> },
+    Status {
+        status: NodeStatus,
+        reason: Option<String>,
+    },
     /// Anything else the node sent that central keeps (alert, health, log line).
     Record(AgentMessage),
     /// Something worth a log line or a metric.
@@ -110,12 +113,18 @@ pub enum SessionEvent {
     /// A frame was not a valid message; it was ignored.
     Invalid { error: DecodeError },
     /// A valid message broke a rule (e.g. names another node); ignored.
-    Refused { message_type: &'static str, why: &'static str },
+    Refused {
+        message_type: &'static str,
+        why: &'static str,
+    },
     /// Over the rate limit; the message was dropped (the node re-sends what
     /// is not acked).
     RateLimited,
     /// The session ended.
-    Ended { code: Option<u16>, reason: &'static str },
+    Ended {
+        code: Option<u16>,
+        reason: &'static str,
+    },
 }
 
 /// Named deadlines of a session.
@@ -167,15 +176,19 @@ impl CentralSession {
             refresh_pending: false,
             config,
         };
-        session.out.push_back(SessionOutput::Send(CentralMessage::Welcome(Welcome {
-            protocol_version: PROTOCOL_VERSION.to_owned(),
-            session_id,
-            node_id,
-            server_time: wall,
-            intervals: session.config.intervals,
-            max_message_bytes,
-        })));
-        session.timers.set(SessionTimer::Liveness, now + session.config.offline_after);
+        session
+            .out
+            .push_back(SessionOutput::Send(CentralMessage::Welcome(Welcome {
+                protocol_version: PROTOCOL_VERSION.to_owned(),
+                session_id,
+                node_id,
+                server_time: wall,
+                intervals: session.config.intervals,
+                max_message_bytes,
+            })));
+        session
+            .timers
+            .set(SessionTimer::Liveness, now + session.config.offline_after);
         session.arm_token_expiry(token_expires_at);
         session
     }
@@ -231,7 +244,8 @@ impl CentralSession {
             }
             SessionInput::Terminate { code, reason } => self.close(code, reason),
             SessionInput::Drain { reconnect_after } => {
-                let reconnect_after = u64::try_from(reconnect_after.as_millis()).unwrap_or(u64::MAX);
+                let reconnect_after =
+                    u64::try_from(reconnect_after.as_millis()).unwrap_or(u64::MAX);
                 self.send(Drain {
                     reconnect_after,
                     reason: Some("central is shutting down".into()),
@@ -283,9 +297,13 @@ impl CentralSession {
 
     fn arm_token_expiry(&mut self, expires_at: WallTime) {
         let wall_now = self.anchor.wall_at(self.now);
-        let remaining_ms = expires_at.unix_millis().saturating_sub(wall_now.unix_millis()).max(0);
+        let remaining_ms = expires_at
+            .unix_millis()
+            .saturating_sub(wall_now.unix_millis())
+            .max(0);
         let remaining = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
-        self.timers.set(SessionTimer::TokenExpiry, self.now + remaining);
+        self.timers
+            .set(SessionTimer::TokenExpiry, self.now + remaining);
     }
 
     fn on_invalid(&mut self, error: DecodeError) {
@@ -346,9 +364,12 @@ impl CentralSession {
             }
             AgentMessage::TokenRefresh(r) => {
                 self.refresh_pending = true;
-                self.out.push_back(SessionOutput::CheckRefresh { token: r.token });
+                self.out
+                    .push_back(SessionOutput::CheckRefresh { token: r.token });
             }
-            other @ (AgentMessage::Alert(_) | AgentMessage::Health(_) | AgentMessage::LogLine(_)) => {
+            other @ (AgentMessage::Alert(_)
+            | AgentMessage::Health(_)
+            | AgentMessage::LogLine(_)) => {
                 self.out.push_back(SessionOutput::Record(other));
             }
         }
