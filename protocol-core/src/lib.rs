@@ -32,3 +32,6 @@ pub const PROTOCOL_VERSION: &str = "nap.v1";
 
 /// The path of the agent endpoint on central.
 pub const AGENT_PATH: &str = "/v1/agent";
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -78,7 +78,6 @@ impl Lifecycle {
             Event::TokenMinted if context.transport == Transport::None => {
                 if let Some(token) = context.token.take() {
                     context.transport = Transport::Dialing;
-                    context.arm_in(AgentTimer::Connect, context.config.connect_timeout);
                     let epoch = context.epoch;
                     context.emit(AgentOutput::Dial { epoch, token });
                 }
@@ -118,6 +117,9 @@ impl Lifecycle {
         context.transport = Transport::None;
         let (epoch, attempt) = (context.epoch, context.backoff.attempt());
         context.event(AgentEvent::Connecting { epoch, attempt });
+        // Covers minting the token too: a driver that never answers does not
+        // stall the engine.
+        context.arm_in(AgentTimer::Connect, context.config.connect_timeout);
         // Every dial needs a fresh token: central refuses a reused `jti`.
         context.emit(AgentOutput::MintToken);
     }

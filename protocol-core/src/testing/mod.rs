@@ -1,0 +1,11 @@
+//! An in-memory world for tests, the simulator and the model checker: agent
+//! engines and central's hub and sessions wired through a simulated network
+//! whose clock jumps to the next deadline. The world plays both drivers with
+//! stand-ins for crypto, processes and storage, so every behaviour of the
+//! engines can be driven deterministically from a seed.
+
+mod network;
+mod world;
+
+pub use network::{NetConfig, NetFaults};
+pub use world::{AgentNode, Behaviour, Store, World, sample};

@@ -1,0 +1,1108 @@
+//! The world: agents, central, the network between them, and a clock that
+//! jumps from one deadline to the next.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::time::Duration;
+
+use super::network::NetConfig;
+use crate::agent::{
+    AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentOutput, CommandOutcome, DialFailure,
+    Task,
+};
+use crate::central::{
+    Audience, CentralHub, CentralSession, Claims, CommandState, HubConfig, HubOutput, NodeLookup,
+    ResultOutcome, SessionConfig, SessionInput, SessionOutput, TokenCheck,
+};
+use crate::codec::{Limits, encode};
+use crate::rng::Prng;
+use crate::transport::Epoch;
+use crate::wire::{
+    AgentMessage, ApplicationMetrics, ApplicationStatus, CentralMessage, CheckStatus,
+    CommandResult, CpuMetrics, DiskMetrics, HealthChecks, HealthDetails, Intervals, MemoryMetrics,
+    NetworkMetrics, NodeStatus, SystemMetrics, TelemetryData,
+};
+use crate::{NodeId, RequestId, SessionId, Timestamp, WallTime};
+
+const AUDIENCE: &str = "nap-central";
+
+/// What a simulated command does when run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Exits 0 after this long, printing this.
+    Succeed { after: Duration, stdout: String },
+    /// Never exits on its own (until killed).
+    Hang,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self::Succeed {
+            after: Duration::from_millis(100),
+            stdout: "ok\n".into(),
+        }
+    }
+}
+
+/// One simulated agent: the engine plus what its driver would do.
+#[derive(Debug)]
+pub struct AgentNode {
+    pub engine: AgentEngine,
+    pub node_id: NodeId,
+    /// Behaviour of `execute` per command name (default: succeed quickly).
+    pub behaviours: BTreeMap<String, Behaviour>,
+    /// How many times each request was started: the at-most-once witness.
+    pub runs: BTreeMap<RequestId, u32>,
+    /// Tasks running now (not yet reported).
+    pub running: BTreeSet<RequestId>,
+    /// Every message the agent put on a wire, in order.
+    pub sent: Vec<AgentMessage>,
+    /// Every message the agent received and decoded, in order.
+    pub received: Vec<CentralMessage>,
+    /// Tokens it mints carry a valid signature.
+    pub signs_validly: bool,
+    pub token_lifetime: Duration,
+    /// CPU usage reported in its samples.
+    pub cpu: f64,
+    /// Disk usage percent reported in its samples.
+    pub disk: f64,
+    /// Whether the driver answers `MintToken` (false: the refresh never happens).
+    pub mints_tokens: bool,
+    /// The last snapshot the driver persisted.
+    pub saved: Option<crate::agent::AgentSnapshot>,
+    /// Every event the engine emitted, stamped.
+    pub events: Vec<(Timestamp, AgentEvent)>,
+}
+
+/// What central stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Store {
+    /// Telemetry rows, unique by (node, timestamp).
+    pub telemetry: BTreeSet<(NodeId, WallTime)>,
+    /// Telemetry messages that arrived (including replays).
+    pub telemetry_received: u64,
+    /// The first result recorded per request.
+    pub results: BTreeMap<RequestId, CommandResult>,
+    /// Results that arrived (including re-sends).
+    pub results_received: u64,
+    /// Every state each command went through.
+    pub command_states: BTreeMap<RequestId, Vec<CommandState>>,
+    /// Status changes per node, in order.
+    pub statuses: BTreeMap<NodeId, Vec<NodeStatus>>,
+    /// Alerts, health and log lines.
+    pub records: Vec<(NodeId, AgentMessage)>,
+    /// Refused upgrades, by reason.
+    pub auth_failures: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pending {
+    DialArrives {
+        conn: u64,
+        token: String,
+    },
+    DialAnswer {
+        conn: u64,
+        failure: Option<DialFailure>,
+    },
+    ToCentral {
+        conn: u64,
+        text: String,
+    },
+    ToAgent {
+        conn: u64,
+        text: String,
+    },
+    ClosedToCentral {
+        conn: u64,
+        code: Option<u16>,
+    },
+    ClosedToAgent {
+        conn: u64,
+        code: Option<u16>,
+    },
+    TaskDone {
+        agent: usize,
+        request_id: RequestId,
+        outcome: CommandOutcome,
+    },
+    HealthDone {
+        agent: usize,
+        request_id: RequestId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Conn {
+    agent: usize,
+    epoch: Epoch,
+    session: Option<SessionId>,
+    agent_open: bool,
+    central_open: bool,
+}
+
+/// The simulated world.
+#[derive(Debug)]
+pub struct World {
+    pub now: Timestamp,
+    pub wall0: WallTime,
+    pub net: NetConfig,
+    pub agents: Vec<AgentNode>,
+    pub hub: CentralHub,
+    pub hub_config: HubConfig,
+    pub session_config: SessionConfig,
+    pub sessions: BTreeMap<SessionId, CentralSession>,
+    pub registry: BTreeMap<NodeId, NodeLookup>,
+    pub store: Store,
+    /// Every output of every engine, stamped: two runs with one seed give the same trace.
+    pub trace: Vec<String>,
+    pub tracing: bool,
+    rng: Prng,
+    conns: BTreeMap<u64, Conn>,
+    session_conn: BTreeMap<SessionId, u64>,
+    queue: BinaryHeap<Reverse<(Timestamp, u64, u64)>>,
+    /// The latest arrival scheduled per (connection, towards central): a
+    /// stream delivers in order unless the reorder fault says otherwise.
+    last_arrival: BTreeMap<(u64, bool), Timestamp>,
+    pending: BTreeMap<u64, Pending>,
+    seq: u64,
+    next_conn: u64,
+    next_id: u128,
+}
+
+/// A plausible sample with the given CPU and disk use.
+pub fn sample(cpu: f64, disk: f64) -> TelemetryData {
+    let total = 100 * (1 << 30);
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let used = (disk / 100.0 * total as f64) as u64;
+    TelemetryData {
+        system: SystemMetrics {
+            cpu: CpuMetrics {
+                usage: cpu,
+                per_core: vec![cpu, cpu],
+            },
+            load: [0.5, 0.4, 0.3],
+            memory: MemoryMetrics {
+                total: 8 << 30,
+                used: 3 << 30,
+            },
+            swap: MemoryMetrics { total: 0, used: 0 },
+            disks: vec![DiskMetrics {
+                mount: "/".into(),
+                total,
+                used,
+            }],
+            network: NetworkMetrics {
+                rx_bytes_per_sec: 1000,
+                tx_bytes_per_sec: 500,
+            },
+            uptime: 3600,
+            processes: 100,
+        },
+        containers: vec![],
+        application: ApplicationMetrics {
+            status: ApplicationStatus::Up,
+            latency_ms: Some(3),
+            metrics: BTreeMap::new(),
+        },
+        containers_unavailable: None,
+    }
+}
+
+impl World {
+    /// An empty world whose randomness all follows from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let wall0 = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
+        let mut hub_config = HubConfig::new(AUDIENCE);
+        hub_config.seed = seed ^ 0x5eed;
+        let mut hub = CentralHub::new(hub_config.clone());
+        hub.set_wall_clock(Timestamp::ZERO, wall0);
+        Self {
+            now: Timestamp::ZERO,
+            wall0,
+            net: NetConfig::default(),
+            agents: Vec::new(),
+            hub,
+            hub_config,
+            session_config: SessionConfig::default(),
+            sessions: BTreeMap::new(),
+            registry: BTreeMap::new(),
+            store: Store::default(),
+            trace: Vec::new(),
+            tracing: false,
+            rng: Prng::new(seed),
+            conns: BTreeMap::new(),
+            session_conn: BTreeMap::new(),
+            queue: BinaryHeap::new(),
+            pending: BTreeMap::new(),
+            last_arrival: BTreeMap::new(),
+            seq: 0,
+            next_conn: 0,
+            next_id: 1,
+        }
+    }
+
+    /// Sets central's server-set intervals (before agents connect).
+    pub fn set_intervals(&mut self, intervals: Intervals) {
+        self.session_config = SessionConfig::with_intervals(intervals);
+    }
+
+    /// The wall clock now.
+    pub fn wall(&self) -> WallTime {
+        self.wall0
+            .add_millis(i64::try_from(self.now.as_micros() / 1000).unwrap_or(i64::MAX))
+    }
+
+    /// A fresh deterministic UUID-shaped id.
+    pub fn fresh_id(&mut self) -> u128 {
+        self.next_id += 1;
+        (0xABCD_u128 << 112) | self.next_id
+    }
+
+    /// Adds a registered agent for `node_id` with `config` (its node id is
+    /// overwritten); returns its index.
+    pub fn add_agent(&mut self, node_id: NodeId, mut config: AgentConfig) -> usize {
+        config.node_id = node_id;
+        let mut engine = AgentEngine::new(config);
+        engine.handle_input(self.now, AgentInput::WallClock(self.wall()));
+        self.registry.insert(node_id, NodeLookup::Active);
+        self.agents.push(AgentNode {
+            engine,
+            node_id,
+            behaviours: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            running: BTreeSet::new(),
+            sent: Vec::new(),
+            received: Vec::new(),
+            signs_validly: true,
+            token_lifetime: Duration::from_secs(3600),
+            cpu: 10.0,
+            disk: 50.0,
+            mints_tokens: true,
+            saved: None,
+            events: Vec::new(),
+        });
+        self.agents.len() - 1
+    }
+
+    /// Feeds an input to agent `i` now and performs its outputs.
+    pub fn agent_input(&mut self, i: usize, input: AgentInput) {
+        self.agents[i].engine.handle_input(self.now, input);
+        self.drain_agent(i);
+    }
+
+    /// Starts agent `i`.
+    pub fn start(&mut self, i: usize) {
+        self.agent_input(i, AgentInput::Start);
+    }
+
+    /// Replaces agent `i`'s engine with a fresh one restored from its last
+    /// persisted snapshot, as after a crash and restart, and starts it.
+    pub fn restart_agent(&mut self, i: usize, config: AgentConfig) {
+        let node_id = self.agents[i].node_id;
+        let mut config = config;
+        config.node_id = node_id;
+        let mut engine = AgentEngine::new(config);
+        engine.handle_input(self.now, AgentInput::WallClock(self.wall()));
+        if let Some(snapshot) = self.agents[i].saved.clone() {
+            engine.restore(snapshot);
+        }
+        // The old process is gone: its transports die with it.
+        let conns: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.agent == i && c.central_open)
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in conns {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.agent_open = false;
+            }
+            self.schedule(
+                self.net.latency,
+                Pending::ClosedToCentral { conn, code: None },
+            );
+        }
+        self.agents[i].engine = engine;
+        self.agents[i].running.clear();
+        self.start(i);
+    }
+
+    /// Submits a command through the hub as the operator API would.
+    pub fn submit(
+        &mut self,
+        node_id: NodeId,
+        message: CentralMessage,
+        timeout: Duration,
+    ) -> CommandState {
+        let request_id = command_request_id(&message).unwrap_or(RequestId::from_u128(0));
+        let known = self.registry.get(&node_id) == Some(&NodeLookup::Active);
+        let state = self
+            .hub
+            .submit(self.now, node_id, request_id, message, timeout, known);
+        self.settle();
+        state
+    }
+
+    /// Delivers a message straight to the node's live session, bypassing the
+    /// hub's tracker (a duplicate, or a message the hub never sends).
+    pub fn deliver_to(&mut self, node_id: NodeId, message: CentralMessage) -> bool {
+        let Some(session_id) = self.hub.live_session(node_id) else {
+            return false;
+        };
+        self.session_input(session_id, SessionInput::Deliver(message));
+        self.settle();
+        true
+    }
+
+    /// Sends a raw text frame from agent `i`'s current transport to central.
+    pub fn frame_to_central(&mut self, i: usize, text: &str) {
+        let epoch = self.agents[i].engine.epoch();
+        if let Some(conn) = self.conn_of(i, epoch) {
+            self.schedule(
+                self.net.latency,
+                Pending::ToCentral {
+                    conn,
+                    text: text.to_owned(),
+                },
+            );
+        }
+    }
+
+    /// Revokes a node: its live session closes with 4003 and it can no longer connect.
+    pub fn revoke(&mut self, node_id: NodeId) {
+        self.registry.insert(node_id, NodeLookup::Revoked);
+        self.hub.revoke(node_id);
+        self.settle();
+    }
+
+    /// Drains central, as before a graceful shutdown.
+    pub fn drain(&mut self) {
+        self.hub.drain(self.now);
+        self.settle();
+    }
+
+    /// Cuts every transport abruptly: both ends see a close without a code.
+    pub fn cut_transports(&mut self) {
+        let conns: Vec<u64> = self.conns.keys().copied().collect();
+        for conn in conns {
+            let Some(c) = self.conns.get(&conn).copied() else {
+                continue;
+            };
+            if c.agent_open {
+                self.schedule(
+                    self.net.latency,
+                    Pending::ClosedToAgent { conn, code: None },
+                );
+            }
+            if c.central_open {
+                self.schedule(
+                    self.net.latency,
+                    Pending::ClosedToCentral { conn, code: None },
+                );
+            }
+        }
+    }
+
+    /// Central crashes and restarts: sessions and the hub's memory are lost,
+    /// the store survives; agents see their transports reset.
+    pub fn restart_central(&mut self) {
+        let mut reset = Vec::new();
+        for (conn, c) in &mut self.conns {
+            c.central_open = false;
+            if c.agent_open {
+                reset.push(*conn);
+            }
+        }
+        for conn in reset {
+            self.schedule(
+                self.net.latency,
+                Pending::ClosedToAgent { conn, code: None },
+            );
+        }
+        self.sessions.clear();
+        self.session_conn.clear();
+        self.hub = CentralHub::new(self.hub_config.clone());
+        self.hub.set_wall_clock(self.now, self.wall());
+    }
+
+    /// Starts or ends a partition.
+    pub fn set_partitioned(&mut self, partitioned: bool) {
+        self.net.partitioned = partitioned;
+    }
+
+    /// When the next thing happens.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let agents = self.agents.iter().filter_map(|a| a.engine.poll_timeout());
+        let sessions = self
+            .sessions
+            .values()
+            .filter_map(CentralSession::poll_timeout);
+        let queue = self.queue.peek().map(|Reverse((t, _, _))| *t);
+        agents
+            .chain(sessions)
+            .chain(queue)
+            .chain(self.hub.poll_timeout())
+            .min()
+    }
+
+    /// Advances to the next deadline (no later than `limit`) and handles
+    /// everything due then. Returns false when nothing is due before `limit`.
+    pub fn step(&mut self, limit: Timestamp) -> bool {
+        let Some(next) = self.next_deadline() else {
+            self.now = self.now.max(limit);
+            return false;
+        };
+        if next > limit {
+            self.now = self.now.max(limit);
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        while let Some(Reverse((t, _, id))) = self.queue.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.queue.pop();
+            if let Some(p) = self.pending.remove(&id) {
+                self.deliver(p);
+            }
+        }
+        for i in 0..self.agents.len() {
+            if self.agents[i]
+                .engine
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
+                self.agents[i].engine.handle_timeout(now);
+                self.drain_agent(i);
+            }
+        }
+        let due: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.handle_timeout(now);
+            }
+            self.drain_session(id);
+        }
+        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
+            self.hub.handle_timeout(now);
+        }
+        self.settle();
+        true
+    }
+
+    /// Runs until `until`.
+    pub fn run_until(&mut self, until: Timestamp) {
+        while self.step(until) {}
+    }
+
+    /// Runs for `d` more.
+    pub fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        self.run_until(until);
+    }
+
+    /// Runs until `done` holds or `within` has passed; returns whether it held.
+    pub fn run_until_true(
+        &mut self,
+        within: Duration,
+        mut done: impl FnMut(&World) -> bool,
+    ) -> bool {
+        let until = self.now + within;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(until) {
+                return done(self);
+            }
+        }
+    }
+
+    fn trace_line(&mut self, line: impl FnOnce() -> String) {
+        if self.tracing {
+            let text = line();
+            self.trace.push(format!("{} {text}", self.now));
+        }
+    }
+
+    fn queue_pending(&mut self, at: Timestamp, p: Pending) {
+        self.seq += 1;
+        self.pending.insert(self.seq, p);
+        self.queue.push(Reverse((at, self.seq, self.seq)));
+    }
+
+    fn schedule(&mut self, after: Duration, p: Pending) {
+        let at = self.now + after;
+        self.queue_pending(at, p);
+    }
+
+    /// A frame's trip: latency, jitter and the configured faults.
+    fn transmit(&mut self, p: Pending) {
+        if self.net.partitioned {
+            return;
+        }
+        let faults = self.net.faults;
+        if self.rng.between(0, 999) < u64::from(faults.loss_permille) {
+            return;
+        }
+        let delay = self.net.latency + self.rng.duration_between(Duration::ZERO, self.net.jitter);
+        let stream = match &p {
+            Pending::ToCentral { conn, .. } => (*conn, true),
+            Pending::ToAgent { conn, .. } => (*conn, false),
+            _ => (0, false),
+        };
+        let mut at = self.now + delay;
+        if self.rng.between(0, 999) < u64::from(faults.reorder_permille) {
+            // Held back past frames sent after it.
+            at = at
+                + self
+                    .rng
+                    .duration_between(Duration::ZERO, self.net.latency.saturating_mul(10));
+        } else {
+            // In order behind everything already on the way.
+            let last = self
+                .last_arrival
+                .get(&stream)
+                .copied()
+                .unwrap_or(Timestamp::ZERO);
+            at = at.max(last);
+            self.last_arrival.insert(stream, at);
+        }
+        if self.rng.between(0, 999) < u64::from(faults.duplicate_permille) {
+            self.queue_pending(at + self.net.latency, p.clone());
+        }
+        self.queue_pending(at, p);
+    }
+
+    fn conn_of(&self, agent: usize, epoch: Epoch) -> Option<u64> {
+        self.conns
+            .iter()
+            .rev()
+            .find(|(_, c)| c.agent == agent && c.epoch == epoch)
+            .map(|(id, _)| *id)
+    }
+
+    fn make_token(&mut self, i: usize) -> String {
+        let jti = crate::TokenId::from_u128(self.fresh_id());
+        let a = &self.agents[i];
+        let iat = self.wall().unix_seconds();
+        let exp = iat + i64::try_from(a.token_lifetime.as_secs()).unwrap_or(3600);
+        let sig = if a.signs_validly { "good" } else { "bad" };
+        format!("{}.{jti}.{iat}.{exp}.{sig}", a.node_id)
+    }
+
+    fn check_token(&self, token: &str) -> TokenCheck {
+        let parts: Vec<&str> = token.split('.').collect();
+        let parsed = match parts.as_slice() {
+            [sub, jti, iat, exp, sig] => match (iat.parse::<i64>(), exp.parse::<i64>()) {
+                (Ok(iat), Ok(exp)) => Some((
+                    Claims {
+                        iss: (*sub).to_owned(),
+                        sub: (*sub).to_owned(),
+                        aud: Audience::One(AUDIENCE.into()),
+                        iat,
+                        exp,
+                        jti: (*jti).to_owned(),
+                        scope: "node".into(),
+                    },
+                    *sig == "good",
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        let node = parsed
+            .as_ref()
+            .and_then(|(c, _)| c.sub.parse::<NodeId>().ok())
+            .and_then(|n| self.registry.get(&n).copied())
+            .unwrap_or(NodeLookup::Unknown);
+        TokenCheck {
+            alg: "EdDSA".into(),
+            signature_valid: parsed.as_ref().is_some_and(|(_, ok)| *ok),
+            claims: parsed.map(|(c, _)| c),
+            node,
+        }
+    }
+
+    fn drain_agent(&mut self, i: usize) {
+        while let Some(output) = self.agents[i].engine.poll_output() {
+            self.trace_line(|| format!("agent{i} {output:?}"));
+            match output {
+                AgentOutput::MintToken => {
+                    if self.agents[i].mints_tokens {
+                        let token = self.make_token(i);
+                        let lifetime = self.agents[i].token_lifetime;
+                        self.agents[i]
+                            .engine
+                            .handle_input(self.now, AgentInput::TokenMinted { token, lifetime });
+                    }
+                }
+                AgentOutput::Dial { epoch, token } => {
+                    self.next_conn += 1;
+                    let conn = self.next_conn;
+                    self.conns.insert(
+                        conn,
+                        Conn {
+                            agent: i,
+                            epoch,
+                            session: None,
+                            agent_open: true,
+                            central_open: false,
+                        },
+                    );
+                    if self.net.partitioned {
+                        self.schedule(
+                            Duration::from_secs(3),
+                            Pending::DialAnswer {
+                                conn,
+                                failure: Some(DialFailure::Network),
+                            },
+                        );
+                    } else {
+                        self.schedule(self.net.latency, Pending::DialArrives { conn, token });
+                    }
+                }
+                AgentOutput::Send { epoch, message } => {
+                    self.agents[i].sent.push(message.clone());
+                    if let Some(conn) = self.conn_of(i, epoch) {
+                        let text = encode(&message).unwrap_or_default();
+                        self.transmit(Pending::ToCentral { conn, text });
+                    }
+                }
+                AgentOutput::Close { epoch, code, .. } => {
+                    if let Some(conn) = self.conn_of(i, epoch) {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.agent_open = false;
+                        }
+                        if !self.net.partitioned {
+                            self.schedule(
+                                self.net.latency,
+                                Pending::ClosedToCentral {
+                                    conn,
+                                    code: Some(code),
+                                },
+                            );
+                        }
+                    }
+                }
+                AgentOutput::SampleTelemetry => {
+                    let data = sample(self.agents[i].cpu, self.agents[i].disk);
+                    self.agents[i]
+                        .engine
+                        .handle_input(self.now, AgentInput::TelemetrySample(data));
+                }
+                AgentOutput::CheckHealth => {
+                    self.agents[i].engine.handle_input(
+                        self.now,
+                        AgentInput::HealthReport {
+                            request_id: None,
+                            checks: all_ok(),
+                            details: HealthDetails::default(),
+                        },
+                    );
+                }
+                AgentOutput::Run { request_id, task } => {
+                    *self.agents[i].runs.entry(request_id).or_default() += 1;
+                    self.agents[i].running.insert(request_id);
+                    match task {
+                        Task::HealthCheck { .. } => {
+                            self.schedule(
+                                Duration::from_millis(10),
+                                Pending::HealthDone {
+                                    agent: i,
+                                    request_id,
+                                },
+                            );
+                        }
+                        Task::Execute(approved) => {
+                            let name = approved
+                                .program
+                                .rsplit('/')
+                                .next()
+                                .unwrap_or_default()
+                                .to_owned();
+                            let behaviour = self.agents[i]
+                                .behaviours
+                                .get(&name)
+                                .cloned()
+                                .unwrap_or_default();
+                            if let Behaviour::Succeed { after, stdout } = behaviour {
+                                let outcome = CommandOutcome {
+                                    success: true,
+                                    exit_code: Some(0),
+                                    stdout,
+                                    ..CommandOutcome::default()
+                                };
+                                self.schedule(
+                                    after,
+                                    Pending::TaskDone {
+                                        agent: i,
+                                        request_id,
+                                        outcome,
+                                    },
+                                );
+                            }
+                        }
+                        Task::Deploy { .. } | Task::UpdateAgent { .. } => {
+                            let outcome = CommandOutcome {
+                                success: true,
+                                exit_code: Some(0),
+                                stdout: "done\n".into(),
+                                ..CommandOutcome::default()
+                            };
+                            self.schedule(
+                                Duration::from_secs(1),
+                                Pending::TaskDone {
+                                    agent: i,
+                                    request_id,
+                                    outcome,
+                                },
+                            );
+                        }
+                    }
+                }
+                AgentOutput::Kill { request_id } => {
+                    let outcome = CommandOutcome {
+                        success: false,
+                        exit_code: Some(-9),
+                        ..CommandOutcome::default()
+                    };
+                    self.schedule(
+                        Duration::from_millis(1),
+                        Pending::TaskDone {
+                            agent: i,
+                            request_id,
+                            outcome,
+                        },
+                    );
+                }
+                AgentOutput::Persist => {
+                    let snapshot = self.agents[i].engine.snapshot();
+                    self.agents[i].saved = Some(snapshot);
+                }
+                AgentOutput::Event(event) => self.agents[i].events.push((self.now, event)),
+                AgentOutput::StreamLogs { .. } => {}
+            }
+        }
+    }
+
+    fn deliver(&mut self, p: Pending) {
+        match p {
+            Pending::DialArrives { conn, token } => self.admit(conn, &token),
+            Pending::DialAnswer { conn, failure } => {
+                let Some(c) = self.conns.get(&conn).copied() else {
+                    return;
+                };
+                let input = match failure {
+                    None => AgentInput::Connected { epoch: c.epoch },
+                    Some(reason) => AgentInput::DialFailed {
+                        epoch: c.epoch,
+                        reason,
+                    },
+                };
+                self.agent_input(c.agent, input);
+            }
+            Pending::ToCentral { conn, text } => {
+                let Some(c) = self.conns.get(&conn).copied() else {
+                    return;
+                };
+                if let (true, Some(session)) = (c.central_open, c.session) {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.handle_input(self.now, SessionInput::Frame(text));
+                    }
+                    self.drain_session(session);
+                    self.settle();
+                }
+            }
+            Pending::ToAgent { conn, text } => {
+                let Some(c) = self.conns.get(&conn).copied() else {
+                    return;
+                };
+                if c.agent_open {
+                    if let Ok(message) = crate::decode::<CentralMessage>(&text, &Limits::default())
+                    {
+                        self.agents[c.agent].received.push(message);
+                    }
+                    self.agent_input(
+                        c.agent,
+                        AgentInput::Frame {
+                            epoch: c.epoch,
+                            text,
+                        },
+                    );
+                }
+            }
+            Pending::ClosedToCentral { conn, code } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if !c.central_open {
+                    return;
+                }
+                c.central_open = false;
+                if let Some(session) = c.session {
+                    if let Some(s) = self.sessions.get_mut(&session) {
+                        s.handle_input(self.now, SessionInput::Closed { code });
+                    }
+                    self.drain_session(session);
+                    self.session_ended(session);
+                    self.settle();
+                }
+            }
+            Pending::ClosedToAgent { conn, code } => {
+                let Some(c) = self.conns.get_mut(&conn) else {
+                    return;
+                };
+                if !c.agent_open {
+                    return;
+                }
+                c.agent_open = false;
+                let (agent, epoch) = (c.agent, c.epoch);
+                self.agent_input(agent, AgentInput::Closed { epoch, code });
+            }
+            Pending::TaskDone {
+                agent,
+                request_id,
+                outcome,
+            } => {
+                if self.agents[agent].running.remove(&request_id) {
+                    self.agent_input(
+                        agent,
+                        AgentInput::CommandFinished {
+                            request_id,
+                            outcome,
+                        },
+                    );
+                }
+            }
+            Pending::HealthDone { agent, request_id } => {
+                if self.agents[agent].running.remove(&request_id) {
+                    self.agent_input(
+                        agent,
+                        AgentInput::HealthReport {
+                            request_id: Some(request_id),
+                            checks: all_ok(),
+                            details: HealthDetails::default(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, conn: u64, token: &str) {
+        let Some(c) = self.conns.get(&conn).copied() else {
+            return;
+        };
+        if !c.agent_open {
+            return;
+        }
+        let check = self.check_token(token);
+        let session_id = SessionId::from_u128(self.fresh_id());
+        match self.hub.admit(self.now, &check, session_id) {
+            Ok(admission) => {
+                let session = CentralSession::new(
+                    self.now,
+                    self.wall(),
+                    admission.node_id,
+                    session_id,
+                    admission.token_expires_at,
+                    self.session_config.clone(),
+                );
+                self.sessions.insert(session_id, session);
+                self.session_conn.insert(session_id, conn);
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.session = Some(session_id);
+                    c.central_open = true;
+                }
+                self.schedule(
+                    self.net.latency,
+                    Pending::DialAnswer {
+                        conn,
+                        failure: None,
+                    },
+                );
+                self.drain_session(session_id);
+                self.hub
+                    .session_opened(self.now, admission.node_id, session_id);
+                self.settle();
+            }
+            Err(rejection) => {
+                self.store.auth_failures.push(rejection.reason());
+                self.trace_line(|| format!("central refused {rejection:?}"));
+                self.schedule(
+                    self.net.latency,
+                    Pending::DialAnswer {
+                        conn,
+                        failure: Some(DialFailure::Unauthorized),
+                    },
+                );
+            }
+        }
+    }
+
+    fn session_ended(&mut self, session_id: SessionId) {
+        if let Some(s) = self.sessions.remove(&session_id) {
+            self.hub.session_closed(self.now, s.node_id(), session_id);
+        }
+    }
+
+    /// Performs session and hub outputs until none are left.
+    fn settle(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(output) = self.hub.poll_output() {
+                progressed = true;
+                self.trace_line(|| format!("hub {output:?}"));
+                self.perform_hub(output);
+            }
+            let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+            for id in ids {
+                progressed |= self.drain_session(id);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn perform_hub(&mut self, output: HubOutput) {
+        match output {
+            HubOutput::Deliver {
+                session_id,
+                message,
+            } => {
+                self.session_input(session_id, SessionInput::Deliver(message));
+            }
+            HubOutput::Terminate {
+                session_id,
+                code,
+                reason,
+            } => self.session_input(session_id, SessionInput::Terminate { code, reason }),
+            HubOutput::Drain {
+                session_id,
+                reconnect_after,
+            } => self.session_input(session_id, SessionInput::Drain { reconnect_after }),
+            HubOutput::StatusChanged {
+                node_id, status, ..
+            } => {
+                self.store.statuses.entry(node_id).or_default().push(status);
+            }
+            HubOutput::CommandChanged {
+                request_id, state, ..
+            } => {
+                self.store
+                    .command_states
+                    .entry(request_id)
+                    .or_default()
+                    .push(state);
+            }
+        }
+    }
+
+    fn session_input(&mut self, session_id: SessionId, input: SessionInput) {
+        if let Some(s) = self.sessions.get_mut(&session_id) {
+            s.handle_input(self.now, input);
+        }
+        self.drain_session(session_id);
+    }
+
+    /// Performs one session's outputs; true if there were any.
+    fn drain_session(&mut self, session_id: SessionId) -> bool {
+        let mut any = false;
+        loop {
+            let Some(s) = self.sessions.get_mut(&session_id) else {
+                return any;
+            };
+            let node_id = s.node_id();
+            let Some(output) = s.poll_output() else {
+                return any;
+            };
+            any = true;
+            self.trace_line(|| format!("session {output:?}"));
+            let conn = self.session_conn.get(&session_id).copied();
+            match output {
+                SessionOutput::Send(message) => {
+                    if let Some(conn) = conn {
+                        let text = encode(&message).unwrap_or_default();
+                        self.transmit(Pending::ToAgent { conn, text });
+                    }
+                }
+                SessionOutput::Close { code, .. } => {
+                    if let Some(conn) = conn {
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            c.central_open = false;
+                        }
+                        if !self.net.partitioned {
+                            self.schedule(
+                                self.net.latency,
+                                Pending::ClosedToAgent {
+                                    conn,
+                                    code: Some(code),
+                                },
+                            );
+                        }
+                    }
+                    self.session_ended(session_id);
+                }
+                SessionOutput::StoreTelemetry(t) => {
+                    self.store.telemetry_received += 1;
+                    self.store.telemetry.insert((t.node_id, t.timestamp));
+                    self.session_input(session_id, SessionInput::TelemetryStored(t.timestamp));
+                }
+                SessionOutput::StoreResult(r) => {
+                    self.store.results_received += 1;
+                    let outcome = self.hub.result_received(self.now, node_id, &r);
+                    if matches!(outcome, ResultOutcome::Recorded(_) | ResultOutcome::Unknown) {
+                        self.store
+                            .results
+                            .entry(r.request_id)
+                            .or_insert_with(|| r.clone());
+                    }
+                    self.session_input(session_id, SessionInput::ResultStored(r.request_id));
+                }
+                SessionOutput::CheckRefresh { token } => {
+                    let check = self.check_token(&token);
+                    let verdict = self.hub.check_refresh(self.now, node_id, &check);
+                    self.session_input(session_id, SessionInput::RefreshChecked(verdict));
+                }
+                SessionOutput::Status { status, reason } => {
+                    self.hub
+                        .status_reported(node_id, session_id, status, reason);
+                }
+                SessionOutput::Record(message) => self.store.records.push((node_id, message)),
+                SessionOutput::Event(_) => {}
+            }
+        }
+    }
+}
+
+fn all_ok() -> HealthChecks {
+    HealthChecks {
+        agent: CheckStatus::Ok,
+        containers: CheckStatus::Ok,
+        disk: CheckStatus::Ok,
+        memory: CheckStatus::Ok,
+        database: CheckStatus::Ok,
+    }
+}
+
+/// The `requestId` of a command message.
+pub(crate) fn command_request_id(message: &CentralMessage) -> Option<RequestId> {
+    match message {
+        CentralMessage::Execute(m) => m.request_id,
+        CentralMessage::ExecuteApproved(m) => m.request_id,
+        CentralMessage::Deploy(m) => Some(m.request_id),
+        CentralMessage::HealthCheck(m) => Some(m.request_id),
+        CentralMessage::UpdateAgent(m) => m.request_id,
+        CentralMessage::StreamLogs(m) => m.request_id,
+        _ => None,
+    }
+}
