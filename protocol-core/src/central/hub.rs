@@ -395,8 +395,10 @@ impl CentralHub {
         self.advance(now);
         let rate = u64::from(self.config.drain_rate_per_sec.max(1));
         let count = u64::try_from(self.live.len()).unwrap_or(u64::MAX);
+        // The fleet returns over [min, min + count / rate]: at the admission
+        // rate central can take.
         let window =
-            Duration::from_millis(count.saturating_mul(1000) / rate).max(self.config.drain_min);
+            self.config.drain_min + Duration::from_millis(count.saturating_mul(1000) / rate);
         let sessions: Vec<SessionId> = self.live.values().copied().collect();
         for session_id in sessions {
             let reconnect_after = self.rng.duration_between(self.config.drain_min, window);

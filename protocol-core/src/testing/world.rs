@@ -581,6 +581,23 @@ impl World {
         self.queue_pending(at, p);
     }
 
+    /// A close travels behind the frames already on the way, like a TCP FIN.
+    fn transmit_close(&mut self, p: Pending) {
+        let stream = match &p {
+            Pending::ClosedToCentral { conn, .. } => (*conn, true),
+            Pending::ClosedToAgent { conn, .. } => (*conn, false),
+            _ => (0, false),
+        };
+        let last = self
+            .last_arrival
+            .get(&stream)
+            .copied()
+            .unwrap_or(Timestamp::ZERO);
+        let at = (self.now + self.net.latency).max(last);
+        self.last_arrival.insert(stream, at);
+        self.queue_pending(at, p);
+    }
+
     fn conn_of(&self, agent: usize, epoch: Epoch) -> Option<u64> {
         self.conns
             .iter()
@@ -682,13 +699,10 @@ impl World {
                             c.agent_open = false;
                         }
                         if !self.net.partitioned {
-                            self.schedule(
-                                self.net.latency,
-                                Pending::ClosedToCentral {
-                                    conn,
-                                    code: Some(code),
-                                },
-                            );
+                            self.transmit_close(Pending::ClosedToCentral {
+                                conn,
+                                code: Some(code),
+                            });
                         }
                     }
                 }
@@ -1041,13 +1055,10 @@ impl World {
                             c.central_open = false;
                         }
                         if !self.net.partitioned {
-                            self.schedule(
-                                self.net.latency,
-                                Pending::ClosedToAgent {
-                                    conn,
-                                    code: Some(code),
-                                },
-                            );
+                            self.transmit_close(Pending::ClosedToAgent {
+                                conn,
+                                code: Some(code),
+                            });
                         }
                     }
                     self.session_ended(session_id);

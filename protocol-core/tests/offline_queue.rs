@@ -1,0 +1,70 @@
+//! Commands for an offline node wait at central and are delivered in order
+//! when it connects, or expire.
+
+mod common;
+
+use common::*;
+use nap_core::central::CommandState;
+use nap_core::testing::World;
+
+#[test]
+fn queued_commands_are_delivered_in_order_on_reconnect() {
+    let mut world = World::new(71);
+    world.add_agent(NODE, config(71));
+    let ids = [request(1), request(2), request(3)];
+    for id in ids {
+        let state = world.submit(NODE, execute(id, "uptime", &[], None), secs(30));
+        assert_eq!(state, CommandState::Queued);
+    }
+    assert_eq!(world.hub.queued_for(NODE), 3);
+    world.start(0);
+    world.run_for(secs(5));
+    let delivered: Vec<_> = world.agents[0]
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            nap_core::wire::CentralMessage::Execute(e) => e.request_id,
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, ids, "in submission order, after welcome");
+    assert!(matches!(
+        world.agents[0].received[0],
+        nap_core::wire::CentralMessage::Welcome(_)
+    ));
+    for id in ids {
+        assert_eq!(
+            world.store.command_states[&id].last(),
+            Some(&CommandState::Succeeded)
+        );
+    }
+}
+
+#[test]
+fn a_queued_command_expires_if_the_node_stays_away() {
+    let mut world = World::new(72);
+    world.hub_config.command_ttl = secs(600);
+    world.hub = nap_core::central::CentralHub::new(world.hub_config.clone());
+    world.add_agent(NODE, config(72));
+    let id = request(1);
+    world.submit(NODE, execute(id, "uptime", &[], None), secs(30));
+    world.run_for(secs(601));
+    assert_eq!(
+        world.store.command_states[&id],
+        vec![CommandState::Queued, CommandState::Expired]
+    );
+    world.start(0);
+    world.run_for(secs(5));
+    assert!(
+        world.agents[0].runs.is_empty(),
+        "an expired command is never delivered"
+    );
+}
+
+#[test]
+fn a_command_for_an_unknown_node_is_undeliverable() {
+    let mut world = World::new(73);
+    let stranger = nap_core::NodeId::from_u128(99);
+    let state = world.submit(stranger, execute(request(1), "uptime", &[], None), secs(30));
+    assert_eq!(state, CommandState::Undeliverable);
+}
