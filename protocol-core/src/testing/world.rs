@@ -157,6 +157,10 @@ pub struct World {
     /// Every output of every engine, stamped: two runs with one seed give the same trace.
     pub trace: Vec<String>,
     pub tracing: bool,
+    /// Broken protocol invariants the world saw (e.g. a send on a closed transport).
+    pub violations: Vec<String>,
+    /// The most outputs one engine call produced.
+    pub max_outputs_per_call: usize,
     rng: Prng,
     conns: BTreeMap<u64, Conn>,
     session_conn: BTreeMap<SessionId, u64>,
@@ -230,6 +234,8 @@ impl World {
             store: Store::default(),
             trace: Vec::new(),
             tracing: false,
+            violations: Vec::new(),
+            max_outputs_per_call: 0,
             rng: Prng::new(seed),
             conns: BTreeMap::new(),
             session_conn: BTreeMap::new(),
@@ -336,6 +342,15 @@ impl World {
         timeout: Duration,
     ) -> CommandState {
         let request_id = command_request_id(&message).unwrap_or(RequestId::from_u128(0));
+        // The store's key: a request id is accepted once, even by a restarted central.
+        if let Some(state) = self
+            .store
+            .command_states
+            .get(&request_id)
+            .and_then(|s| s.last())
+        {
+            return *state;
+        }
         let known = self.registry.get(&node_id) == Some(&NodeLookup::Active);
         let state = self
             .hub
@@ -649,7 +664,10 @@ impl World {
     }
 
     fn drain_agent(&mut self, i: usize) {
+        let mut count = 0;
         while let Some(output) = self.agents[i].engine.poll_output() {
+            count += 1;
+            self.max_outputs_per_call = self.max_outputs_per_call.max(count);
             self.trace_line(|| format!("agent{i} {output:?}"));
             match output {
                 AgentOutput::MintToken => {
@@ -688,6 +706,14 @@ impl World {
                 }
                 AgentOutput::Send { epoch, message } => {
                     self.agents[i].sent.push(message.clone());
+                    let open = self
+                        .conn_of(i, epoch)
+                        .and_then(|c| self.conns.get(&c))
+                        .is_some_and(|c| c.agent_open);
+                    if !open {
+                        let text = format!("agent{i} sent {message:?} on closed {epoch}");
+                        self.violations.push(text);
+                    }
                     if let Some(conn) = self.conn_of(i, epoch) {
                         let text = encode(&message).unwrap_or_default();
                         self.transmit(Pending::ToCentral { conn, text });
@@ -1044,6 +1070,14 @@ impl World {
             let conn = self.session_conn.get(&session_id).copied();
             match output {
                 SessionOutput::Send(message) => {
+                    if !conn
+                        .and_then(|c| self.conns.get(&c))
+                        .is_some_and(|c| c.central_open)
+                    {
+                        let text =
+                            format!("session {session_id} sent {message:?} on a closed transport");
+                        self.violations.push(text);
+                    }
                     if let Some(conn) = conn {
                         let text = encode(&message).unwrap_or_default();
                         self.transmit(Pending::ToAgent { conn, text });
