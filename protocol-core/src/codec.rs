@@ -112,6 +112,9 @@ pub fn decode<M: Message>(text: &str, limits: &Limits) -> Result<M, DecodeError>
         });
     }
     check_depth(text.as_bytes(), limits.max_depth)?;
+    if let Some(message_type) = leading_type(text) {
+        return M::decode_body(message_type, text);
+    }
     let message_type = read_type(text)?;
     M::decode_body(&message_type, text)
 }
@@ -166,6 +169,18 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// The fast path for what [`encode`] writes: `type` as the first key, with
+/// no other `"type"` anywhere after it (a second one would be a duplicate key,
+/// which the full first pass refuses). The body decode then checks the rest.
+fn leading_type(text: &str) -> Option<&str> {
+    const PREFIX: &str = "{\"type\":\"";
+    let rest = text.strip_prefix(PREFIX)?;
+    let end = rest.find('"')?;
+    let (tag, after) = rest.split_at(end);
+    let plain = tag.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    (plain && !after.contains("\"type\"")).then_some(tag)
+}
+
 /// The first pass: the whole text must be one JSON object; returns its `type`.
 fn read_type(text: &str) -> Result<Cow<'_, str>, DecodeError> {
     #[derive(Deserialize)]
@@ -198,8 +213,13 @@ fn read_type(text: &str) -> Result<Cow<'_, str>, DecodeError> {
 /// The second pass: the body as the type its tag names, with the path of any
 /// field that does not fit.
 pub(crate) fn decode_body<T: DeserializeOwned>(text: &str) -> Result<T, DecodeError> {
+    // The fast path: most frames are valid, and tracking the path costs.
+    if let Ok(body) = serde_json::from_str(text) {
+        return Ok(body);
+    }
+    // Decode again, tracking where it fails, to say so.
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+    let body = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = json_path(e.path());
         let inner = e.into_inner();
         if !inner.is_data() {
@@ -218,7 +238,10 @@ pub(crate) fn decode_body<T: DeserializeOwned>(text: &str) -> Result<T, DecodeEr
             },
             None => DecodeError::InvalidValue { path, reason },
         }
-    })
+    })?;
+    // Only trailing characters are left to fail on.
+    deserializer.end().map_err(|e| not_json(&e))?;
+    Ok(body)
 }
 
 fn json_path(path: &serde_path_to_error::Path) -> String {

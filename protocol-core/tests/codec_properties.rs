@@ -121,3 +121,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// `decode` reads a `type`-first frame on a fast path; any other key
+    /// order takes the full path. Both must read the same message.
+    #[test]
+    fn key_order_does_not_change_the_message(message in any::<AgentMessage>()) {
+        let encoded = encode(&message).expect("encodes");
+        // serde_json's map is sorted, so `type` is usually no longer first.
+        let value: Value = serde_json::from_str(&encoded).expect("JSON");
+        let reordered = value.to_string();
+        let limits = Limits::default();
+        let fast: AgentMessage = decode(&encoded, &limits).expect("decodes");
+        let slow: AgentMessage = decode(&reordered, &limits).expect("decodes");
+        prop_assert_eq!(fast, slow);
+    }
+}
+
+#[test]
+fn a_second_type_key_is_refused_on_the_fast_path_too() {
+    let limits = Limits::default();
+    let text = r#"{"type":"ping","timestamp":1,"type":"pong"}"#;
+    assert!(decode::<AgentMessage>(text, &limits).is_err());
+}
