@@ -18,10 +18,12 @@ fn wall() -> WallTime {
 }
 
 fn session() -> CentralSession {
-    let mut config = SessionConfig::default();
     // The benchmark measures the engine, not the rate limiter.
-    config.rate_per_sec = u32::MAX / 2;
-    config.rate_burst = u32::MAX / 2;
+    let config = SessionConfig {
+        rate_per_sec: u32::MAX / 2,
+        rate_burst: u32::MAX / 2,
+        ..SessionConfig::default()
+    };
     let mut s = CentralSession::new(
         Timestamp::ZERO,
         wall(),
