@@ -1,11 +1,1 @@
-//! nap-central. The driver arrives with its own issue; until then this binary
-//! only names the protocol version it is built against.
-
-fn main() {
-    eprintln!(
-        "nap-central {} (protocol {}): not implemented yet",
-        env!("CARGO_PKG_VERSION"),
-        nap_core::PROTOCOL_VERSION
-    );
-    std::process::exit(2);
-}
+fn main() {}

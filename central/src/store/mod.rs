@@ -1,0 +1,253 @@
+//! Central's storage: one trait, two backends (embedded SQLite by default,
+//! PostgreSQL/TimescaleDB for fleets) that pass the same test suite.
+
+mod audit;
+pub mod postgres;
+pub mod sqlite;
+
+use std::future::Future;
+use std::time::Duration;
+
+use nap_core::central::CommandState;
+use nap_core::wire::{Alert, CentralMessage, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::{NodeId, RequestId, WallTime};
+use serde::{Deserialize, Serialize};
+
+pub use audit::{AuditEntry, chain_hash, first_broken};
+
+/// A storage failure. Callers retry what they must not lose.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(String),
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Conflict,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A registered node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub id: NodeId,
+    pub name: String,
+    pub public_key_pem: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub created_at: WallTime,
+    pub revoked: bool,
+    pub status: Option<NodeStatus>,
+    pub last_seen: Option<WallTime>,
+    pub agent_version: Option<String>,
+}
+
+/// One telemetry point as the API returns it: raw, or a bucket's averages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TelemetryPoint {
+    pub timestamp: WallTime,
+    pub cpu: f64,
+    pub memory: f64,
+    pub disk: f64,
+    /// Samples behind this point (1 for raw samples).
+    pub samples: u64,
+    /// The full sample, for raw points.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A command and where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRecord {
+    pub request_id: RequestId,
+    pub node_id: NodeId,
+    pub kind: String,
+    pub message: serde_json::Value,
+    pub state: String,
+    pub requester: String,
+    pub approver: Option<String>,
+    pub timeout_ms: u64,
+    pub created_at: WallTime,
+    pub updated_at: WallTime,
+    pub result: Option<CommandResult>,
+}
+
+/// An API token's identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub name: String,
+    pub role: String,
+}
+
+/// A stored alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRecord {
+    pub node_id: NodeId,
+    pub received_at: WallTime,
+    pub alert: Alert,
+}
+
+/// The storage interface. Every method is one transaction.
+pub trait Storage: Send + Sync + 'static {
+    /// Applies the versioned migrations not yet applied.
+    fn migrate(&self) -> impl Future<Output = StoreResult<()>> + Send;
+
+    fn add_node(&self, node: NodeRecord) -> impl Future<Output = StoreResult<()>> + Send;
+    fn list_nodes(&self) -> impl Future<Output = StoreResult<Vec<NodeRecord>>> + Send;
+    fn get_node(&self, id: NodeId) -> impl Future<Output = StoreResult<Option<NodeRecord>>> + Send;
+    /// Marks the node revoked; false if there is no such node.
+    fn revoke_node(&self, id: NodeId) -> impl Future<Output = StoreResult<bool>> + Send;
+    /// Records a status change (history) and the node's current status.
+    fn record_status(
+        &self,
+        id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Updates last-seen (and the agent version, if known).
+    fn touch_node(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        agent_version: Option<String>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Status changes of a node, oldest first.
+    fn status_history(
+        &self,
+        id: NodeId,
+    ) -> impl Future<Output = StoreResult<Vec<(WallTime, NodeStatus)>>> + Send;
+
+    /// Stores a batch; a sample already stored (same node and timestamp) is
+    /// skipped. Returns how many rows were new.
+    fn insert_telemetry(
+        &self,
+        batch: &[Telemetry],
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
+    /// Raw samples, or averages per `bucket`, in `[from, to)`.
+    fn query_telemetry(
+        &self,
+        id: NodeId,
+        from: WallTime,
+        to: WallTime,
+        bucket: Option<Duration>,
+    ) -> impl Future<Output = StoreResult<Vec<TelemetryPoint>>> + Send;
+    /// Rows stored for a node (all time).
+    fn count_telemetry(&self, id: NodeId) -> impl Future<Output = StoreResult<u64>> + Send;
+
+    fn insert_health(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        health: &Health,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn insert_alert(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        alert: &Alert,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn list_alerts(&self, limit: u32)
+    -> impl Future<Output = StoreResult<Vec<AlertRecord>>> + Send;
+
+    fn insert_command(
+        &self,
+        command: CommandRecord,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn set_command_state(
+        &self,
+        id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Records a result once; false if one was already recorded.
+    fn record_result(
+        &self,
+        result: &CommandResult,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    fn get_command(
+        &self,
+        id: RequestId,
+    ) -> impl Future<Output = StoreResult<Option<CommandRecord>>> + Send;
+    /// Commands not yet delivered or answered, oldest first (to restore the hub).
+    fn open_commands(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
+
+    /// Appends to the audit hash chain; returns the new entry.
+    fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<AuditEntry>> + Send;
+    /// The newest entries, newest first.
+    fn list_audit(&self, limit: u32) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+    /// Every entry, oldest first (for verification).
+    fn all_audit(&self) -> impl Future<Output = StoreResult<Vec<AuditEntry>>> + Send;
+
+    fn create_api_token(
+        &self,
+        hash: &str,
+        record: TokenRecord,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn find_api_token(
+        &self,
+        hash: &str,
+    ) -> impl Future<Output = StoreResult<Option<TokenRecord>>> + Send;
+
+    /// Stores an admin notification (auth failures, critical alerts).
+    fn insert_event(
+        &self,
+        kind: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+}
+
+/// The name of a command kind as stored.
+pub fn command_kind(message: &CentralMessage) -> &'static str {
+    nap_core::codec::Message::message_type(message)
+}
+
+/// Parses the `state` column back.
+pub fn parse_state(state: &str) -> Option<CommandState> {
+    Some(match state {
+        "queued" => CommandState::Queued,
+        "sent" => CommandState::Sent,
+        "succeeded" => CommandState::Succeeded,
+        "failed" => CommandState::Failed,
+        "timed_out" => CommandState::TimedOut,
+        "blocked" => CommandState::Blocked,
+        "expired" => CommandState::Expired,
+        "undeliverable" => CommandState::Undeliverable,
+        _ => return None,
+    })
+}
+
+/// The summary numbers kept beside each sample for fast queries.
+pub(crate) fn telemetry_summary(t: &Telemetry) -> (f64, f64, f64) {
+    let s = &t.data.system;
+    let pct = |used: u64, total: u64| {
+        #[allow(clippy::cast_precision_loss)]
+        if total == 0 {
+            0.0
+        } else {
+            used as f64 * 100.0 / total as f64
+        }
+    };
+    let disk = s
+        .disks
+        .iter()
+        .map(|d| pct(d.used, d.total))
+        .fold(0.0, f64::max);
+    (s.cpu.usage, pct(s.memory.used, s.memory.total), disk)
+}

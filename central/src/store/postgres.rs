@@ -1,0 +1,786 @@
+//! PostgreSQL through tokio-postgres (pooled by deadpool). Telemetry goes in
+//! with binary COPY into a per-transaction staging table, then one
+//! `INSERT … ON CONFLICT DO NOTHING`, which makes replays idempotent. With
+//! TimescaleDB the table is a hypertable; without, it is range-partitioned
+//! by day.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use nap_core::central::CommandState;
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::{NodeId, RequestId, WallTime};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{Json, Type};
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::audit::chain_hash;
+use super::sqlite::parse_status;
+use super::{
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
+    TelemetryPoint, TokenRecord, telemetry_summary,
+};
+
+/// How telemetry is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelemetryMode {
+    Timescale,
+    Partitioned,
+}
+
+/// The PostgreSQL backend.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+/// The error with its causes: tokio-postgres puts the server's message in
+/// the source ("db error: ERROR: relation … does not exist").
+fn db(e: impl std::error::Error) -> StoreError {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::Database(text)
+}
+
+fn ts(t: WallTime) -> DateTime<Utc> {
+    t.as_datetime()
+}
+
+fn wall(t: DateTime<Utc>) -> WallTime {
+    WallTime::from(t)
+}
+
+fn uuid(id: impl Into<Uuid>) -> Uuid {
+    id.into()
+}
+
+impl PgStore {
+    /// Connects to `url` (a `postgres://` URL). With `schema`, every
+    /// connection works in that schema (created if missing): tests use one
+    /// schema each.
+    pub async fn connect(url: &str, schema: Option<&str>, pool_size: usize) -> StoreResult<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(db)?;
+        config.connect_timeout(Duration::from_secs(5));
+        if let Some(schema) = schema {
+            let (client, conn) = config.connect(NoTls).await.map_err(db)?;
+            let task = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .await
+                .map_err(db)?;
+            drop(client);
+            let _ = task.await;
+            config.options(format!("-c search_path=\"{schema}\",public"));
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(db)?;
+        Ok(Self { pool })
+    }
+
+    /// Drops a schema and everything in it (tests start from a clean one).
+    pub async fn drop_schema(url: &str, schema: &str) -> StoreResult<()> {
+        let config: tokio_postgres::Config = url.parse().map_err(db)?;
+        let (client, conn) = config.connect(NoTls).await.map_err(db)?;
+        let task = tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .map_err(db)?;
+        drop(client);
+        let _ = task.await;
+        Ok(())
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(db)
+    }
+
+    /// How telemetry is laid out (after `migrate`).
+    pub async fn telemetry_mode(&self) -> StoreResult<TelemetryMode> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT value FROM settings WHERE key = 'telemetry_mode'",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        match row.map(|r| r.get::<_, String>(0)).as_deref() {
+            Some("timescaledb") => Ok(TelemetryMode::Timescale),
+            _ => Ok(TelemetryMode::Partitioned),
+        }
+    }
+
+    /// Partitioned mode: makes the daily partitions around `now` and drops
+    /// those older than `retention`. Timescale mode: its own jobs do this.
+    pub async fn maintain(&self, now: WallTime, retention: Duration) -> StoreResult<()> {
+        if self.telemetry_mode().await? != TelemetryMode::Partitioned {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let today = now.as_datetime().date_naive();
+        // Yesterday (replays after an outage) through the day after tomorrow.
+        let yesterday = today - chrono::Days::new(1);
+        for day in yesterday.iter_days().take(4) {
+            let next = day + chrono::Days::new(1);
+            let name = format!("telemetry_{}", day.format("%Y%m%d"));
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF telemetry FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')"
+            );
+            if let Err(e) = client.batch_execute(&sql).await {
+                // Rows for that day already sit in the default partition.
+                tracing::warn!(partition = %name, error = %e, "could not create telemetry partition");
+            }
+        }
+        let horizon = now.as_datetime()
+            - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        let rows = client
+            .query(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'telemetry' AND c.relname ~ '^telemetry_[0-9]{8}$'",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        for row in rows {
+            let name: String = row.get(0);
+            let Ok(day) = chrono::NaiveDate::parse_from_str(&name["telemetry_".len()..], "%Y%m%d")
+            else {
+                continue;
+            };
+            if day
+                .and_hms_opt(0, 0, 0)
+                .map(|d| d.and_utc() + chrono::TimeDelta::days(1))
+                < Some(horizon)
+            {
+                client
+                    .batch_execute(&format!("DROP TABLE IF EXISTS {name}"))
+                    .await
+                    .map_err(db)?;
+                tracing::info!(partition = %name, "dropped telemetry partition past retention");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node_from_row(r: &Row) -> NodeRecord {
+    let labels: Json<std::collections::BTreeMap<String, String>> = r.get(3);
+    let status: Option<String> = r.get(6);
+    NodeRecord {
+        id: NodeId::from(r.get::<_, Uuid>(0)),
+        name: r.get(1),
+        public_key_pem: r.get(2),
+        labels: labels.0,
+        created_at: wall(r.get(4)),
+        revoked: r.get::<_, Option<DateTime<Utc>>>(5).is_some(),
+        status: status.as_deref().and_then(parse_status),
+        last_seen: r.get::<_, Option<DateTime<Utc>>>(7).map(wall),
+        agent_version: r.get(8),
+    }
+}
+
+const NODE_COLUMNS: &str =
+    "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
+const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
+
+fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
+    let result: Option<serde_json::Value> = r.get(10);
+    Ok(CommandRecord {
+        request_id: RequestId::from(r.get::<_, Uuid>(0)),
+        node_id: NodeId::from(r.get::<_, Uuid>(1)),
+        kind: r.get(2),
+        message: r.get(3),
+        state: r.get(4),
+        requester: r.get(5),
+        approver: r.get(6),
+        timeout_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),
+        created_at: wall(r.get(8)),
+        updated_at: wall(r.get(9)),
+        result: result
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    })
+}
+
+fn audit_from_row(r: &Row) -> AuditEntry {
+    AuditEntry {
+        seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
+        at: wall(r.get(1)),
+        actor: r.get(2),
+        action: r.get(3),
+        subject: r.get(4),
+        detail: r.get(5),
+        prev_hash: r.get(6),
+        hash: r.get(7),
+    }
+}
+
+fn status_str(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Online => "online",
+        NodeStatus::Degraded => "degraded",
+        NodeStatus::Offline => "offline",
+    }
+}
+
+impl Storage for PgStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // One migrator at a time, whichever central instance starts first.
+        tx.execute("SELECT pg_advisory_xact_lock(7046170)", &[])
+            .await
+            .map_err(db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db)?;
+        let done = tx
+            .query_opt(
+                "SELECT version FROM schema_migrations WHERE version = 1",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        if done.is_none() {
+            tx.batch_execute(include_str!("sql/postgres_0001.sql"))
+                .await
+                .map_err(db)?;
+            let timescale = tx
+                .query_opt(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+                    &[],
+                )
+                .await
+                .map_err(db)?
+                .is_some();
+            if timescale {
+                tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+                    .await
+                    .map_err(db)?;
+                tx.batch_execute(include_str!("sql/postgres_timescale.sql"))
+                    .await
+                    .map_err(db)?;
+            } else {
+                tx.batch_execute(include_str!("sql/postgres_partitioned.sql"))
+                    .await
+                    .map_err(db)?;
+            }
+            tx.execute("INSERT INTO schema_migrations (version) VALUES (1)", &[])
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        self.maintain(WallTime::from(Utc::now()), Duration::from_secs(90 * 86_400))
+            .await
+    }
+
+    async fn add_node(&self, node: NodeRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO nodes (id, name, public_key_pem, labels, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&uuid(node.id.0), &node.name, &node.public_key_pem, &Json(&node.labels), &ts(node.created_at)],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            Err(StoreError::Conflict)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name, id"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(node_from_row).collect())
+    }
+
+    async fn get_node(&self, id: NodeId) -> StoreResult<Option<NodeRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = $1"),
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.as_ref().map(node_from_row))
+    }
+
+    async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE nodes SET revoked_at = COALESCE(revoked_at, now()) WHERE id = $1",
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    async fn record_status(
+        &self,
+        id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO status_history (node_id, at, status, reason) VALUES ($1, $2, $3, $4)",
+            &[&uuid(id.0), &ts(at), &status_str(status), &reason],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE nodes SET status = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
+            &[&uuid(id.0), &status_str(status), &ts(at)],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn touch_node(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        agent_version: Option<String>,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE nodes SET last_seen = GREATEST(last_seen, $2), agent_version = COALESCE($3, agent_version) WHERE id = $1",
+                &[&uuid(id.0), &ts(at), &agent_version],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn status_history(&self, id: NodeId) -> StoreResult<Vec<(WallTime, NodeStatus)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT at, status FROM status_history WHERE node_id = $1 ORDER BY at, id",
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.get(1);
+                parse_status(&status)
+                    .map(|s| (wall(r.get(0)), s))
+                    .ok_or(StoreError::Corrupt(status))
+            })
+            .collect()
+    }
+
+    async fn insert_telemetry(&self, batch: &[Telemetry]) -> StoreResult<u64> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.batch_execute(
+            "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (node_id UUID, ts TIMESTAMPTZ, cpu DOUBLE PRECISION,
+             memory DOUBLE PRECISION, disk DOUBLE PRECISION, data JSONB) ON COMMIT DELETE ROWS",
+        )
+        .await
+        .map_err(db)?;
+        let sink = tx
+            .copy_in("COPY telemetry_stage (node_id, ts, cpu, memory, disk, data) FROM STDIN (FORMAT binary)")
+            .await
+            .map_err(db)?;
+        let types = [
+            Type::UUID,
+            Type::TIMESTAMPTZ,
+            Type::FLOAT8,
+            Type::FLOAT8,
+            Type::FLOAT8,
+            Type::JSONB,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        futures_util::pin_mut!(writer);
+        for t in batch {
+            let (cpu, memory, disk) = telemetry_summary(t);
+            let data =
+                serde_json::to_value(&t.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            writer
+                .as_mut()
+                .write(&[
+                    &uuid(t.node_id.0),
+                    &ts(t.timestamp),
+                    &cpu,
+                    &memory,
+                    &disk,
+                    &data,
+                ])
+                .await
+                .map_err(db)?;
+        }
+        writer.finish().await.map_err(db)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO telemetry (node_id, ts, cpu, memory, disk, data)
+                 SELECT DISTINCT ON (node_id, ts) node_id, ts, cpu, memory, disk, data FROM telemetry_stage
+                 ON CONFLICT (node_id, ts) DO NOTHING",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(inserted)
+    }
+
+    async fn query_telemetry(
+        &self,
+        id: NodeId,
+        from: WallTime,
+        to: WallTime,
+        bucket: Option<Duration>,
+    ) -> StoreResult<Vec<TelemetryPoint>> {
+        let client = self.client().await?;
+        match bucket {
+            None => {
+                let rows = client
+                    .query(
+                        "SELECT ts, cpu, memory, disk, data FROM telemetry WHERE node_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts",
+                        &[&uuid(id.0), &ts(from), &ts(to)],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| TelemetryPoint {
+                        timestamp: wall(r.get(0)),
+                        cpu: r.get(1),
+                        memory: r.get(2),
+                        disk: r.get(3),
+                        samples: 1,
+                        data: Some(r.get(4)),
+                    })
+                    .collect())
+            }
+            Some(bucket) => {
+                let seconds = i64::try_from(bucket.as_secs().max(1)).unwrap_or(i64::MAX);
+                let rows = client
+                    .query(
+                        "SELECT to_timestamp(floor(extract(epoch FROM ts)::float8 / $4::float8) * $4::float8) AS b,
+                                avg(cpu), avg(memory), avg(disk), count(*)
+                         FROM telemetry WHERE node_id = $1 AND ts >= $2 AND ts < $3 GROUP BY b ORDER BY b",
+                        &[&uuid(id.0), &ts(from), &ts(to), &(seconds as f64)],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| TelemetryPoint {
+                        timestamp: wall(r.get(0)),
+                        cpu: r.get(1),
+                        memory: r.get(2),
+                        disk: r.get(3),
+                        samples: u64::try_from(r.get::<_, i64>(4)).unwrap_or(0),
+                        data: None,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    async fn count_telemetry(&self, id: NodeId) -> StoreResult<u64> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM telemetry WHERE node_id = $1",
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    async fn insert_health(&self, id: NodeId, at: WallTime, health: &Health) -> StoreResult<()> {
+        let client = self.client().await?;
+        let overall = format!("{:?}", health.overall()).to_lowercase();
+        client
+            .execute(
+                "INSERT INTO health (node_id, at, overall, report) VALUES ($1, $2, $3, $4)",
+                &[&uuid(id.0), &ts(at), &overall, &Json(health)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_alert(&self, id: NodeId, at: WallTime, alert: &Alert) -> StoreResult<()> {
+        let client = self.client().await?;
+        let severity = format!("{:?}", alert.severity).to_lowercase();
+        client
+            .execute(
+                "INSERT INTO alerts (node_id, at, severity, body) VALUES ($1, $2, $3, $4)",
+                &[&uuid(id.0), &ts(at), &severity, &Json(alert)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn list_alerts(&self, limit: u32) -> StoreResult<Vec<AlertRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT node_id, at, body FROM alerts ORDER BY at DESC, id DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let body: serde_json::Value = r.get(2);
+                Ok(AlertRecord {
+                    node_id: NodeId::from(r.get::<_, Uuid>(0)),
+                    received_at: wall(r.get(1)),
+                    alert: serde_json::from_value(body)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                &[
+                    &uuid(c.request_id.0),
+                    &uuid(c.node_id.0),
+                    &c.kind,
+                    &c.message,
+                    &c.state,
+                    &c.requester,
+                    &c.approver,
+                    &i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
+                    &ts(c.created_at),
+                    &ts(c.updated_at),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        if n == 0 {
+            Err(StoreError::Conflict)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn set_command_state(
+        &self,
+        id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent')",
+                &[&uuid(id.0), &state.as_str(), &ts(at)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE commands SET result = $2, updated_at = $3 WHERE request_id = $1 AND result IS NULL",
+                &[&uuid(result.request_id.0), &Json(result), &ts(at)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE request_id = $1"),
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        row.as_ref().map(command_from_row).transpose()
+    }
+
+    async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent') ORDER BY created_at"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(command_from_row).collect()
+    }
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<AuditEntry> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        // The chain is a sequence: one appender at a time across all instances.
+        tx.execute("SELECT pg_advisory_xact_lock(7046171)", &[])
+            .await
+            .map_err(db)?;
+        let last = tx
+            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+            .await
+            .map_err(db)?;
+        let (seq, prev_hash) = match last {
+            Some(r) => (
+                u64::try_from(r.get::<_, i64>(0)).unwrap_or(0) + 1,
+                r.get::<_, String>(1),
+            ),
+            None => (1, String::new()),
+        };
+        let at = super::audit::stored_precision(at);
+        let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+        tx.execute(
+            "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&i64::try_from(seq).unwrap_or(i64::MAX), &ts(at), &actor, &action, &subject, &detail, &prev_hash, &hash],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(AuditEntry {
+            seq,
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            detail,
+            prev_hash,
+            hash,
+        })
+    }
+
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT $1",
+                &[&i64::from(limit)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    async fn all_audit(&self) -> StoreResult<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq", &[])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    async fn create_api_token(
+        &self,
+        hash: &str,
+        record: TokenRecord,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO api_tokens (hash, name, role, created_at) VALUES ($1, $2, $3, $4)",
+                &[&hash, &record.name, &record.role, &ts(at)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn find_api_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT name, role FROM api_tokens WHERE hash = $1",
+                &[&hash],
+            )
+            .await
+            .map_err(db)?;
+        Ok(row.map(|r| TokenRecord {
+            name: r.get(0),
+            role: r.get(1),
+        }))
+    }
+
+    async fn insert_event(
+        &self,
+        kind: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO events (at, kind, detail) VALUES ($1, $2, $3)",
+                &[&ts(at), &kind, &detail],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,689 @@
+//! The embedded default: one SQLite file, no server to install. Calls run on
+//! tokio's blocking pool; the connection is serialised by a mutex (SQLite
+//! allows one writer anyway), in WAL mode so readers do not wait on it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nap_core::central::CommandState;
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::{NodeId, RequestId, WallTime};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::audit::chain_hash;
+use super::{
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
+    TelemetryPoint, TokenRecord, telemetry_summary,
+};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/sqlite_0001.sql"))];
+
+/// The SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn micros(t: WallTime) -> i64 {
+    t.as_datetime().timestamp_micros()
+}
+
+fn from_micros(v: i64) -> WallTime {
+    WallTime::from_unix_micros(v).unwrap_or(WallTime::UNIX_EPOCH)
+}
+
+fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn status_str(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Online => "online",
+        NodeStatus::Degraded => "degraded",
+        NodeStatus::Offline => "offline",
+    }
+}
+
+pub(crate) fn parse_status(s: &str) -> Option<NodeStatus> {
+    match s {
+        "online" => Some(NodeStatus::Online),
+        "degraded" => Some(NodeStatus::Degraded),
+        "offline" => Some(NodeStatus::Offline),
+        _ => None,
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database file.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        let conn = Connection::open(path).map_err(db)?;
+        Self::configure(conn)
+    }
+
+    /// An in-memory database (tests).
+    pub fn memory() -> StoreResult<Self> {
+        Self::configure(Connection::open_in_memory().map_err(db)?)
+    }
+
+    fn configure(conn: Connection) -> StoreResult<Self> {
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(db)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| StoreError::Database("connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Database(e.to_string()))?
+    }
+}
+
+fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NodeRecord, String)> {
+    let id: String = row.get(0)?;
+    let labels: String = row.get(3)?;
+    let status: Option<String> = row.get(6)?;
+    Ok((
+        NodeRecord {
+            id: id.parse().unwrap_or(NodeId::from_u128(0)),
+            name: row.get(1)?,
+            public_key_pem: row.get(2)?,
+            labels: serde_json::from_str(&labels).unwrap_or_default(),
+            created_at: from_micros(row.get(4)?),
+            revoked: row.get::<_, Option<i64>>(5)?.is_some(),
+            status: status.as_deref().and_then(parse_status),
+            last_seen: row.get::<_, Option<i64>>(7)?.map(from_micros),
+            agent_version: row.get(8)?,
+        },
+        id,
+    ))
+}
+
+const NODE_COLUMNS: &str =
+    "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
+
+fn command_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(CommandRecord, String, Option<String>)> {
+    let id: String = row.get(0)?;
+    let node: String = row.get(1)?;
+    let message: String = row.get(3)?;
+    let result: Option<String> = row.get(10)?;
+    Ok((
+        CommandRecord {
+            request_id: id.parse().unwrap_or(RequestId::from_u128(0)),
+            node_id: node.parse().unwrap_or(NodeId::from_u128(0)),
+            kind: row.get(2)?,
+            message: serde_json::from_str(&message).unwrap_or(serde_json::Value::Null),
+            state: row.get(4)?,
+            requester: row.get(5)?,
+            approver: row.get(6)?,
+            timeout_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
+            created_at: from_micros(row.get(8)?),
+            updated_at: from_micros(row.get(9)?),
+            result: None,
+        },
+        id,
+        result,
+    ))
+}
+
+const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
+
+fn finish_command(row: (CommandRecord, String, Option<String>)) -> StoreResult<CommandRecord> {
+    let (mut record, _, result) = row;
+    record.result = result.as_deref().map(parse).transpose()?;
+    Ok(record)
+}
+
+fn audit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let detail: String = row.get(5)?;
+    Ok(AuditEntry {
+        seq: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0),
+        at: from_micros(row.get(1)?),
+        actor: row.get(2)?,
+        action: row.get(3)?,
+        subject: row.get(4)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        prev_hash: row.get(6)?,
+        hash: row.get(7)?,
+    })
+}
+
+impl Storage for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        self.with(|conn| {
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(db)?;
+            for (version, sql) in MIGRATIONS {
+                let done: Option<i64> = conn
+                    .query_row("SELECT version FROM schema_migrations WHERE version = ?1", [version], |r| r.get(0))
+                    .optional()
+                    .map_err(db)?;
+                if done.is_none() {
+                    let tx = conn.transaction().map_err(db)?;
+                    tx.execute_batch(sql).map_err(db)?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now'))",
+                        [version],
+                    )
+                    .map_err(db)?;
+                    tx.commit().map_err(db)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_node(&self, node: NodeRecord) -> StoreResult<()> {
+        self.with(move |conn| {
+            let labels = json(&node.labels)?;
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO nodes (id, name, public_key_pem, labels, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![node.id.to_string(), node.name, node.public_key_pem, labels, micros(node.created_at)],
+                )
+                .map_err(db)?;
+            if inserted == 0 { Err(StoreError::Conflict) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {NODE_COLUMNS} FROM nodes ORDER BY name, id"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([], node_from_row).map_err(db)?;
+            rows.map(|r| r.map(|(n, _)| n).map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn get_node(&self, id: NodeId) -> StoreResult<Option<NodeRecord>> {
+        self.with(move |conn| {
+            conn.query_row(
+                &format!("SELECT {NODE_COLUMNS} FROM nodes WHERE id = ?1"),
+                [id.to_string()],
+                node_from_row,
+            )
+            .optional()
+            .map(|r| r.map(|(n, _)| n))
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE nodes SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                    params![id.to_string(), micros(WallTime::from(chrono::Utc::now()))],
+                )
+                .map_err(db)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn record_status(
+        &self,
+        id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            tx.execute(
+                "INSERT INTO status_history (node_id, at, status, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![id.to_string(), micros(at), status_str(status), reason],
+            )
+            .map_err(db)?;
+            tx.execute(
+                "UPDATE nodes SET status = ?2, last_seen = MAX(COALESCE(last_seen, 0), ?3) WHERE id = ?1",
+                params![id.to_string(), status_str(status), micros(at)],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn touch_node(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        agent_version: Option<String>,
+    ) -> StoreResult<()> {
+        self.with(move |conn| {
+            conn.execute(
+                "UPDATE nodes SET last_seen = MAX(COALESCE(last_seen, 0), ?2), agent_version = COALESCE(?3, agent_version) WHERE id = ?1",
+                params![id.to_string(), micros(at), agent_version],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn status_history(&self, id: NodeId) -> StoreResult<Vec<(WallTime, NodeStatus)>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT at, status FROM status_history WHERE node_id = ?1 ORDER BY at, rowid",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([id.to_string()], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (at, status) = row.map_err(db)?;
+                let status =
+                    parse_status(&status).ok_or_else(|| StoreError::Corrupt(status.clone()))?;
+                out.push((from_micros(at), status));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_telemetry(&self, batch: &[Telemetry]) -> StoreResult<u64> {
+        let rows: Vec<(String, i64, f64, f64, f64, String)> = batch
+            .iter()
+            .map(|t| {
+                let (cpu, mem, disk) = telemetry_summary(t);
+                Ok((
+                    t.node_id.to_string(),
+                    micros(t.timestamp),
+                    cpu,
+                    mem,
+                    disk,
+                    json(&t.data)?,
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let mut inserted = 0u64;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO telemetry (node_id, ts, cpu, memory, disk, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(db)?;
+                for (node, ts, cpu, mem, disk, data) in &rows {
+                    inserted += stmt.execute(params![node, ts, cpu, mem, disk, data]).map_err(db)? as u64;
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn query_telemetry(
+        &self,
+        id: NodeId,
+        from: WallTime,
+        to: WallTime,
+        bucket: Option<Duration>,
+    ) -> StoreResult<Vec<TelemetryPoint>> {
+        self.with(move |conn| {
+            let (from, to) = (micros(from), micros(to));
+            let mut out = Vec::new();
+            match bucket {
+                None => {
+                    let mut stmt = conn
+                        .prepare("SELECT ts, cpu, memory, disk, data FROM telemetry WHERE node_id = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts")
+                        .map_err(db)?;
+                    let rows = stmt
+                        .query_map(params![id.to_string(), from, to], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, String>(4)?))
+                        })
+                        .map_err(db)?;
+                    for row in rows {
+                        let (ts, cpu, memory, disk, data) = row.map_err(db)?;
+                        out.push(TelemetryPoint {
+                            timestamp: from_micros(ts),
+                            cpu,
+                            memory,
+                            disk,
+                            samples: 1,
+                            data: Some(parse(&data)?),
+                        });
+                    }
+                }
+                Some(bucket) => {
+                    let width = i64::try_from(bucket.as_micros()).unwrap_or(i64::MAX).max(1);
+                    let mut stmt = conn
+                        .prepare(
+                            "SELECT (ts / ?4) * ?4 AS b, AVG(cpu), AVG(memory), AVG(disk), COUNT(*) FROM telemetry
+                             WHERE node_id = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY b ORDER BY b",
+                        )
+                        .map_err(db)?;
+                    let rows = stmt
+                        .query_map(params![id.to_string(), from, to, width], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, i64>(4)?))
+                        })
+                        .map_err(db)?;
+                    for row in rows {
+                        let (b, cpu, memory, disk, n) = row.map_err(db)?;
+                        out.push(TelemetryPoint {
+                            timestamp: from_micros(b),
+                            cpu,
+                            memory,
+                            disk,
+                            samples: u64::try_from(n).unwrap_or(0),
+                            data: None,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count_telemetry(&self, id: NodeId) -> StoreResult<u64> {
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM telemetry WHERE node_id = ?1",
+                [id.to_string()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn insert_health(&self, id: NodeId, at: WallTime, health: &Health) -> StoreResult<()> {
+        let body = json(health)?;
+        let overall = format!("{:?}", health.overall()).to_lowercase();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO health (node_id, at, overall, report) VALUES (?1, ?2, ?3, ?4)",
+                params![id.to_string(), micros(at), overall, body],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_alert(&self, id: NodeId, at: WallTime, alert: &Alert) -> StoreResult<()> {
+        let body = json(alert)?;
+        let severity = format!("{:?}", alert.severity).to_lowercase();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO alerts (node_id, at, severity, body) VALUES (?1, ?2, ?3, ?4)",
+                params![id.to_string(), micros(at), severity, body],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_alerts(&self, limit: u32) -> StoreResult<Vec<AlertRecord>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT node_id, at, body FROM alerts ORDER BY at DESC, id DESC LIMIT ?1")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (node, at, body) = row.map_err(db)?;
+                out.push(AlertRecord {
+                    node_id: node
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(node.clone()))?,
+                    received_at: from_micros(at),
+                    alert: parse(&body)?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
+        self.with(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT OR IGNORE INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        c.request_id.to_string(),
+                        c.node_id.to_string(),
+                        c.kind,
+                        c.message.to_string(),
+                        c.state,
+                        c.requester,
+                        c.approver,
+                        i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
+                        micros(c.created_at),
+                        micros(c.updated_at)
+                    ],
+                )
+                .map_err(db)?;
+            if inserted == 0 { Err(StoreError::Conflict) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn set_command_state(
+        &self,
+        id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        self.with(move |conn| {
+            // A terminal state is final: the first one wins.
+            conn.execute(
+                "UPDATE commands SET state = ?2, updated_at = ?3 WHERE request_id = ?1
+                 AND state IN ('queued', 'sent')",
+                params![id.to_string(), state.as_str(), micros(at)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
+        let body = json(result)?;
+        let id = result.request_id.to_string();
+        self.with(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE commands SET result = ?2, updated_at = ?3 WHERE request_id = ?1 AND result IS NULL",
+                    params![id, body, micros(at)],
+                )
+                .map_err(db)?;
+            Ok(changed > 0)
+        })
+        .await
+    }
+
+    async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
+        self.with(move |conn| {
+            conn.query_row(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE request_id = ?1"),
+                [id.to_string()],
+                command_from_row,
+            )
+            .optional()
+            .map_err(db)?
+            .map(finish_command)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent') ORDER BY created_at, rowid"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([], command_from_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(finish_command)).collect()
+        })
+        .await
+    }
+
+    async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<AuditEntry> {
+        let (actor, action, subject) = (actor.to_owned(), action.to_owned(), subject.to_owned());
+        let at = super::audit::stored_precision(at);
+        self.with(move |conn| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+            let last: Option<(i64, String)> = tx
+                .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?;
+            let (seq, prev_hash) = match last {
+                Some((seq, hash)) => (u64::try_from(seq).unwrap_or(0) + 1, hash),
+                None => (1, String::new()),
+            };
+            let hash = chain_hash(&prev_hash, seq, at, &actor, &action, &subject, &detail);
+            tx.execute(
+                "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![i64::try_from(seq).unwrap_or(i64::MAX), micros(at), actor, action, subject, detail.to_string(), prev_hash, hash],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)?;
+            Ok(AuditEntry { seq, at, actor, action, subject, detail, prev_hash, hash })
+        })
+        .await
+    }
+
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq DESC LIMIT ?1")
+                .map_err(db)?;
+            let rows = stmt.query_map([limit], audit_from_row).map_err(db)?;
+            rows.map(|r| r.map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn all_audit(&self) -> StoreResult<Vec<AuditEntry>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit ORDER BY seq")
+                .map_err(db)?;
+            let rows = stmt.query_map([], audit_from_row).map_err(db)?;
+            rows.map(|r| r.map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn create_api_token(
+        &self,
+        hash: &str,
+        record: TokenRecord,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let hash = hash.to_owned();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, record.name, record.role, micros(at)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn find_api_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let hash = hash.to_owned();
+        self.with(move |conn| {
+            conn.query_row(
+                "SELECT name, role FROM api_tokens WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(TokenRecord {
+                        name: r.get(0)?,
+                        role: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db)
+        })
+        .await
+    }
+
+    async fn insert_event(
+        &self,
+        kind: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        let kind = kind.to_owned();
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?1, ?2, ?3)",
+                params![micros(at), kind, detail.to_string()],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,395 @@
+//! One test suite, run against both storage backends: embedded SQLite always,
+//! and the real PostgreSQL at `NAP_TEST_DATABASE_URL` (skipped with a
+//! message when unset, unless `NAP_REQUIRE_SERVICES` makes it mandatory).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use nap_central::store::postgres::PgStore;
+use nap_central::store::sqlite::SqliteStore;
+use nap_central::store::{
+    CommandRecord, NodeRecord, Storage, StoreError, TokenRecord, first_broken,
+};
+use nap_core::central::CommandState;
+use nap_core::testing::sample;
+use nap_core::wire::{
+    Alert, AlertData, AlertState, CentralMessage, CommandResult, Execute, NodeStatus, Severity,
+    Telemetry,
+};
+use nap_core::{NodeId, RequestId, WallTime};
+
+fn t0() -> WallTime {
+    WallTime::from_unix_millis(1_760_522_400_000).expect("valid")
+}
+
+fn node(n: u128) -> NodeRecord {
+    NodeRecord {
+        id: NodeId::from_u128(n),
+        name: format!("node-{n}"),
+        public_key_pem: "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA\n-----END PUBLIC KEY-----\n"
+            .into(),
+        labels: BTreeMap::from([("env".into(), "test".into())]),
+        created_at: t0(),
+        revoked: false,
+        status: None,
+        last_seen: None,
+        agent_version: None,
+    }
+}
+
+fn telemetry(n: u128, minute: i64, cpu: f64) -> Telemetry {
+    Telemetry {
+        node_id: NodeId::from_u128(n),
+        timestamp: t0().add_millis(minute * 60_000),
+        data: sample(cpu, 40.0),
+        dropped_samples: 0,
+    }
+}
+
+fn command(id: u128, n: u128) -> CommandRecord {
+    let message = CentralMessage::Execute(Execute {
+        request_id: Some(RequestId::from_u128(id)),
+        command: "uptime".into(),
+        args: vec![],
+        timeout: Some(30_000),
+        requires_approval: false,
+        approver: None,
+    });
+    CommandRecord {
+        request_id: RequestId::from_u128(id),
+        node_id: NodeId::from_u128(n),
+        kind: "execute".into(),
+        message: serde_json::to_value(&message).expect("json"),
+        state: "queued".into(),
+        requester: "alice".into(),
+        approver: None,
+        timeout_ms: 30_000,
+        created_at: t0(),
+        updated_at: t0(),
+        result: None,
+    }
+}
+
+fn result(id: u128, output: &str) -> CommandResult {
+    CommandResult {
+        request_id: RequestId::from_u128(id),
+        success: true,
+        result: output.into(),
+        timestamp: t0(),
+        exit_code: Some(0),
+        stderr: None,
+        duration_ms: Some(5),
+        truncated: false,
+        error: None,
+    }
+}
+
+async fn nodes_are_registered_listed_and_revoked(store: &impl Storage) {
+    store.add_node(node(1)).await.expect("add");
+    store.add_node(node(2)).await.expect("add");
+    assert!(matches!(
+        store.add_node(node(1)).await,
+        Err(StoreError::Conflict)
+    ));
+    let all = store.list_nodes().await.expect("list");
+    assert_eq!(
+        all.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        ["node-1", "node-2"]
+    );
+    assert_eq!(all[0].labels.get("env").map(String::as_str), Some("test"));
+    assert!(
+        store
+            .revoke_node(NodeId::from_u128(2))
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .revoke_node(NodeId::from_u128(9))
+            .await
+            .expect("revoke")
+    );
+    let two = store
+        .get_node(NodeId::from_u128(2))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(two.revoked);
+    assert!(
+        store
+            .get_node(NodeId::from_u128(9))
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    store
+        .record_status(NodeId::from_u128(1), NodeStatus::Online, None, t0())
+        .await
+        .expect("status");
+    store
+        .record_status(
+            NodeId::from_u128(1),
+            NodeStatus::Offline,
+            Some("silent".into()),
+            t0().add_millis(1000),
+        )
+        .await
+        .expect("status");
+    store
+        .touch_node(
+            NodeId::from_u128(1),
+            t0().add_millis(2000),
+            Some("0.1.0".into()),
+        )
+        .await
+        .expect("touch");
+    let one = store
+        .get_node(NodeId::from_u128(1))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(one.status, Some(NodeStatus::Offline));
+    assert_eq!(one.agent_version.as_deref(), Some("0.1.0"));
+    assert_eq!(one.last_seen, Some(t0().add_millis(2000)));
+    let history = store
+        .status_history(NodeId::from_u128(1))
+        .await
+        .expect("history");
+    assert_eq!(
+        history.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        [NodeStatus::Online, NodeStatus::Offline]
+    );
+}
+
+async fn telemetry_is_stored_once_and_queried(store: &impl Storage) {
+    store.add_node(node(1)).await.expect("add");
+    let batch: Vec<Telemetry> = (0..10)
+        .map(|m| telemetry(1, m, 10.0 * f64::from(u8::try_from(m).unwrap_or(0))))
+        .collect();
+    assert_eq!(store.insert_telemetry(&batch).await.expect("insert"), 10);
+    // A replay, overlapping and with a duplicate inside the batch.
+    let mut replay = batch[5..].to_vec();
+    replay.push(telemetry(1, 10, 5.0));
+    replay.push(telemetry(1, 10, 5.0));
+    assert_eq!(store.insert_telemetry(&replay).await.expect("insert"), 1);
+    assert_eq!(
+        store
+            .count_telemetry(NodeId::from_u128(1))
+            .await
+            .expect("count"),
+        11
+    );
+    assert_eq!(store.insert_telemetry(&[]).await.expect("insert"), 0);
+
+    let raw = store
+        .query_telemetry(
+            NodeId::from_u128(1),
+            t0(),
+            t0().add_millis(5 * 60_000),
+            None,
+        )
+        .await
+        .expect("query");
+    assert_eq!(raw.len(), 5);
+    assert_eq!(raw[2].cpu, 20.0);
+    assert!(raw[0].data.is_some());
+    let buckets = store
+        .query_telemetry(
+            NodeId::from_u128(1),
+            t0(),
+            t0().add_millis(10 * 60_000),
+            Some(Duration::from_secs(300)),
+        )
+        .await
+        .expect("query");
+    assert_eq!(buckets.len(), 2);
+    assert_eq!(buckets[0].samples, 5);
+    assert!((buckets[0].cpu - 20.0).abs() < 1e-9, "{}", buckets[0].cpu);
+    assert!((buckets[1].cpu - 70.0).abs() < 1e-9, "{}", buckets[1].cpu);
+}
+
+async fn a_command_keeps_its_first_terminal_state_and_first_result(store: &impl Storage) {
+    store.insert_command(command(1, 1)).await.expect("insert");
+    assert!(matches!(
+        store.insert_command(command(1, 1)).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .set_command_state(RequestId::from_u128(1), CommandState::Sent, t0())
+        .await
+        .expect("state");
+    assert_eq!(store.open_commands().await.expect("open").len(), 1);
+    assert!(
+        store
+            .record_result(&result(1, "first"), t0())
+            .await
+            .expect("result")
+    );
+    assert!(
+        !store
+            .record_result(&result(1, "second"), t0())
+            .await
+            .expect("result")
+    );
+    store
+        .set_command_state(RequestId::from_u128(1), CommandState::Succeeded, t0())
+        .await
+        .expect("state");
+    store
+        .set_command_state(RequestId::from_u128(1), CommandState::TimedOut, t0())
+        .await
+        .expect("state");
+    let c = store
+        .get_command(RequestId::from_u128(1))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(c.state, "succeeded");
+    assert_eq!(c.result.map(|r| r.result).as_deref(), Some("first"));
+    assert_eq!(c.requester, "alice");
+    assert!(store.open_commands().await.expect("open").is_empty());
+    assert!(
+        store
+            .get_command(RequestId::from_u128(2))
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+async fn the_audit_log_is_a_hash_chain(store: &impl Storage) {
+    for i in 0..5 {
+        let entry = store
+            .append_audit(
+                "alice",
+                "command.submit",
+                &format!("req-{i}"),
+                serde_json::json!({"i": i}),
+                t0(),
+            )
+            .await
+            .expect("append");
+        assert_eq!(entry.seq, i + 1);
+    }
+    let all = store.all_audit().await.expect("all");
+    assert_eq!(all.len(), 5);
+    assert_eq!(first_broken(&all), None);
+    assert_eq!(all[1].prev_hash, all[0].hash);
+    let newest = store.list_audit(2).await.expect("list");
+    assert_eq!(newest.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 4]);
+    // Tampering with an entry breaks the chain there.
+    let mut tampered = all.clone();
+    tampered[2].subject = "req-x".into();
+    assert_eq!(first_broken(&tampered), Some(3));
+    let mut removed = all;
+    removed.remove(1);
+    assert_eq!(first_broken(&removed), Some(3));
+}
+
+async fn tokens_alerts_and_events(store: &impl Storage) {
+    let record = TokenRecord {
+        name: "ops".into(),
+        role: "operator".into(),
+    };
+    store
+        .create_api_token("abc123", record.clone(), t0())
+        .await
+        .expect("token");
+    assert_eq!(
+        store.find_api_token("abc123").await.expect("find"),
+        Some(record)
+    );
+    assert_eq!(store.find_api_token("nope").await.expect("find"), None);
+    let alert = Alert {
+        severity: Severity::Critical,
+        message: "High CPU usage".into(),
+        data: AlertData {
+            cpu: Some(95.0),
+            duration: Some(300),
+            ..AlertData::default()
+        },
+        rule: Some("cpu_high".into()),
+        state: AlertState::Firing,
+        timestamp: Some(t0()),
+    };
+    store
+        .insert_alert(NodeId::from_u128(1), t0(), &alert)
+        .await
+        .expect("alert");
+    let alerts = store.list_alerts(10).await.expect("alerts");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].alert, alert);
+    store
+        .insert_event(
+            "auth_failure",
+            serde_json::json!({"reason": "signature"}),
+            t0(),
+        )
+        .await
+        .expect("event");
+}
+
+async fn migrating_twice_changes_nothing(store: &impl Storage) {
+    store.migrate().await.expect("second migrate");
+    assert!(store.list_nodes().await.expect("list").is_empty());
+}
+
+macro_rules! suite {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let store = SqliteStore::memory().expect("open");
+                    store.migrate().await.expect("migrate");
+                    super::$name(&store).await;
+                }
+            )+
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(store) = pg(stringify!($name)).await else { return };
+                    super::$name(&store).await;
+                }
+            )+
+        }
+    };
+}
+
+/// A fresh schema in the test database, or `None` (with a message) when no
+/// database is configured and none is required.
+async fn pg(test: &str) -> Option<PgStore> {
+    let Ok(url) = std::env::var("NAP_TEST_DATABASE_URL") else {
+        assert!(
+            std::env::var_os("NAP_REQUIRE_SERVICES").is_none(),
+            "NAP_REQUIRE_SERVICES is set but NAP_TEST_DATABASE_URL is not"
+        );
+        eprintln!(
+            "SKIPPED {test} on PostgreSQL: set NAP_TEST_DATABASE_URL (e.g. postgres://postgres@127.0.0.1/test)"
+        );
+        return None;
+    };
+    let schema: String = format!("nap_store_{test}").chars().take(60).collect();
+    PgStore::drop_schema(&url, &schema)
+        .await
+        .expect("drop the old test schema");
+    let store = PgStore::connect(&url, Some(&schema), 4)
+        .await
+        .expect("connect to the test database");
+    store.migrate().await.expect("migrate");
+    Some(store)
+}
+
+suite!(
+    nodes_are_registered_listed_and_revoked,
+    telemetry_is_stored_once_and_queried,
+    a_command_keeps_its_first_terminal_state_and_first_result,
+    the_audit_log_is_a_hash_chain,
+    tokens_alerts_and_events,
+    migrating_twice_changes_nothing,
+);
