@@ -1,6 +1,7 @@
 //! Central's storage: one trait, two backends (embedded SQLite by default,
 //! PostgreSQL/TimescaleDB for fleets) that pass the same test suite.
 
+mod any;
 mod audit;
 pub mod postgres;
 pub mod sqlite;
@@ -13,6 +14,7 @@ use nap_core::wire::{Alert, CentralMessage, CommandResult, Health, NodeStatus, T
 use nap_core::{NodeId, RequestId, WallTime};
 use serde::{Deserialize, Serialize};
 
+pub use any::AnyStore;
 pub use audit::{AuditEntry, chain_hash, first_broken};
 
 /// A storage failure. Callers retry what they must not lose.
@@ -101,6 +103,8 @@ pub trait Storage: Send + Sync + 'static {
     fn add_node(&self, node: NodeRecord) -> impl Future<Output = StoreResult<()>> + Send;
     fn list_nodes(&self) -> impl Future<Output = StoreResult<Vec<NodeRecord>>> + Send;
     fn get_node(&self, id: NodeId) -> impl Future<Output = StoreResult<Option<NodeRecord>>> + Send;
+    /// Every revoked node.
+    fn revoked_nodes(&self) -> impl Future<Output = StoreResult<Vec<NodeId>>> + Send;
     /// Marks the node revoked; false if there is no such node.
     fn revoke_node(&self, id: NodeId) -> impl Future<Output = StoreResult<bool>> + Send;
     /// Records a status change (history) and the node's current status.

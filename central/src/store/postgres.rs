@@ -343,6 +343,18 @@ impl Storage for PgStore {
         Ok(row.as_ref().map(node_from_row))
     }
 
+    async fn revoked_nodes(&self) -> StoreResult<Vec<NodeId>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT id FROM nodes WHERE revoked_at IS NOT NULL", &[])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| NodeId::from(r.get::<_, Uuid>(0)))
+            .collect())
+    }
+
     async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
         let client = self.client().await?;
         let n = client

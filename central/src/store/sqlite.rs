@@ -245,6 +245,21 @@ impl Storage for SqliteStore {
         .await
     }
 
+    async fn revoked_nodes(&self) -> StoreResult<Vec<NodeId>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id FROM nodes WHERE revoked_at IS NOT NULL")
+                .map_err(db)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+            rows.map(|r| {
+                let id = r.map_err(db)?;
+                id.parse().map_err(|_| StoreError::Corrupt(id))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
         self.with(move |conn| {
             let changed = conn

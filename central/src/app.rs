@@ -1,0 +1,394 @@
+//! The running service's shared state, and the glue that performs the hub's
+//! outputs: routing to sessions, and writing status and command changes to
+//! the store in order.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nap_core::central::{
+    CentralHub, CommandState, HubConfig, HubOutput, SessionConfig, SessionInput,
+};
+use nap_core::wire::NodeStatus;
+use nap_core::{NodeId, RequestId, SessionId, WallTime};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
+
+use crate::clock::Clock;
+use crate::config::ServeConfig;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
+use crate::store::{AnyStore, Storage};
+
+/// Something tests and the simulator can wait for instead of sleeping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    SessionOpened {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    SessionClosed {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    Status {
+        node_id: NodeId,
+        status: NodeStatus,
+    },
+    Command {
+        request_id: RequestId,
+        state: CommandState,
+    },
+    TelemetryStored {
+        node_id: NodeId,
+        timestamp: WallTime,
+    },
+    ResultStored {
+        request_id: RequestId,
+    },
+    AuthFailed {
+        reason: &'static str,
+    },
+}
+
+/// An ordered write of the hub's decisions.
+#[derive(Debug)]
+enum Write {
+    Status {
+        node_id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    },
+    Command {
+        request_id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    },
+}
+
+/// Failed auth attempts per source address.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    failures: HashMap<IpAddr, (Instant, u32)>,
+}
+
+impl Throttle {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const LIMIT: u32 = 10;
+
+    /// Records a failure; returns how long to hold the answer.
+    pub fn fail(&mut self, ip: IpAddr) -> Duration {
+        let now = Instant::now();
+        if self.failures.len() > 100_000 {
+            self.failures
+                .retain(|_, (since, _)| now.duration_since(*since) < Self::WINDOW);
+        }
+        let entry = self.failures.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Self::WINDOW {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        Duration::from_millis(u64::from(entry.1.min(10)) * 200)
+    }
+
+    /// Whether the address has failed too often lately.
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        self.failures
+            .get(&ip)
+            .is_some_and(|(since, n)| *n >= Self::LIMIT && since.elapsed() < Self::WINDOW)
+    }
+}
+
+/// The service.
+#[derive(Debug)]
+pub struct App {
+    pub config: ServeConfig,
+    pub store: AnyStore,
+    pub clock: Clock,
+    pub hub: Mutex<CentralHub>,
+    pub hub_timers: Notify,
+    pub routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionInput>>>,
+    pub session_config: SessionConfig,
+    pub metrics: Metrics,
+    pub notifier: Notifier,
+    pub ingest: Ingest,
+    pub events: broadcast::Sender<AppEvent>,
+    pub handshakes: Arc<Semaphore>,
+    pub throttle: Mutex<Throttle>,
+    writes: mpsc::Sender<Write>,
+}
+
+impl App {
+    /// Opens and migrates the store and starts the background tasks.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Arc<Self>> {
+        let store = AnyStore::open(&config.db, config.db_pool).await?;
+        store.migrate().await?;
+        Ok(Self::with_store(config, store))
+    }
+
+    /// The service over an opened, migrated store.
+    pub fn with_store(config: ServeConfig, store: AnyStore) -> Arc<Self> {
+        let clock = Clock::default();
+        let mut hub_config = HubConfig::new(config.audience.clone());
+        hub_config.seed = u64::from_le_bytes(
+            uuid::Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .unwrap_or([0; 8]),
+        );
+        let mut hub = CentralHub::new(hub_config);
+        hub.set_wall_clock(clock.now(), clock.wall());
+        let mut session_config = SessionConfig::with_intervals(config.intervals());
+        session_config.offline_after = config.offline_after();
+        session_config.limits.max_message_bytes = config.max_message_bytes;
+        let (events, _) = broadcast::channel(4096);
+        let (writes, writes_rx) = mpsc::channel(100_000);
+        let metrics = Metrics::new();
+        let (ingest, ingest_rx) = Ingest::channel(config.ingest_queue);
+        let app = Arc::new(Self {
+            notifier: Notifier::new(config.webhook.clone()),
+            handshakes: Arc::new(Semaphore::new(config.max_handshakes.max(1))),
+            config,
+            store,
+            clock,
+            hub: Mutex::new(hub),
+            hub_timers: Notify::new(),
+            routes: Mutex::new(HashMap::new()),
+            session_config,
+            metrics,
+            ingest,
+            events,
+            throttle: Mutex::new(Throttle::default()),
+            writes,
+        });
+        tokio::spawn(crate::ingest::run(Arc::clone(&app), ingest_rx));
+        tokio::spawn(writer(Arc::clone(&app), writes_rx));
+        tokio::spawn(hub_timer(Arc::clone(&app)));
+        tokio::spawn(maintenance(Arc::clone(&app)));
+        tokio::spawn(revocations(Arc::clone(&app)));
+        crate::notify::start(&app);
+        app
+    }
+
+    /// Reloads commands that were queued or sent when central last stopped.
+    pub async fn restore_commands(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let open = self.store.open_commands().await?;
+        let count = open.len();
+        for c in open {
+            let Ok(message) = serde_json::from_value(c.message.clone()) else {
+                tracing::error!(request = %c.request_id, "stored command does not decode; marking it failed");
+                self.store
+                    .set_command_state(c.request_id, CommandState::Failed, self.clock.wall())
+                    .await?;
+                continue;
+            };
+            let known = matches!(self.store.get_node(c.node_id).await?, Some(n) if !n.revoked);
+            let timeout = Duration::from_millis(c.timeout_ms);
+            self.with_hub(|hub, now| {
+                hub.submit(now, c.node_id, c.request_id, message, timeout, known)
+            });
+        }
+        Ok(count)
+    }
+
+    /// Runs `f` on the hub with the current time, then performs its outputs.
+    pub fn with_hub<T>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut CentralHub, nap_core::Timestamp) -> T,
+    ) -> T {
+        let (value, outputs) = {
+            let mut hub = self
+                .hub
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = self.clock.now();
+            hub.set_wall_clock(now, self.clock.wall());
+            let value = f(&mut hub, now);
+            (
+                value,
+                std::iter::from_fn(|| hub.poll_output()).collect::<Vec<_>>(),
+            )
+        };
+        for output in outputs {
+            self.perform(output);
+        }
+        self.hub_timers.notify_one();
+        value
+    }
+
+    /// Sends an input to a session's connection task.
+    pub fn route(&self, session_id: SessionId, input: SessionInput) {
+        let sender = self
+            .routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&session_id)
+            .cloned();
+        if let Some(sender) = sender {
+            if sender.try_send(input).is_err() {
+                tracing::warn!(session = %session_id, "session inbox full or closed; input dropped");
+            }
+        }
+    }
+
+    pub fn emit(&self, event: AppEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn perform(self: &Arc<Self>, output: HubOutput) {
+        let at = self.clock.wall();
+        match output {
+            HubOutput::Deliver {
+                session_id,
+                message,
+            } => self.route(session_id, SessionInput::Deliver(message)),
+            HubOutput::Terminate {
+                session_id,
+                code,
+                reason,
+            } => {
+                self.route(session_id, SessionInput::Terminate { code, reason });
+            }
+            HubOutput::Drain {
+                session_id,
+                reconnect_after,
+            } => {
+                self.route(session_id, SessionInput::Drain { reconnect_after });
+            }
+            HubOutput::StatusChanged {
+                node_id,
+                status,
+                reason,
+            } => {
+                self.emit(AppEvent::Status { node_id, status });
+                self.queue_write(Write::Status {
+                    node_id,
+                    status,
+                    reason,
+                    at,
+                });
+            }
+            HubOutput::CommandChanged {
+                request_id, state, ..
+            } => {
+                self.emit(AppEvent::Command { request_id, state });
+                self.queue_write(Write::Command {
+                    request_id,
+                    state,
+                    at,
+                });
+            }
+        }
+    }
+
+    fn queue_write(&self, write: Write) {
+        if let Err(e) = self.writes.try_send(write) {
+            self.metrics.db_error("write_queue_full");
+            tracing::error!("state write queue is full; dropping {:?}", e.into_inner());
+        }
+    }
+}
+
+/// Applies the hub's state changes to the store, in order, retrying.
+async fn writer(app: Arc<App>, mut rx: mpsc::Receiver<Write>) {
+    while let Some(write) = rx.recv().await {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let result = match &write {
+                Write::Status {
+                    node_id,
+                    status,
+                    reason,
+                    at,
+                } => {
+                    app.store
+                        .record_status(*node_id, *status, reason.clone(), *at)
+                        .await
+                }
+                Write::Command {
+                    request_id,
+                    state,
+                    at,
+                } => app.store.set_command_state(*request_id, *state, *at).await,
+            };
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    app.metrics.db_error("state_write");
+                    tracing::error!(error = %e, "writing a state change failed; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// Fires the hub's timers (command expiry and result deadlines).
+async fn hub_timer(app: Arc<App>) {
+    loop {
+        let next = app
+            .hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .poll_timeout();
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(app.clock.instant(at).into()) => {
+                        app.with_hub(|hub, now| hub.handle_timeout(now));
+                    }
+                    () = app.hub_timers.notified() => {}
+                }
+            }
+            None => app.hub_timers.notified().await,
+        }
+        // Keep the hub's memory to live commands (the store has the rest).
+        app.hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .forget_finished();
+    }
+}
+
+/// Partitions and retention, hourly.
+async fn maintenance(app: Arc<App>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        if let Err(e) = app.store.maintain(app.clock.wall()).await {
+            app.metrics.db_error("maintenance");
+            tracing::error!(error = %e, "storage maintenance failed");
+        }
+    }
+}
+
+/// Closes the live sessions of nodes revoked by any process (the CLI writes
+/// to the store directly), within a second or two.
+async fn revocations(app: Arc<App>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        match app.store.revoked_nodes().await {
+            Ok(revoked) => {
+                for node_id in revoked {
+                    let live = app
+                        .hub
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .live_session(node_id)
+                        .is_some();
+                    if live {
+                        tracing::info!(node = %node_id, "node revoked: closing its session with 4003");
+                        app.with_hub(|hub, _| hub.revoke(node_id));
+                    }
+                }
+            }
+            Err(e) => {
+                app.metrics.db_error("revoked_nodes");
+                tracing::warn!(error = %e, "could not read revocations");
+            }
+        }
+    }
+}

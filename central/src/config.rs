@@ -1,0 +1,106 @@
+//! `nap-central serve` configuration: defaults, then `central.toml`, then
+//! `NAP_CENTRAL_*` environment variables, then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Agent endpoint (WSS).
+    pub listen: SocketAddr,
+    /// Operator HTTP API.
+    pub api_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// `sqlite:PATH` or a `postgres://` URL.
+    pub db: String,
+    /// The JWT audience agents must name.
+    pub audience: String,
+    /// Where agent update artifacts live: `DIR/nap-agent/VERSION/TARGET` and `.sig`.
+    pub artifacts: Option<PathBuf>,
+    /// Server-set intervals, in milliseconds.
+    pub heartbeat_ms: u64,
+    pub telemetry_ms: u64,
+    pub health_ms: u64,
+    /// Added to twice the heartbeat before a silent node is offline, in milliseconds.
+    pub offline_grace_ms: u64,
+    /// Handshakes (TLS + HTTP upgrade + token check) in flight before new ones get 503.
+    pub max_handshakes: usize,
+    /// Connections held at once (each is a file descriptor).
+    pub max_connections: usize,
+    /// Largest message in bytes.
+    pub max_message_bytes: usize,
+    /// Admin notifications are POSTed here as JSON.
+    pub webhook: Option<String>,
+    /// Telemetry rows waiting for the database before new samples are refused (not acked).
+    pub ingest_queue: usize,
+    /// Rows per write.
+    pub ingest_batch: usize,
+    /// PostgreSQL pool size.
+    pub db_pool: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".parse().expect("valid"),
+            api_listen: "127.0.0.1:8080".parse().expect("valid"),
+            tls_cert: PathBuf::from("nap-data/certs/server.pem"),
+            tls_key: PathBuf::from("nap-data/certs/server.key"),
+            db: "sqlite:./nap-data/central.db".into(),
+            audience: "nap-central".into(),
+            artifacts: None,
+            heartbeat_ms: 30_000,
+            telemetry_ms: 60_000,
+            health_ms: 300_000,
+            offline_grace_ms: 15_000,
+            max_handshakes: 256,
+            max_connections: 19_000,
+            max_message_bytes: nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
+            webhook: None,
+            ingest_queue: 100_000,
+            ingest_batch: 5_000,
+            db_pool: 8,
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Layers the sources; `overrides` holds only the flags given.
+    pub fn load(
+        file: Option<&std::path::Path>,
+        overrides: &serde_json::Value,
+    ) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        let path = file.map_or_else(|| PathBuf::from("central.toml"), PathBuf::from);
+        if file.is_some() || path.exists() {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(Env::prefixed("NAP_CENTRAL_"))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The server-set intervals.
+    pub fn intervals(&self) -> nap_core::wire::Intervals {
+        nap_core::wire::Intervals {
+            heartbeat: self.heartbeat_ms,
+            telemetry: self.telemetry_ms,
+            health: self.health_ms,
+        }
+    }
+
+    /// Silence after which a node is offline.
+    pub fn offline_after(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.saturating_mul(2) + self.offline_grace_ms)
+    }
+}

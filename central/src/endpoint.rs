@@ -1,0 +1,360 @@
+//! The agent endpoint: TLS 1.3, then an HTTP/1.1 request that must be a
+//! WebSocket upgrade to `/v1/agent` with subprotocol `nap.v1` and a node
+//! token. The token is checked before the upgrade completes: a refusal is a
+//! 401 (audited, notified, and slowed per source address). Handshakes in
+//! flight are bounded; past the bound the answer is 503 with Retry-After.
+//! The same listener serves agent update artifacts to authenticated nodes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use nap_core::SessionId;
+use nap_core::central::Admission;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::app::{App, AppEvent};
+use crate::metrics::{Outcome, Reason};
+use crate::store::Storage;
+
+type Body = Full<Bytes>;
+
+/// Accepts agent connections until `shutdown` resolves.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Usually out of file descriptors: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let open = usize::try_from(app.metrics.connections.get()).unwrap_or(0);
+        if open >= app.config.max_connections {
+            app.metrics
+                .handshakes
+                .get_or_create(&Outcome {
+                    outcome: "over_capacity".into(),
+                })
+                .inc();
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let app = Arc::clone(&app);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    app.metrics
+                        .handshakes
+                        .get_or_create(&Outcome {
+                            outcome: "tls_failed".into(),
+                        })
+                        .inc();
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |req| handle(Arc::clone(&app), peer, req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(16 * 1024)
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "agent HTTP connection ended");
+            }
+        });
+    }
+}
+
+fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    response(status, serde_json::json!({ "error": message }).to_string())
+}
+
+async fn handle(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let response = if path == nap_core::AGENT_PATH {
+        upgrade(app, peer, req).await
+    } else if let Some(rest) = path.strip_prefix("/v1/artifacts/nap-agent/") {
+        artifact(app, peer, &req, rest).await
+    } else {
+        error(StatusCode::NOT_FOUND, "no such endpoint")
+    };
+    Ok(response)
+}
+
+fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+/// Records a refused token: metric, audit record, admin notification, and a
+/// penalty for the source address. Returns the delay before answering.
+async fn refused(app: &Arc<App>, peer: SocketAddr, reason: &'static str) -> Response<Body> {
+    app.metrics
+        .auth_failures
+        .get_or_create(&Reason {
+            reason: reason.into(),
+        })
+        .inc();
+    app.metrics
+        .handshakes
+        .get_or_create(&Outcome {
+            outcome: "unauthorized".into(),
+        })
+        .inc();
+    app.emit(AppEvent::AuthFailed { reason });
+    let detail = serde_json::json!({ "reason": reason, "peer": peer.to_string() });
+    if let Err(e) = app
+        .store
+        .append_audit(
+            "agent",
+            "auth.refused",
+            &peer.ip().to_string(),
+            detail.clone(),
+            app.clock.wall(),
+        )
+        .await
+    {
+        app.metrics.db_error("audit");
+        tracing::error!(error = %e, "could not audit a refused token");
+    }
+    crate::notify::notify(app, "auth_failure", detail);
+    let hold = app
+        .throttle
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .fail(peer.ip());
+    tokio::time::sleep(hold).await;
+    error(StatusCode::UNAUTHORIZED, reason)
+}
+
+async fn upgrade(app: Arc<App>, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    if app
+        .throttle
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .blocked(peer.ip())
+    {
+        app.metrics
+            .handshakes
+            .get_or_create(&Outcome {
+                outcome: "throttled".into(),
+            })
+            .inc();
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed attempts from this address",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    let Ok(permit) = Arc::clone(&app.handshakes).try_acquire_owned() else {
+        app.metrics
+            .handshakes
+            .get_or_create(&Outcome {
+                outcome: "busy".into(),
+            })
+            .inc();
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many handshakes in flight",
+        );
+        let wait = 5 + uuid::Uuid::new_v4().as_bytes()[0] % 10;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(u32::from(wait)));
+        return r;
+    };
+    app.metrics.handshakes_in_flight.inc();
+    let outcome = admit(&app, peer, &mut req).await;
+    app.metrics.handshakes_in_flight.dec();
+    let (response, admission) = match outcome {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
+    let upgrade = hyper::upgrade::on(req);
+    let app2 = Arc::clone(&app);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => crate::connection::run(app2, upgraded, admission, permit).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                app2.with_hub(|hub, now| {
+                    hub.session_closed(now, admission.node_id, admission.session_id)
+                });
+            }
+        }
+    });
+    app.metrics
+        .handshakes
+        .get_or_create(&Outcome {
+            outcome: "accepted".into(),
+        })
+        .inc();
+    response
+}
+
+async fn admit(
+    app: &Arc<App>,
+    peer: SocketAddr,
+    req: &mut Request<Incoming>,
+) -> Result<(Response<Body>, Admission), Response<Body>> {
+    let is_upgrade = header_has(req, header::CONNECTION, "upgrade")
+        && header_has(req, header::UPGRADE, "websocket");
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let (true, Some(key), true) = (
+        is_upgrade && req.method() == hyper::Method::GET,
+        key,
+        version_ok,
+    ) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)",
+        ));
+    };
+    if !header_has(
+        req,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        nap_core::PROTOCOL_VERSION,
+    ) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "subprotocol nap.v1 is required",
+        ));
+    }
+    let Some(token) = bearer(req).map(str::to_owned) else {
+        return Err(refused(app, peer, "missing_token").await);
+    };
+    let check = crate::auth::inspect(&app.store, &token).await;
+    let session_id = SessionId::from(uuid::Uuid::new_v4());
+    let admission = match app.with_hub(|hub, now| hub.admit(now, &check, session_id)) {
+        Ok(admission) => admission,
+        Err(rejection) => return Err(refused(app, peer, rejection.reason()).await),
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = r.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(nap_core::PROTOCOL_VERSION),
+    );
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept)
+            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "bad key"))?,
+    );
+    Ok((r, admission))
+}
+
+/// `GET /v1/artifacts/nap-agent/{version}/{target}[.sig]`, for a node with a valid token.
+async fn artifact(
+    app: Arc<App>,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+    rest: &str,
+) -> Response<Body> {
+    let Some(token) = bearer(req) else {
+        return refused(&app, peer, "missing_token").await;
+    };
+    let check = crate::auth::inspect(&app.store, token).await;
+    let now = app.clock.wall();
+    if let Err(rejection) = nap_core::central::auth::check_token(
+        &nap_core::central::AuthPolicy::new(app.config.audience.clone()),
+        now,
+        &check,
+    ) {
+        return refused(&app, peer, rejection.reason()).await;
+    }
+    let Some(root) = app.config.artifacts.clone() else {
+        return error(StatusCode::NOT_FOUND, "no artifacts are configured");
+    };
+    let mut parts = rest.split('/');
+    let (Some(version), Some(file), None) = (parts.next(), parts.next(), parts.next()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "expected /v1/artifacts/nap-agent/{version}/{target}",
+        );
+    };
+    let safe = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with('.')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if !safe(version) || !safe(file) {
+        return error(StatusCode::BAD_REQUEST, "invalid version or target");
+    }
+    let path: PathBuf = root.join("nap-agent").join(version).join(file);
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => {
+            let mut r = response(StatusCode::OK, bytes);
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, "no such artifact"),
+    }
+}

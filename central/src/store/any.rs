@@ -1,0 +1,173 @@
+//! The backend chosen at start-up, behind the one `Storage` trait.
+
+use std::time::Duration;
+
+use nap_core::central::CommandState;
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::{NodeId, RequestId, WallTime};
+
+use super::postgres::PgStore;
+use super::sqlite::SqliteStore;
+use super::{
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
+    TelemetryPoint, TokenRecord,
+};
+
+/// SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl AnyStore {
+    /// Opens the database named by `--db`: `sqlite:PATH` or `postgres://…`.
+    pub async fn open(db: &str, pool: usize) -> StoreResult<Self> {
+        if let Some(path) = db.strip_prefix("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::open(std::path::Path::new(path))?))
+        } else if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect(db, None, pool).await?))
+        } else {
+            Err(StoreError::Database(format!(
+                "unsupported database {db:?}: use sqlite:PATH or a postgres:// URL"
+            )))
+        }
+    }
+
+    /// Periodic upkeep: partitions and retention.
+    pub async fn maintain(&self, now: WallTime) -> StoreResult<()> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(pg) => pg.maintain(now, Duration::from_secs(90 * 86_400)).await,
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Storage for AnyStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        delegate!(self.migrate())
+    }
+    async fn add_node(&self, node: NodeRecord) -> StoreResult<()> {
+        delegate!(self.add_node(node))
+    }
+    async fn list_nodes(&self) -> StoreResult<Vec<NodeRecord>> {
+        delegate!(self.list_nodes())
+    }
+    async fn get_node(&self, id: NodeId) -> StoreResult<Option<NodeRecord>> {
+        delegate!(self.get_node(id))
+    }
+    async fn revoked_nodes(&self) -> StoreResult<Vec<NodeId>> {
+        delegate!(self.revoked_nodes())
+    }
+    async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
+        delegate!(self.revoke_node(id))
+    }
+    async fn record_status(
+        &self,
+        id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        delegate!(self.record_status(id, status, reason, at))
+    }
+    async fn touch_node(
+        &self,
+        id: NodeId,
+        at: WallTime,
+        agent_version: Option<String>,
+    ) -> StoreResult<()> {
+        delegate!(self.touch_node(id, at, agent_version))
+    }
+    async fn status_history(&self, id: NodeId) -> StoreResult<Vec<(WallTime, NodeStatus)>> {
+        delegate!(self.status_history(id))
+    }
+    async fn insert_telemetry(&self, batch: &[Telemetry]) -> StoreResult<u64> {
+        delegate!(self.insert_telemetry(batch))
+    }
+    async fn query_telemetry(
+        &self,
+        id: NodeId,
+        from: WallTime,
+        to: WallTime,
+        bucket: Option<Duration>,
+    ) -> StoreResult<Vec<TelemetryPoint>> {
+        delegate!(self.query_telemetry(id, from, to, bucket))
+    }
+    async fn count_telemetry(&self, id: NodeId) -> StoreResult<u64> {
+        delegate!(self.count_telemetry(id))
+    }
+    async fn insert_health(&self, id: NodeId, at: WallTime, health: &Health) -> StoreResult<()> {
+        delegate!(self.insert_health(id, at, health))
+    }
+    async fn insert_alert(&self, id: NodeId, at: WallTime, alert: &Alert) -> StoreResult<()> {
+        delegate!(self.insert_alert(id, at, alert))
+    }
+    async fn list_alerts(&self, limit: u32) -> StoreResult<Vec<AlertRecord>> {
+        delegate!(self.list_alerts(limit))
+    }
+    async fn insert_command(&self, command: CommandRecord) -> StoreResult<()> {
+        delegate!(self.insert_command(command))
+    }
+    async fn set_command_state(
+        &self,
+        id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        delegate!(self.set_command_state(id, state, at))
+    }
+    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
+        delegate!(self.record_result(result, at))
+    }
+    async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
+        delegate!(self.get_command(id))
+    }
+    async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
+        delegate!(self.open_commands())
+    }
+    async fn append_audit(
+        &self,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<AuditEntry> {
+        delegate!(self.append_audit(actor, action, subject, detail, at))
+    }
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {
+        delegate!(self.list_audit(limit))
+    }
+    async fn all_audit(&self) -> StoreResult<Vec<AuditEntry>> {
+        delegate!(self.all_audit())
+    }
+    async fn create_api_token(
+        &self,
+        hash: &str,
+        record: TokenRecord,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        delegate!(self.create_api_token(hash, record, at))
+    }
+    async fn find_api_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        delegate!(self.find_api_token(hash))
+    }
+    async fn insert_event(
+        &self,
+        kind: &str,
+        detail: serde_json::Value,
+        at: WallTime,
+    ) -> StoreResult<()> {
+        delegate!(self.insert_event(kind, detail, at))
+    }
+}
