@@ -90,7 +90,7 @@ impl Throttle {
             *entry = (now, 0);
         }
         entry.1 += 1;
-        Duration::from_millis(u64::from(entry.1.min(10)) * 200)
+        Duration::from_millis(u64::from(entry.1.min(10)) * 100)
     }
 
     /// Whether the address has failed too often lately.

@@ -83,6 +83,7 @@ pub async fn serve(
             };
             let service = service_fn(move |req| handle(Arc::clone(&app), peer, req));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .max_buf_size(16 * 1024)
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(tls), service)

@@ -1,0 +1,279 @@
+//! The agent endpoint over real TLS on loopback: authentication before the
+//! upgrade, TLS 1.3 only, size limits, invalid input, supersede, liveness.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt as _;
+use nap_central::AppEvent;
+use nap_central::store::Storage;
+use nap_core::wire::{CentralMessage, NodeStatus};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn a_good_token_gets_welcome() {
+    let central = central("good_token", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect(&central, &good_token(&key))
+        .await
+        .expect("upgraded");
+    match next_message(&mut ws).await {
+        CentralMessage::Welcome(w) => {
+            assert_eq!(w.node_id, key.id);
+            assert_eq!(w.protocol_version, "nap.v1");
+            assert_eq!(w.intervals.heartbeat, 30_000);
+        }
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    send(&mut ws, nap_core::wire::Ping { timestamp: 42 }).await;
+    assert!(matches!(next_message(&mut ws).await, CentralMessage::Pong(p) if p.timestamp == 42));
+}
+
+#[tokio::test]
+async fn every_bad_token_is_refused_with_401_and_audited() {
+    let central = central("bad_tokens", |_| {}).await;
+    let key = node_key();
+    let other = node_key();
+    register(&central, &key).await;
+    register(&central, &other).await;
+    let now = chrono::Utc::now().timestamp();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = claims(&key);
+        f(&mut c);
+        sign(&key, &c)
+    };
+    let header_b64 =
+        |h: &str| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, h);
+    let claims_b64 = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims(&key).to_string(),
+    );
+    let alg_none = format!(
+        "{}.{claims_b64}.",
+        header_b64(r#"{"alg":"none","typ":"JWT"}"#)
+    );
+    let hs256 = {
+        // The classic confusion: HMAC keyed with the node's public key.
+        let k = jsonwebtoken::EncodingKey::from_secret(key.public_pem.as_bytes());
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims(&key),
+            &k,
+        )
+        .expect("sign")
+    };
+    let other_key_signed = sign(&other, &claims(&key));
+    let replayed = good_token(&key);
+    let _first = connect(&central, &replayed)
+        .await
+        .expect("the first use is fine");
+    let cases = [
+        (
+            "expired",
+            with(&|c| {
+                c["iat"] = (now - 7200).into();
+                c["exp"] = (now - 3600).into();
+            }),
+        ),
+        (
+            "future-dated",
+            with(&|c| {
+                c["iat"] = (now + 600).into();
+                c["exp"] = (now + 1200).into();
+            }),
+        ),
+        (
+            "over-long lifetime",
+            with(&|c| c["exp"] = (now + 7200).into()),
+        ),
+        (
+            "wrong audience",
+            with(&|c| c["aud"] = "someone-else".into()),
+        ),
+        ("wrong scope", with(&|c| c["scope"] = "admin".into())),
+        ("alg none", alg_none),
+        ("HS256 with the public key", hs256),
+        ("another node's key", other_key_signed),
+        ("replayed jti", replayed),
+        ("garbage", "not.a.token".into()),
+    ];
+    let audit_before = central
+        .running
+        .app
+        .store
+        .all_audit()
+        .await
+        .expect("audit")
+        .len();
+    for (what, token) in &cases {
+        assert_eq!(connect(&central, token).await.err(), Some(401), "{what}");
+    }
+    let audit = central.running.app.store.all_audit().await.expect("audit");
+    let refused = audit[audit_before..]
+        .iter()
+        .filter(|e| e.action == "auth.refused")
+        .count();
+    assert_eq!(refused, cases.len(), "one audit record per refusal");
+    assert_eq!(nap_central::store::first_broken(&audit), None);
+
+    // Ten failures from one address within a minute: that address is now
+    // told to wait, whatever it sends.
+    assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(429));
+}
+
+#[tokio::test]
+async fn a_revoked_node_is_refused() {
+    let central = central("revoked_node", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    central
+        .running
+        .app
+        .store
+        .revoke_node(key.id)
+        .await
+        .expect("revoke");
+    assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(401));
+    let audit = central
+        .running
+        .app
+        .store
+        .list_audit(1)
+        .await
+        .expect("audit");
+    assert_eq!(audit[0].action, "auth.refused");
+    assert_eq!(audit[0].detail["reason"], "revoked");
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_refused() {
+    let central = central("tls12", |_| {}).await;
+    let result = tls(&central, &[&rustls::version::TLS12]).await;
+    assert!(result.is_err(), "a TLS 1.2-only handshake must fail");
+}
+
+#[tokio::test]
+async fn an_oversize_frame_closes_with_1009() {
+    let central = central("oversize", |c| c.max_message_bytes = 64 * 1024).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect(&central, &good_token(&key))
+        .await
+        .expect("upgraded");
+    let _welcome = next_message(&mut ws).await;
+    let big = format!(
+        r#"{{"type":"ping","timestamp":1,"pad":"{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let _ = ws.send(Message::Text(big.into())).await;
+    assert_eq!(close_code(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn garbage_is_ignored_then_closed_with_1008() {
+    let central = central("garbage", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect(&central, &good_token(&key))
+        .await
+        .expect("upgraded");
+    let _welcome = next_message(&mut ws).await;
+    for _ in 0..10 {
+        ws.send(Message::Text("{not json".into()))
+            .await
+            .expect("send");
+    }
+    // Still open: a ping is answered.
+    send(&mut ws, nap_core::wire::Ping { timestamp: 7 }).await;
+    assert!(matches!(
+        next_message(&mut ws).await,
+        CentralMessage::Pong(_)
+    ));
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1008));
+}
+
+#[tokio::test]
+async fn a_second_connection_supersedes_the_first() {
+    let central = central("supersede", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut first = connect(&central, &good_token(&key)).await.expect("first");
+    let _ = next_message(&mut first).await;
+    let mut second = connect(&central, &good_token(&key)).await.expect("second");
+    let _ = next_message(&mut second).await;
+    assert_eq!(close_code(&mut first).await, Some(4002));
+    send(&mut second, nap_core::wire::Ping { timestamp: 1 }).await;
+    assert!(matches!(
+        next_message(&mut second).await,
+        CentralMessage::Pong(_)
+    ));
+    let hub = central.running.app.hub.lock().expect("hub");
+    assert_eq!(hub.live_count(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_node_goes_offline() {
+    let central = central("silent", |c| {
+        c.heartbeat_ms = 1000;
+        c.offline_grace_ms = 500;
+    })
+    .await;
+    let mut events = central.events();
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect(&central, &good_token(&key))
+        .await
+        .expect("upgraded");
+    let _ = next_message(&mut ws).await;
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == key.id)
+    })
+    .await;
+    // Say nothing: offline after 2 × 1 s + 0.5 s.
+    wait_for(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, AppEvent::Status { node_id, status: NodeStatus::Offline } if *node_id == key.id)
+    })
+    .await;
+    assert_eq!(close_code(&mut ws).await, Some(1001));
+}
+
+#[tokio::test]
+async fn revoking_a_node_closes_its_session_with_4003() {
+    let central = central("revoke", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect(&central, &good_token(&key))
+        .await
+        .expect("upgraded");
+    let _ = next_message(&mut ws).await;
+    // As `nap-central node revoke` does, from another process: the store only.
+    central
+        .running
+        .app
+        .store
+        .revoke_node(key.id)
+        .await
+        .expect("revoke");
+    assert_eq!(close_code(&mut ws).await, Some(4003));
+}
+
+#[tokio::test]
+async fn too_many_handshakes_in_flight_get_503_with_retry_after() {
+    let central = central("admission", |c| c.max_handshakes = 1).await;
+    let key = node_key();
+    register(&central, &key).await;
+    // Hold the only handshake slot: an upgraded session keeps it until welcome
+    // is sent, so take it by hand instead.
+    let permit = std::sync::Arc::clone(&central.running.app.handshakes)
+        .try_acquire_owned()
+        .expect("the slot");
+    assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(503));
+    drop(permit);
+    assert!(connect(&central, &good_token(&key)).await.is_ok());
+}
