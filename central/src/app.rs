@@ -22,6 +22,7 @@ use crate::notify::Notifier;
 use crate::store::{AnyStore, Storage};
 
 /// Something tests and the simulator can wait for instead of sleeping.
+/// Status and command events are sent once the change is stored.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AppEvent {
     SessionOpened {
@@ -225,10 +226,10 @@ impl App {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&session_id)
             .cloned();
-        if let Some(sender) = sender {
-            if sender.try_send(input).is_err() {
-                tracing::warn!(session = %session_id, "session inbox full or closed; input dropped");
-            }
+        if let Some(sender) = sender
+            && sender.try_send(input).is_err()
+        {
+            tracing::warn!(session = %session_id, "session inbox full or closed; input dropped");
         }
     }
 
@@ -261,7 +262,6 @@ impl App {
                 status,
                 reason,
             } => {
-                self.emit(AppEvent::Status { node_id, status });
                 self.queue_write(Write::Status {
                     node_id,
                     status,
@@ -272,7 +272,6 @@ impl App {
             HubOutput::CommandChanged {
                 request_id, state, ..
             } => {
-                self.emit(AppEvent::Command { request_id, state });
                 self.queue_write(Write::Command {
                     request_id,
                     state,
@@ -313,7 +312,24 @@ async fn writer(app: Arc<App>, mut rx: mpsc::Receiver<Write>) {
                 } => app.store.set_command_state(*request_id, *state, *at).await,
             };
             match result {
-                Ok(()) => break,
+                Ok(()) => {
+                    // Announced once stored, so whoever waits can read it back.
+                    app.emit(match &write {
+                        Write::Status {
+                            node_id, status, ..
+                        } => AppEvent::Status {
+                            node_id: *node_id,
+                            status: *status,
+                        },
+                        Write::Command {
+                            request_id, state, ..
+                        } => AppEvent::Command {
+                            request_id: *request_id,
+                            state: *state,
+                        },
+                    });
+                    break;
+                }
                 Err(e) => {
                     app.metrics.db_error("state_write");
                     tracing::error!(error = %e, "writing a state change failed; retrying in {delay:?}");

@@ -314,12 +314,12 @@ async fn store_result(
     result: nap_core::wire::CommandResult,
 ) {
     // A node answers only its own commands.
-    if let Ok(Some(command)) = app.store.get_command(result.request_id).await {
-        if command.node_id != node_id {
-            tracing::warn!(request = %result.request_id, node = %node_id, "result for another node's command refused");
-            let _ = tx.send(SessionInput::ResultStored(result.request_id)).await;
-            return;
-        }
+    if let Ok(Some(command)) = app.store.get_command(result.request_id).await
+        && command.node_id != node_id
+    {
+        tracing::warn!(request = %result.request_id, node = %node_id, "result for another node's command refused");
+        let _ = tx.send(SessionInput::ResultStored(result.request_id)).await;
+        return;
     }
     let mut delay = Duration::from_millis(100);
     for _ in 0..6 {

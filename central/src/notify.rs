@@ -54,19 +54,19 @@ pub fn notify(app: &Arc<App>, kind: &'static str, detail: serde_json::Value) {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone();
-    if let Some(tx) = sender {
-        if tx.try_send(body).is_err() {
-            app.metrics
-                .notifications
-                .get_or_create(&Outcome {
-                    outcome: "dropped".into(),
-                })
-                .inc();
-            tracing::warn!(
-                kind,
-                "admin notification queue full; webhook delivery dropped (the event is stored)"
-            );
-        }
+    if let Some(tx) = sender
+        && tx.try_send(body).is_err()
+    {
+        app.metrics
+            .notifications
+            .get_or_create(&Outcome {
+                outcome: "dropped".into(),
+            })
+            .inc();
+        tracing::warn!(
+            kind,
+            "admin notification queue full; webhook delivery dropped (the event is stored)"
+        );
     }
     let app = Arc::clone(app);
     tokio::spawn(async move {
