@@ -51,6 +51,10 @@ pub enum AppEvent {
     AuthFailed {
         reason: &'static str,
     },
+    /// A write failed and will be retried (the database is down or refusing).
+    StorageError {
+        operation: &'static str,
+    },
 }
 
 /// An ordered write of the hub's decisions.

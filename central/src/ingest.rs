@@ -92,6 +92,9 @@ async fn write_with_retries(app: &App, batch: &[Pending]) {
             }
             Err(e) => {
                 app.metrics.db_error("insert_telemetry");
+                app.emit(AppEvent::StorageError {
+                    operation: "insert_telemetry",
+                });
                 tracing::error!(
                     error = %e,
                     rows = rows.len(),

@@ -30,6 +30,16 @@ pub enum TelemetryMode {
     Partitioned,
 }
 
+/// TimescaleDB's view of the telemetry table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimescaleFacts {
+    pub hypertable: bool,
+    pub compression: bool,
+    /// Background jobs by application name.
+    pub jobs: Vec<String>,
+    pub continuous_aggregate: bool,
+}
+
 /// The PostgreSQL backend.
 #[derive(Clone)]
 pub struct PgStore {
@@ -134,6 +144,69 @@ impl PgStore {
             Some("timescaledb") => Ok(TelemetryMode::Timescale),
             _ => Ok(TelemetryMode::Partitioned),
         }
+    }
+
+    /// What TimescaleDB reports about the telemetry table (for tests and `--check`).
+    pub async fn timescale_facts(&self) -> StoreResult<TimescaleFacts> {
+        let client = self.client().await?;
+        let hypertable = client
+            .query_opt("SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry'", &[])
+            .await
+            .map_err(db)?
+            .is_some();
+        let compression = client
+            .query_opt(
+                "SELECT 1 FROM timescaledb_information.hypertables WHERE hypertable_name = 'telemetry' AND compression_enabled",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .is_some();
+        let jobs = client
+            .query(
+                "SELECT application_name FROM timescaledb_information.jobs ORDER BY job_id",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        let continuous_aggregate = client
+            .query_opt("SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = 'telemetry_1m'", &[])
+            .await
+            .map_err(db)?
+            .is_some();
+        Ok(TimescaleFacts {
+            hypertable,
+            compression,
+            jobs,
+            continuous_aggregate,
+        })
+    }
+
+    /// Inserts telemetry with plain `INSERT`s instead of `COPY`, for servers
+    /// that do not speak the COPY sub-protocol (PGlite, the TimescaleDB test
+    /// fixture). Same idempotence; slower.
+    pub async fn insert_telemetry_plain(&self, batch: &[Telemetry]) -> StoreResult<u64> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let mut inserted = 0;
+        for t in batch {
+            let (cpu, memory, disk) = telemetry_summary(t);
+            let data =
+                serde_json::to_value(&t.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            inserted += tx
+                .execute(
+                    "INSERT INTO telemetry (node_id, ts, cpu, memory, disk, data) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (node_id, ts) DO NOTHING",
+                    &[&uuid(t.node_id.0), &ts(t.timestamp), &cpu, &memory, &disk, &data],
+                )
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(inserted)
     }
 
     /// Partitioned mode: makes the daily partitions around `now` and drops
@@ -299,6 +372,8 @@ impl Storage for PgStore {
                 .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
+        // Give the connection back first: a pool may hold just one (PGlite).
+        drop(client);
         self.maintain(WallTime::from(Utc::now()), Duration::from_secs(90 * 86_400))
             .await
     }
