@@ -158,12 +158,7 @@ async fn a_tls_1_2_client_is_refused() {
 #[tokio::test]
 async fn an_oversize_frame_closes_with_1009() {
     let central = central("oversize", |c| c.max_message_bytes = 64 * 1024).await;
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _welcome = next_message(&mut ws).await;
+    let (_key, mut ws) = connected_node(&central).await;
     let big = format!(
         r#"{{"type":"ping","timestamp":1,"pad":"{}"}}"#,
         "x".repeat(100 * 1024)
@@ -175,12 +170,7 @@ async fn an_oversize_frame_closes_with_1009() {
 #[tokio::test]
 async fn garbage_is_ignored_then_closed_with_1008() {
     let central = central("garbage", |_| {}).await;
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _welcome = next_message(&mut ws).await;
+    let (_key, mut ws) = connected_node(&central).await;
     for _ in 0..10 {
         ws.send(Message::Text("{not json".into()))
             .await
@@ -225,12 +215,7 @@ async fn a_silent_node_goes_offline() {
     })
     .await;
     let mut events = central.events();
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _ = next_message(&mut ws).await;
+    let (key, mut ws) = connected_node(&central).await;
     wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == key.id)
     })
@@ -246,12 +231,7 @@ async fn a_silent_node_goes_offline() {
 #[tokio::test]
 async fn revoking_a_node_closes_its_session_with_4003() {
     let central = central("revoke", |_| {}).await;
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _ = next_message(&mut ws).await;
+    let (key, mut ws) = connected_node(&central).await;
     // As `nap-central node revoke` does, from another process: the store only.
     central
         .running

@@ -24,12 +24,7 @@ fn telemetry(key: &NodeKey, minute: i64) -> Telemetry {
 #[tokio::test]
 async fn telemetry_is_acked_once_durable_and_stored_exactly_once_with_replays() {
     let central = central("telemetry_once", |_| {}).await;
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _ = next_message(&mut ws).await;
+    let (key, mut ws) = connected_node(&central).await;
     for minute in 0..5 {
         send(&mut ws, telemetry(&key, minute)).await;
     }
@@ -86,12 +81,7 @@ async fn telemetry_is_acked_once_durable_and_stored_exactly_once_with_replays() 
 async fn a_command_from_the_api_reaches_the_node_and_its_result_comes_back() {
     let central = central("command_roundtrip", |_| {}).await;
     let mut events = central.events();
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _ = next_message(&mut ws).await;
+    let (key, mut ws) = connected_node(&central).await;
 
     let operator = {
         let token = nap_central::auth::new_api_token().expect("token");

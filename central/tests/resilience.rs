@@ -18,12 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 #[tokio::test]
 async fn shutdown_drains_every_agent_then_closes_with_1001() {
     let central = central("shutdown", |_| {}).await;
-    let key = node_key();
-    register(&central, &key).await;
-    let mut ws = connect(&central, &good_token(&key))
-        .await
-        .expect("upgraded");
-    let _ = next_message(&mut ws).await;
+    let (_key, mut ws) = connected_node(&central).await;
     let Central { running, dir, .. } = central;
     let stopping = tokio::spawn(running.shutdown());
     match next_message(&mut ws).await {

@@ -325,3 +325,15 @@ pub async fn http(
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
     (status, json)
 }
+
+/// A registered node with an established session (its `welcome` read).
+pub async fn connected_node(central: &Central) -> (NodeKey, Ws) {
+    let key = node_key();
+    register(central, &key).await;
+    let mut ws = connect(central, &good_token(&key)).await.expect("upgraded");
+    match next_message(&mut ws).await {
+        nap_core::wire::CentralMessage::Welcome(_) => {}
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    (key, ws)
+}
