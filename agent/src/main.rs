@@ -1,11 +1,141 @@
-//! nap-agent. The driver arrives with its own issue; until then this binary
-//! only names the protocol version it is built against.
+//! The `nap-agent` command.
 
-fn main() {
-    eprintln!(
-        "nap-agent {} (protocol {}): not implemented yet",
-        env!("CARGO_PKG_VERSION"),
-        nap_core::PROTOCOL_VERSION
-    );
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use nap_agent::config::FileConfig;
+use nap_agent::driver::{Driver, Exit};
+use nap_agent::keys::NodeKey;
+use nap_core::NodeId;
+
+#[derive(Debug, Parser)]
+#[command(name = "nap-agent", version, about = "NAP agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make this node's key and print its public key for `nap-central node add`.
+    Init {
+        #[arg(long, env = "NAP_AGENT_NODE_ID")]
+        node_id: Option<NodeId>,
+        #[arg(long, env = "NAP_AGENT_KEY", default_value = "/etc/nap/node.key")]
+        key: PathBuf,
+    },
+    /// Run the agent.
+    Run {
+        #[arg(long, env = "NAP_AGENT_CONFIG", default_value = "/etc/nap/agent.toml")]
+        config: PathBuf,
+        /// Overrides `central` in the file.
+        #[arg(long, env = "NAP_AGENT_CENTRAL")]
+        central: Option<String>,
+    },
+    /// Check the configuration and the key, then exit.
+    CheckConfig {
+        #[arg(long, env = "NAP_AGENT_CONFIG", default_value = "/etc/nap/agent.toml")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+    /// Verify the local audit log's hash chain.
+    AuditVerify {
+        #[arg(long)]
+        log: PathBuf,
+    },
+    /// Internal: the sandbox trampoline the executor runs commands through.
+    #[command(hide = true)]
+    SandboxExec { spec: String },
+}
+
+#[allow(clippy::print_stdout)]
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Command::SandboxExec { spec } = &cli.command {
+        std::process::exit(nap_agent::sandbox::exec(spec));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Init { node_id, key } => {
+            let node_id = node_id.unwrap_or_else(|| NodeId::from(uuid::Uuid::new_v4()));
+            let node = if key.exists() {
+                NodeKey::load(&key)?
+            } else {
+                let (node, pem) = NodeKey::generate()?;
+                if let Some(dir) = key.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                write_private(&key, &pem)?;
+                node
+            };
+            println!("# node id: {node_id}");
+            println!("# key: {}", key.display());
+            print!("{}", node.public_pem());
+        }
+        Command::Run { config, central } => {
+            let mut file = FileConfig::load(&config)?;
+            if let Some(central) = central {
+                file.central = central;
+            }
+            let key = NodeKey::load(&file.key)?;
+            if !nap_agent::sandbox::landlock_supported() {
+                tracing::warn!(
+                    "this kernel does not enforce Landlock: commands run without filesystem restrictions"
+                );
+            }
+            let trampoline = std::env::current_exe().context("locating this binary")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let exit =
+                runtime.block_on(async { Driver::new(file, key, trampoline)?.run().await })?;
+            match exit {
+                Exit::Stopped => {}
+                Exit::Revoked => std::process::exit(3),
+                Exit::Restart => std::process::exit(nap_agent::update::EXIT_RESTART),
+            }
+        }
+        Command::CheckConfig { config } => {
+            let file = FileConfig::load(&config)?;
+            NodeKey::load(&file.key)?;
+            nap_agent::transport::tls_config(&file.ca)?;
+            println!(
+                "{}: ok ({} commands, {} deploy recipes)",
+                config.display(),
+                file.commands.len(),
+                file.deploy.len()
+            );
+        }
+        Command::Version => println!(
+            "nap-agent {} (protocol {})",
+            env!("CARGO_PKG_VERSION"),
+            nap_core::PROTOCOL_VERSION
+        ),
+        Command::AuditVerify { log } => match nap_agent::audit::verify(&log)? {
+            Ok(n) => println!("audit chain intact: {n} records"),
+            Err(seq) => anyhow::bail!("audit chain broken at record {seq}"),
+        },
+        Command::SandboxExec { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    Ok(())
 }

@@ -1,0 +1,287 @@
+//! `agent.toml`: where central is, who this node is, and what it may do.
+//! Every value can also be given by flag or `NAP_AGENT_*` environment
+//! variable for the handful that differ per host (see `main.rs`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nap_core::NodeId;
+use nap_core::policy::{AnchoredPattern, ArgRule, ArgRules, CommandRule, Policy};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `wss://host:port/v1/agent`.
+    pub central: String,
+    /// The CA that signs central's certificate (the only one trusted).
+    pub ca: PathBuf,
+    pub node_id: NodeId,
+    /// The node's Ed25519 private key (PKCS#8 PEM, mode 0600).
+    pub key: PathBuf,
+    /// Outbox, request record, telemetry buffer and audit log.
+    pub state_dir: PathBuf,
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    #[serde(default = "default_running")]
+    pub max_running: usize,
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+    #[serde(default)]
+    pub commands: BTreeMap<String, CommandEntry>,
+    #[serde(default)]
+    pub deploy: BTreeMap<String, DeployRecipe>,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub application: ApplicationConfig,
+    #[serde(default)]
+    pub containers: ContainerConfig,
+    #[serde(default)]
+    pub update: UpdateConfig,
+}
+
+fn default_audience() -> String {
+    "nap-central".into()
+}
+
+fn default_running() -> usize {
+    4
+}
+
+/// How commands run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Run commands as this user (the agent must be root to switch).
+    pub run_as: Option<String>,
+    pub cpu_seconds: u64,
+    pub memory_bytes: u64,
+    pub open_files: u64,
+    pub processes: u64,
+    /// Bytes of stdout and of stderr kept; the rest is cut (`truncated`).
+    pub output_cap_bytes: usize,
+    /// Between SIGTERM and SIGKILL on a timeout.
+    pub kill_grace_ms: u64,
+    /// Landlock: commands may read these paths and write only the writable ones.
+    pub landlock: bool,
+    pub readable: Vec<PathBuf>,
+    pub writable: Vec<PathBuf>,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            run_as: None,
+            cpu_seconds: 300,
+            memory_bytes: 1 << 30,
+            open_files: 256,
+            processes: 256,
+            output_cap_bytes: 64 * 1024,
+            kill_grace_ms: 5_000,
+            landlock: true,
+            readable: [
+                "/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc", "/proc", "/sys", "/dev", "/var",
+                "/opt", "/srv", "/run",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            writable: vec![PathBuf::from("/tmp"), PathBuf::from("/dev/null")],
+        }
+    }
+}
+
+/// One allow-list entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandEntry {
+    /// Absolute path of the program.
+    pub program: PathBuf,
+    /// Rules for the arguments, by position.
+    #[serde(default)]
+    pub args: Vec<ArgSpec>,
+    /// Rule for any further arguments (up to `max_extra`).
+    pub rest: Option<ArgSpec>,
+    #[serde(default)]
+    pub max_extra: usize,
+    #[serde(default = "default_timeout")]
+    pub max_timeout_ms: u64,
+    /// Environment of the child (everything else is cleared).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+fn default_timeout() -> u64 {
+    30_000
+}
+
+/// One argument rule: a literal, `{ one_of = [...] }` or `{ pattern = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ArgSpec {
+    Literal(String),
+    OneOf { one_of: Vec<String> },
+    Pattern { pattern: String },
+}
+
+impl ArgSpec {
+    fn rule(&self) -> anyhow::Result<ArgRule> {
+        Ok(match self {
+            Self::Literal(s) => ArgRule::Literal(s.clone()),
+            Self::OneOf { one_of } => ArgRule::OneOf(one_of.clone()),
+            Self::Pattern { pattern } => ArgRule::Pattern(
+                AnchoredPattern::new(pattern)
+                    .with_context(|| format!("invalid pattern {pattern:?}"))?,
+            ),
+        })
+    }
+}
+
+/// A deploy recipe: steps run in order; `{branch}` in an argument is replaced
+/// by the validated branch name, as one argument.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployRecipe {
+    pub steps: Vec<DeployStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployStep {
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// Health check thresholds and targets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub disk_warning: f64,
+    pub disk_critical: f64,
+    pub memory_warning: f64,
+    pub memory_critical: f64,
+    /// `tcp://host:port` or `postgres://…`.
+    pub database: Option<String>,
+    pub database_timeout_ms: u64,
+    /// Containers that must be running.
+    pub containers: Vec<String>,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            disk_warning: 80.0,
+            disk_critical: 95.0,
+            memory_warning: 90.0,
+            memory_critical: 97.0,
+            database: None,
+            database_timeout_ms: 3_000,
+            containers: Vec::new(),
+        }
+    }
+}
+
+/// The application this node serves.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApplicationConfig {
+    /// Answers 2xx when the application is up.
+    pub health_url: Option<String>,
+    /// A Prometheus text endpoint; the `metrics` listed are reported.
+    pub metrics_url: Option<String>,
+    pub metrics: Vec<String>,
+}
+
+/// The container engine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerConfig {
+    /// `unix:///run/podman/podman.sock`; default: `DOCKER_HOST`, then the Docker socket.
+    pub socket: Option<String>,
+}
+
+/// Self-update.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateConfig {
+    /// The Ed25519 public key (SPKI PEM) that signs releases.
+    pub release_key: Option<PathBuf>,
+    /// A new version that does not establish a session within this is rolled back.
+    pub rollback_after_ms: u64,
+    /// The binary to replace (default: this one).
+    pub binary: Option<PathBuf>,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            release_key: None,
+            rollback_after_ms: 120_000,
+            binary: None,
+        }
+    }
+}
+
+impl FileConfig {
+    /// Reads and checks the file.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let config: Self =
+            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        config.policy()?;
+        Ok(config)
+    }
+
+    /// The allow-list as the core's policy.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let mut policy = Policy::deny_all();
+        for (name, entry) in &self.commands {
+            if !entry.program.is_absolute() {
+                anyhow::bail!(
+                    "command {name}: program {} must be an absolute path",
+                    entry.program.display()
+                );
+            }
+            let fixed = entry
+                .args
+                .iter()
+                .map(ArgSpec::rule)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let args = match &entry.rest {
+                Some(rest) => ArgRules::Variadic {
+                    fixed,
+                    rest: rest.rule()?,
+                    max: entry.max_extra,
+                },
+                None => ArgRules::Exact(fixed),
+            };
+            policy.allow(
+                name.clone(),
+                CommandRule {
+                    program: entry.program.display().to_string(),
+                    args,
+                    max_timeout: Duration::from_millis(entry.max_timeout_ms),
+                    env: entry.env.clone(),
+                },
+            );
+        }
+        for (env, recipe) in &self.deploy {
+            if let Some(step) = recipe.steps.iter().find(|s| !s.program.is_absolute()) {
+                anyhow::bail!(
+                    "deploy {env}: program {} must be an absolute path",
+                    step.program.display()
+                );
+            }
+            policy.allow_deploy_env(env.clone());
+        }
+        Ok(policy)
+    }
+}

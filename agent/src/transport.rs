@@ -1,0 +1,119 @@
+//! Dialling central: TLS 1.3 verified against the configured CA only, then
+//! the WebSocket upgrade with the node token and subprotocol `nap.v1`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nap_core::agent::DialFailure;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+
+/// A TLS client that trusts only `ca`.
+pub fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading the CA {}", ca.display()))?
+    {
+        roots
+            .add(cert.context("parsing the CA")?)
+            .context("adding the CA")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Dials `url` (`wss://host:port/v1/agent`) and upgrades with `token`.
+pub async fn dial(
+    url: &str,
+    tls: Arc<rustls::ClientConfig>,
+    token: &str,
+    max_message_bytes: usize,
+) -> Result<Ws, DialFailure> {
+    let request = url.into_client_request().map_err(|e| {
+        tracing::error!(%url, error = %e, "invalid central URL");
+        DialFailure::Network
+    })?;
+    let host = request
+        .uri()
+        .host()
+        .unwrap_or("localhost")
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = request.uri().port_u16().unwrap_or(443);
+    let mut request = request;
+    let headers = request.headers_mut();
+    let bearer = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| DialFailure::Network)?;
+    headers.insert("authorization", bearer);
+    headers.insert(
+        "sec-websocket-protocol",
+        nap_core::PROTOCOL_VERSION
+            .parse()
+            .map_err(|_| DialFailure::Network)?,
+    );
+    let connect = async {
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| {
+                tracing::warn!(%host, port, error = %e, "cannot reach central");
+                DialFailure::Network
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.clone()).map_err(|_| DialFailure::Network)?;
+        let stream = TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "TLS with central failed");
+                DialFailure::Network
+            })?;
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(max_message_bytes))
+            .max_frame_size(Some(max_message_bytes));
+        match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                tracing::warn!(status, "central refused the upgrade");
+                Err(match status {
+                    401 | 403 => DialFailure::Unauthorized,
+                    429 | 503 => {
+                        let after = response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .unwrap_or(30);
+                        DialFailure::Unavailable {
+                            retry_after: Duration::from_secs(after),
+                        }
+                    }
+                    _ => DialFailure::Network,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WebSocket upgrade failed");
+                Err(DialFailure::Network)
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), connect)
+        .await
+        .unwrap_or(Err(DialFailure::Network))
+}
