@@ -1,0 +1,363 @@
+//! A real agent (in-process driver, real sandboxed processes) against a real
+//! central over TLS on loopback.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nap_agent::config::{CommandEntry, DeployRecipe, DeployStep, FileConfig};
+use nap_agent::driver::Driver;
+use nap_agent::keys::NodeKey;
+use nap_central::auth::{Role, new_api_token, token_hash};
+use nap_central::server::{Running, start};
+use nap_central::store::{NodeRecord, Storage, TokenRecord};
+use nap_central::{AppEvent, ServeConfig};
+use nap_core::central::CommandState;
+use nap_core::wire::{CentralMessage, Deploy, Execute, NodeStatus};
+use nap_core::{NodeId, RequestId, WallTime};
+
+struct Setup {
+    running: Running,
+    dir: tempfile::TempDir,
+    node: NodeId,
+    config: FileConfig,
+}
+
+async fn setup(test: &str) -> Setup {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = nap_central::tls::write_dev_certs(&dir.path().join("certs")).expect("certs");
+    let config = ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert: certs.cert,
+        tls_key: certs.key,
+        db: format!("sqlite:{}", dir.path().join(format!("{test}.db")).display()),
+        telemetry_ms: 1000,
+        ..ServeConfig::default()
+    };
+    let running = start(config).await.expect("central");
+    let (key, pem) = NodeKey::generate().expect("key");
+    let key_path = dir.path().join("node.key");
+    std::fs::write(&key_path, pem).expect("write key");
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let node = NodeId::from(uuid::Uuid::new_v4());
+    running
+        .app
+        .store
+        .add_node(NodeRecord {
+            id: node,
+            name: test.into(),
+            public_key_pem: key.public_pem(),
+            labels: BTreeMap::new(),
+            created_at: WallTime::from(chrono::Utc::now()),
+            revoked: false,
+            status: None,
+            last_seen: None,
+            agent_version: None,
+        })
+        .await
+        .expect("register");
+    let mut commands = BTreeMap::new();
+    commands.insert(
+        "echo".to_owned(),
+        CommandEntry {
+            program: PathBuf::from("/bin/echo"),
+            args: vec![],
+            rest: Some(
+                toml::from_str::<BTreeMap<String, nap_agent::config::ArgSpec>>(
+                    "a = { pattern = \"[a-z]+\" }",
+                )
+                .expect("spec")
+                .remove("a")
+                .expect("a"),
+            ),
+            max_extra: 4,
+            max_timeout_ms: 10_000,
+            env: BTreeMap::new(),
+        },
+    );
+    let mut deploy = BTreeMap::new();
+    deploy.insert(
+        "production".to_owned(),
+        DeployRecipe {
+            steps: vec![DeployStep {
+                program: PathBuf::from("/bin/echo"),
+                args: vec!["deploying".into(), "{branch}".into()],
+                env: BTreeMap::new(),
+            }],
+        },
+    );
+    let config = FileConfig {
+        central: format!("wss://localhost:{}/v1/agent", running.agent_addr.port()),
+        ca: certs.ca,
+        node_id: node,
+        key: key_path,
+        state_dir: dir.path().join("state"),
+        audience: "nap-central".into(),
+        max_running: 4,
+        sandbox: Default::default(),
+        commands,
+        deploy,
+        health: Default::default(),
+        application: Default::default(),
+        containers: nap_agent::config::ContainerConfig {
+            socket: Some(format!("unix://{}/no-engine.sock", dir.path().display())),
+        },
+        update: Default::default(),
+    };
+    Setup {
+        running,
+        dir,
+        node,
+        config,
+    }
+}
+
+fn start_agent(
+    config: &FileConfig,
+) -> tokio::task::JoinHandle<anyhow::Result<nap_agent::driver::Exit>> {
+    let key = NodeKey::load(&config.key).expect("key");
+    let driver = Driver::new(
+        config.clone(),
+        key,
+        PathBuf::from(env!("CARGO_BIN_EXE_nap-agent")),
+    )
+    .expect("driver");
+    tokio::spawn(driver.run())
+}
+
+async fn wait_for(
+    rx: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    mut pred: impl FnMut(&AppEvent) -> bool,
+) -> AppEvent {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match rx.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the event happened in time")
+}
+
+async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
+    let id = match &message {
+        CentralMessage::Execute(e) => e.request_id.expect("id"),
+        CentralMessage::Deploy(d) => d.request_id,
+        _ => unreachable!(),
+    };
+    let now = WallTime::from(chrono::Utc::now());
+    s.running
+        .app
+        .store
+        .insert_command(nap_central::store::CommandRecord {
+            request_id: id,
+            node_id: s.node,
+            kind: nap_core::codec::Message::message_type(&message).into(),
+            message: serde_json::to_value(&message).expect("json"),
+            state: "queued".into(),
+            requester: "test".into(),
+            approver: None,
+            timeout_ms: 10_000,
+            created_at: now,
+            updated_at: now,
+            result: None,
+        })
+        .await
+        .expect("insert");
+    let node = s.node;
+    s.running
+        .app
+        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(10), true));
+    id
+}
+
+fn execute(id: u128, command: &str, args: &[&str]) -> CentralMessage {
+    CentralMessage::Execute(Execute {
+        request_id: Some(RequestId::from_u128(id)),
+        command: command.into(),
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        timeout: None,
+        requires_approval: false,
+        approver: None,
+    })
+}
+
+async fn terminal(
+    s: &Setup,
+    rx: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    id: RequestId,
+) -> (CommandState, nap_central::store::CommandRecord) {
+    let event = wait_for(rx, |e| matches!(e, AppEvent::Command { request_id, state } if *request_id == id && state.is_terminal())).await;
+    let AppEvent::Command { state, .. } = event else {
+        unreachable!()
+    };
+    let record = s
+        .running
+        .app
+        .store
+        .get_command(id)
+        .await
+        .expect("get")
+        .expect("exists");
+    (state, record)
+}
+
+#[tokio::test]
+async fn the_agent_connects_reports_and_runs_only_what_is_allowed() {
+    let s = setup("e2e_commands").await;
+    let mut events = s.running.app.events.subscribe();
+    let agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    wait_for(
+        &mut events,
+        |e| matches!(e, AppEvent::TelemetryStored { node_id, .. } if *node_id == node),
+    )
+    .await;
+    let points = s
+        .running
+        .app
+        .store
+        .query_telemetry(
+            node,
+            WallTime::UNIX_EPOCH,
+            WallTime::from(chrono::Utc::now()).add_millis(1000),
+            None,
+        )
+        .await
+        .expect("telemetry");
+    let data = points[0].data.as_ref().expect("raw sample");
+    assert!(
+        data["system"]["memory"]["total"].as_u64().unwrap_or(0) > 0,
+        "{data}"
+    );
+    assert!(
+        data["containersUnavailable"].is_string(),
+        "no engine: containers reported unavailable: {data}"
+    );
+
+    let ok = submit(&s, execute(1, "echo", &["hello", "world"])).await;
+    let (state, record) = terminal(&s, &mut events, ok).await;
+    assert_eq!(state, CommandState::Succeeded);
+    assert_eq!(
+        record.result.map(|r| r.result).as_deref(),
+        Some("hello world\n")
+    );
+
+    let not_listed = submit(&s, execute(2, "rm", &["-rf", "/"])).await;
+    let metachar = submit(&s, execute(3, "echo", &["hi;", "reboot"])).await;
+    for id in [not_listed, metachar] {
+        let (state, record) = terminal(&s, &mut events, id).await;
+        assert_eq!(state, CommandState::Blocked);
+        assert_eq!(
+            record.result.and_then(|r| r.error).map(|e| e.code),
+            Some(nap_core::wire::ErrorCode::Blocked)
+        );
+    }
+
+    let branch_attack = submit(
+        &s,
+        CentralMessage::Deploy(Deploy {
+            request_id: RequestId::from_u128(4),
+            env: "production".into(),
+            branch: "--upload-pack=touch /tmp/pwned".into(),
+        }),
+    )
+    .await;
+    assert_eq!(
+        terminal(&s, &mut events, branch_attack).await.0,
+        CommandState::Blocked
+    );
+    let good_deploy = submit(
+        &s,
+        CentralMessage::Deploy(Deploy {
+            request_id: RequestId::from_u128(5),
+            env: "production".into(),
+            branch: "release/1.4".into(),
+        }),
+    )
+    .await;
+    let (state, record) = terminal(&s, &mut events, good_deploy).await;
+    assert_eq!(state, CommandState::Succeeded);
+    assert_eq!(
+        record.result.map(|r| r.result).as_deref(),
+        Some("deploying release/1.4\n")
+    );
+
+    // Every request and decision is in the agent's audit log, chained.
+    let log = s.config.state_dir.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).expect("audit log");
+    assert!(text.contains("\"decision\":\"denied\""), "{text}");
+    assert!(text.contains("not on the allow-list"), "{text}");
+    assert!(
+        text.contains("hi;"),
+        "the refused arguments are recorded: {text}"
+    );
+    assert!(matches!(nap_agent::audit::verify(&log).expect("verify"), Ok(n) if n >= 8));
+    agent.abort();
+    drop(s.dir);
+}
+
+#[tokio::test]
+async fn an_unsigned_update_never_runs() {
+    let mut s = setup("e2e_update_refused").await;
+    let release = s.dir.path().join("release.pub");
+    let (release_key, _) = NodeKey::generate().expect("key");
+    std::fs::write(&release, release_key.public_pem()).expect("write");
+    s.config.update.release_key = Some(release);
+    let binary = s.dir.path().join("nap-agent-under-test");
+    std::fs::write(&binary, b"old").expect("write");
+    s.config.update.binary = Some(binary.clone());
+    let mut events = s.running.app.events.subscribe();
+    let _agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let id = RequestId::from_u128(9);
+    let message = CentralMessage::UpdateAgent(nap_core::wire::UpdateAgent {
+        request_id: Some(id),
+        version: "9.9.9".into(),
+    });
+    let now = WallTime::from(chrono::Utc::now());
+    s.running
+        .app
+        .store
+        .insert_command(nap_central::store::CommandRecord {
+            request_id: id,
+            node_id: node,
+            kind: "update_agent".into(),
+            message: serde_json::to_value(&message).expect("json"),
+            state: "queued".into(),
+            requester: "test".into(),
+            approver: None,
+            timeout_ms: 60_000,
+            created_at: now,
+            updated_at: now,
+            result: None,
+        })
+        .await
+        .expect("insert");
+    s.running
+        .app
+        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(60), true));
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Failed);
+    let message = record
+        .result
+        .and_then(|r| r.error)
+        .map(|e| e.message)
+        .unwrap_or_default();
+    assert!(message.contains("refused"), "{message}");
+    assert_eq!(
+        std::fs::read(&binary).expect("read"),
+        b"old",
+        "the binary is untouched"
+    );
+}
