@@ -130,6 +130,11 @@ impl Driver {
         self.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now())));
         self.input(AgentInput::Start);
         let mut wall_tick = tokio::time::interval(Duration::from_secs(60));
+        // systemd: ready once started; the watchdog is petted from this loop,
+        // so a wedged driver is restarted.
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let watchdog = sd_notify::watchdog_enabled();
+        let mut pet = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
         loop {
             self.perform().await;
             if let Some(exit) = self.exit {
@@ -144,10 +149,16 @@ impl Driver {
                 }
                 return Ok(Exit::Restart);
             }
-            let deadline = self.engine.poll_timeout().map_or_else(
+            let mut deadline = self.engine.poll_timeout().map_or_else(
                 || Instant::now() + Duration::from_secs(3600),
                 |t| self.instant(t),
             );
+            if let Some(rollback_at) = update_deadline {
+                // Wake when an unconfirmed update's time is up.
+                let left =
+                    u64::try_from(rollback_at + 1 - chrono::Utc::now().timestamp()).unwrap_or(0);
+                deadline = deadline.min(Instant::now() + Duration::from_secs(left));
+            }
             tokio::select! {
                 Some(input) = self.rx.recv() => self.input(input),
                 () = tokio::time::sleep_until(deadline.into()) => {
@@ -155,6 +166,11 @@ impl Driver {
                     self.engine.handle_timeout(now);
                 }
                 _ = wall_tick.tick() => self.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now()))),
+                _ = pet.tick() => {
+                    if watchdog.is_some() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
                 _ = tokio::signal::ctrl_c() => self.stop(),
                 _ = term.recv() => self.stop(),
             }

@@ -103,19 +103,48 @@ impl Sampler {
             five: 0.0,
             fifteen: 0.0,
         });
-        let mut seen = std::collections::BTreeSet::new();
-        let disks = self
-            .disks
-            .iter()
-            .filter(|d| d.total_space() > 0)
-            // One entry per mount, real filesystems only.
-            .filter(|d| seen.insert(d.mount_point().to_owned()))
-            .map(|d| DiskMetrics {
-                mount: d.mount_point().display().to_string(),
-                total: d.total_space(),
-                used: d.total_space().saturating_sub(d.available_space()),
-            })
-            .collect();
+        // One entry per filesystem (a device mounted in several places, or
+        // container overlays on the root filesystem, count once), under its
+        // shortest mount point.
+        let mut by_fs: BTreeMap<(String, u64, u64), DiskMetrics> = BTreeMap::new();
+        for d in self.disks.iter().filter(|d| d.total_space() > 0) {
+            let used = d.total_space().saturating_sub(d.available_space());
+            let mount = d.mount_point().display().to_string();
+            let key = (
+                d.name().to_string_lossy().into_owned(),
+                d.total_space(),
+                used,
+            );
+            let key = if d.file_system() == "overlay" {
+                (String::new(), key.1, key.2)
+            } else {
+                key
+            };
+            let shorter = by_fs.get(&key).is_none_or(|m| mount.len() < m.mount.len());
+            if shorter {
+                by_fs.insert(
+                    key,
+                    DiskMetrics {
+                        mount,
+                        total: d.total_space(),
+                        used,
+                    },
+                );
+            }
+        }
+        let mut seen_size = std::collections::BTreeSet::new();
+        let disks: Vec<DiskMetrics> = {
+            let mut all: Vec<DiskMetrics> = by_fs.into_values().collect();
+            all.sort_by(|a, b| {
+                a.mount
+                    .len()
+                    .cmp(&b.mount.len())
+                    .then(a.mount.cmp(&b.mount))
+            });
+            all.into_iter()
+                .filter(|d| seen_size.insert((d.total, d.used)))
+                .collect()
+        };
         SystemMetrics {
             cpu: CpuMetrics {
                 usage: round1(f64::from(s.global_cpu_usage())),

@@ -8,9 +8,8 @@ use std::time::Duration;
 use nap_agent::config::{CommandEntry, DeployRecipe, DeployStep, FileConfig};
 use nap_agent::driver::Driver;
 use nap_agent::keys::NodeKey;
-use nap_central::auth::{Role, new_api_token, token_hash};
 use nap_central::server::{Running, start};
-use nap_central::store::{NodeRecord, Storage, TokenRecord};
+use nap_central::store::{NodeRecord, Storage};
 use nap_central::{AppEvent, ServeConfig};
 use nap_core::central::CommandState;
 use nap_core::wire::{CentralMessage, Deploy, Execute, NodeStatus};
@@ -360,4 +359,111 @@ async fn an_unsigned_update_never_runs() {
         b"old",
         "the binary is untouched"
     );
+}
+
+#[tokio::test]
+async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
+    use base64::Engine as _;
+    let mut s = setup("e2e_update_good").await;
+    let (release, _) = NodeKey::generate().expect("key");
+    let release_pub = s.dir.path().join("release.pub");
+    std::fs::write(&release_pub, release.public_pem()).expect("write");
+    s.config.update.release_key = Some(release_pub);
+    let binary = s.dir.path().join("installed-agent");
+    std::fs::write(&binary, b"old").expect("write");
+    s.config.update.binary = Some(binary.clone());
+    // Central serves the artifact and its signature.
+    let artifacts = s.dir.path().join("artifacts");
+    let dir = artifacts.join("nap-agent/9.9.9");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let new = b"\x7fELF the new agent".to_vec();
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &new);
+    let sig = format!(
+        "sha256:{}\ned25519:{}\n",
+        hex::encode(d.as_ref()),
+        base64::engine::general_purpose::STANDARD
+            .encode(nap_agent::keys::sign_release(&release, d.as_ref()))
+    );
+    std::fs::write(dir.join(nap_agent::update::TARGET), &new).expect("write");
+    std::fs::write(dir.join(format!("{}.sig", nap_agent::update::TARGET)), sig).expect("write");
+    // Restart central's config with the artifacts directory.
+    let mut config = s.running.app.config.clone();
+    config.artifacts = Some(artifacts);
+    config.listen = "127.0.0.1:0".parse().expect("addr");
+    config.api_listen = "127.0.0.1:0".parse().expect("addr");
+    let old = std::mem::replace(&mut s.running, start(config).await.expect("central"));
+    old.shutdown().await;
+    s.config.central = format!("wss://localhost:{}/v1/agent", s.running.agent_addr.port());
+
+    let mut events = s.running.app.events.subscribe();
+    let agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let id = RequestId::from_u128(10);
+    let message = CentralMessage::UpdateAgent(nap_core::wire::UpdateAgent {
+        request_id: Some(id),
+        version: "9.9.9".into(),
+    });
+    s.running
+        .app
+        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(60), true));
+    let exit = tokio::time::timeout(Duration::from_secs(20), agent)
+        .await
+        .expect("the agent exits")
+        .expect("joined")
+        .expect("no error");
+    assert_eq!(exit, nap_agent::driver::Exit::Restart);
+    assert_eq!(
+        std::fs::read(&binary).expect("read"),
+        new,
+        "the new binary is in place"
+    );
+    assert!(
+        nap_agent::update::pending(&s.config.state_dir).is_some(),
+        "awaiting confirmation by the new version"
+    );
+    // The result waits in the persisted outbox for the restarted agent.
+    let saved = StateFileProbe::outbox(&s.config.state_dir);
+    assert_eq!(saved, 1);
+}
+
+#[tokio::test]
+async fn a_new_version_that_never_connects_is_rolled_back() {
+    let mut s = setup("e2e_rollback").await;
+    let binary = s.dir.path().join("installed-agent");
+    std::fs::write(&binary, b"old").expect("write");
+    std::fs::create_dir_all(&s.config.state_dir).expect("mkdir");
+    nap_agent::update::install(
+        &binary,
+        &s.config.state_dir,
+        "9.9.9",
+        b"new",
+        Duration::from_secs(0),
+    )
+    .expect("install");
+    // Central is gone: the new version cannot connect.
+    s.config.central = "wss://localhost:1/v1/agent".into();
+    let exit = tokio::time::timeout(Duration::from_secs(20), start_agent(&s.config))
+        .await
+        .expect("the agent gives up")
+        .expect("joined")
+        .expect("no error");
+    assert_eq!(exit, nap_agent::driver::Exit::Restart);
+    assert_eq!(std::fs::read(&binary).expect("read"), b"old", "rolled back");
+    assert!(nap_agent::update::pending(&s.config.state_dir).is_none());
+}
+
+struct StateFileProbe;
+
+impl StateFileProbe {
+    fn outbox(state_dir: &std::path::Path) -> usize {
+        nap_agent::state::StateFile::new(state_dir)
+            .load()
+            .map_or(0, |s| {
+                s.requests
+                    .iter()
+                    .filter(|r| !r.acked && r.result.is_some())
+                    .count()
+            })
+    }
 }

@@ -203,16 +203,16 @@ impl WallAnchor {
         Self { at, wall }
     }
 
-    /// The wall time at `now`, extrapolated from the anchor.
+    /// The wall time at `now`, extrapolated from the anchor, to the
+    /// millisecond (finer would only lengthen every message).
     pub fn wall_at(&self, now: Timestamp) -> WallTime {
         let delta_micros = i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
             - i64::try_from(self.at.as_micros()).unwrap_or(i64::MAX);
-        WallTime::from_unix_micros(
-            self.wall
-                .as_datetime()
-                .timestamp_micros()
-                .saturating_add(delta_micros),
-        )
-        .unwrap_or(self.wall)
+        let micros = self
+            .wall
+            .as_datetime()
+            .timestamp_micros()
+            .saturating_add(delta_micros);
+        WallTime::from_unix_millis(micros.div_euclid(1000)).unwrap_or(self.wall)
     }
 }
