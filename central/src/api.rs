@@ -216,12 +216,13 @@ async fn submit_command(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let who = caller(&app, &headers, Role::Operator).await?;
     let node_id = parse_node(&id)?;
-    let Json(mut body) =
-        body.map_err(|e| bad_request(format!("body is not JSON: {}", e.body_text())))?;
+    // Any content type: `curl -d '{…}'` sends form encoding by default.
+    let mut body: Value = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("body is not JSON: {e}")))?;
     let Some(object) = body.as_object_mut() else {
         return Err(bad_request("body must be a JSON object"));
     };
