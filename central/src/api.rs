@@ -221,8 +221,8 @@ async fn submit_command(
     let who = caller(&app, &headers, Role::Operator).await?;
     let node_id = parse_node(&id)?;
     // Any content type: `curl -d '{…}'` sends form encoding by default.
-    let mut body: Value = serde_json::from_slice(&body)
-        .map_err(|e| bad_request(format!("body is not JSON: {e}")))?;
+    let mut body: Value =
+        serde_json::from_slice(&body).map_err(|e| bad_request(format!("body is not JSON: {e}")))?;
     let Some(object) = body.as_object_mut() else {
         return Err(bad_request("body must be a JSON object"));
     };

@@ -68,3 +68,27 @@ fn a_command_for_an_unknown_node_is_undeliverable() {
     let state = world.submit(stranger, execute(request(1), "uptime", &[], None), secs(30));
     assert_eq!(state, CommandState::Undeliverable);
 }
+
+#[test]
+fn a_command_lost_in_a_dead_transport_is_sent_again_on_reconnect() {
+    let mut world = World::new(74);
+    world.add_agent(NODE, config(74));
+    world.start(0);
+    assert!(world.run_until_true(secs(5), |w| established(w, 0)));
+    // Half-open: central still believes the node is there and sends into the void.
+    world.set_partitioned(true);
+    let id = request(9);
+    world.submit(NODE, execute(id, "uptime", &[], None), secs(30));
+    assert_eq!(
+        world.store.command_states[&id].last(),
+        Some(&CommandState::Sent)
+    );
+    world.run_for(secs(100));
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(400), |w| w.store.results.contains_key(&id)));
+    assert_eq!(world.agents[0].runs.get(&id), Some(&1));
+    assert_eq!(
+        world.store.command_states[&id].last(),
+        Some(&CommandState::Succeeded)
+    );
+}

@@ -84,3 +84,37 @@ fn replayed_samples_keep_their_original_timestamps() {
         );
     }
 }
+
+#[test]
+fn a_sample_unacked_on_a_live_connection_is_sent_again() {
+    let mut world = World::new(84);
+    world.set_intervals(nap_core::wire::Intervals {
+        heartbeat: 25_000,
+        telemetry: 60_000,
+        health: 300_000,
+    });
+    world.add_agent(NODE, config(84));
+    world.start(0);
+    assert!(world.run_until_true(secs(5), |w| established(w, 0)));
+    // Lose exactly the sample of t = 60 s (no ping falls in the window).
+    world.run_until(nap_core::Timestamp::from_millis(59_900));
+    world.net.faults.loss_permille = 1000;
+    world.run_until(nap_core::Timestamp::from_millis(60_500));
+    world.net.faults.loss_permille = 0;
+    assert_eq!(
+        world.agents[0].engine.buffered_telemetry(),
+        1,
+        "the lost sample waits unacked"
+    );
+    world.run_for(secs(150));
+    assert_eq!(
+        world.agents[0].engine.epoch().0,
+        1,
+        "no reconnect was needed"
+    );
+    assert_eq!(world.agents[0].engine.buffered_telemetry(), 0);
+    assert_eq!(
+        world.store.telemetry.len() as u64,
+        world.agents[0].samples_taken
+    );
+}

@@ -11,6 +11,8 @@ use crate::wire::{Alert, Telemetry};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TelemetryBuffer {
     samples: VecDeque<Telemetry>,
+    /// When each sample (same order) was last put on a wire.
+    sent: VecDeque<Option<crate::Timestamp>>,
     capacity: usize,
     unreported_drops: u64,
     total_drops: u64,
@@ -20,6 +22,7 @@ impl TelemetryBuffer {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             samples: VecDeque::new(),
+            sent: VecDeque::new(),
             capacity: capacity.max(1),
             unreported_drops: 0,
             total_drops: 0,
@@ -33,6 +36,7 @@ impl TelemetryBuffer {
         if self.samples.len() >= self.capacity
             && let Some(old) = self.samples.pop_front()
         {
+            self.sent.pop_front();
             // The dropped sample may itself have carried a count: keep it.
             self.unreported_drops = self
                 .unreported_drops
@@ -45,14 +49,53 @@ impl TelemetryBuffer {
             .dropped_samples
             .saturating_add(std::mem::take(&mut self.unreported_drops));
         self.samples.push_back(sample);
+        self.sent.push_back(None);
         (self.samples.back().expect("just pushed"), dropped)
     }
 
     /// Central stored the sample taken at `timestamp`.
     pub(crate) fn ack(&mut self, timestamp: WallTime) -> bool {
-        let before = self.samples.len();
-        self.samples.retain(|s| s.timestamp != timestamp);
-        before != self.samples.len()
+        match self.samples.iter().position(|s| s.timestamp == timestamp) {
+            Some(i) => {
+                self.samples.remove(i);
+                self.sent.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Marks every sample as sent now (a replay after `welcome`).
+    pub(crate) fn mark_all_sent(&mut self, now: crate::Timestamp) {
+        self.sent.iter_mut().for_each(|s| *s = Some(now));
+    }
+
+    /// Marks the newest sample as sent now.
+    pub(crate) fn mark_last_sent(&mut self, now: crate::Timestamp) {
+        if let Some(s) = self.sent.back_mut() {
+            *s = Some(now);
+        }
+    }
+
+    /// Up to `max` samples unacked since `before` (oldest first), marked as
+    /// sent again at `now`: central refused or lost them on a live connection.
+    pub(crate) fn overdue(
+        &mut self,
+        before: crate::Timestamp,
+        now: crate::Timestamp,
+        max: usize,
+    ) -> Vec<Telemetry> {
+        let mut out = Vec::new();
+        for (sample, sent) in self.samples.iter().zip(self.sent.iter_mut()) {
+            if out.len() >= max {
+                break;
+            }
+            if sent.is_none_or(|at| at <= before) {
+                *sent = Some(now);
+                out.push(sample.clone());
+            }
+        }
+        out
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Telemetry> {
@@ -71,6 +114,7 @@ impl TelemetryBuffer {
     pub(crate) fn restore(&mut self, samples: Vec<Telemetry>) {
         let skip = samples.len().saturating_sub(self.capacity);
         self.samples = samples.into_iter().skip(skip).collect();
+        self.sent = self.samples.iter().map(|_| None).collect();
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) struct CommandTable {
     pub(crate) queue: VecDeque<RequestId>,
     /// Unacked results, in completion order.
     pub(crate) outbox: VecDeque<RequestId>,
+    /// When each unacked result was last sent.
+    pub(crate) outbox_sent: BTreeMap<RequestId, Timestamp>,
     pub(crate) running: usize,
 }
 
@@ -356,7 +358,9 @@ impl Ctx {
         self.event(AgentEvent::CommandCompleted {
             result: result.clone(),
         });
-        self.send(result);
+        if self.send(result) {
+            self.commands.outbox_sent.insert(request_id, self.now);
+        }
     }
 
     /// Central recorded the result of `request_id`.
@@ -367,6 +371,7 @@ impl Ctx {
             *acked = true;
             shrink(result);
             self.commands.outbox.retain(|id| *id != request_id);
+            self.commands.outbox_sent.remove(&request_id);
             self.emit(AgentOutput::Persist);
         }
     }
@@ -406,7 +411,32 @@ impl Ctx {
     pub(crate) fn resend_outbox(&mut self) {
         let results: Vec<CommandResult> = self.commands.outbox_results().cloned().collect();
         for result in results {
-            self.send(result);
+            let id = result.request_id;
+            if self.send(result) {
+                self.commands.outbox_sent.insert(id, self.now);
+            }
+        }
+    }
+
+    /// Re-sends results unacked since `before` on the live connection.
+    pub(crate) fn resend_overdue_results(&mut self, before: Timestamp) {
+        let overdue: Vec<CommandResult> = self
+            .commands
+            .outbox_results()
+            .filter(|r| {
+                self.commands
+                    .outbox_sent
+                    .get(&r.request_id)
+                    .is_none_or(|at| *at <= before)
+            })
+            .take(60)
+            .cloned()
+            .collect();
+        for result in overdue {
+            let id = result.request_id;
+            if self.send(result) {
+                self.commands.outbox_sent.insert(id, self.now);
+            }
         }
     }
 }

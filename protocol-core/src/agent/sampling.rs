@@ -31,11 +31,21 @@ impl Ctx {
     }
 
     pub(crate) fn telemetry_due(&mut self) {
-        self.arm_in(
-            AgentTimer::Telemetry,
-            clamp_interval(self.intervals.telemetry),
-        );
+        let interval = clamp_interval(self.intervals.telemetry);
+        self.arm_in(AgentTimer::Telemetry, interval);
         self.emit(AgentOutput::SampleTelemetry);
+        if self.established {
+            // What central has not acked for two intervals on a live
+            // connection (refused while its queue was full, or lost) goes again.
+            let window = u64::try_from(interval.as_micros())
+                .unwrap_or(u64::MAX)
+                .saturating_mul(2);
+            let before = crate::Timestamp::from_micros(self.now.as_micros().saturating_sub(window));
+            for sample in self.telemetry.overdue(before, self.now, 60) {
+                self.send(sample);
+            }
+            self.resend_overdue_results(before);
+        }
     }
 
     pub(crate) fn health_due(&mut self) {
@@ -64,7 +74,9 @@ impl Ctx {
             let total = self.telemetry.total_drops();
             self.event(AgentEvent::TelemetryDropped { total });
         }
-        self.send(buffered);
+        if self.send(buffered) {
+            self.telemetry.mark_last_sent(self.now);
+        }
     }
 
     pub(crate) fn replay_telemetry(&mut self) {
@@ -72,6 +84,7 @@ impl Ctx {
         for sample in samples {
             self.send(sample);
         }
+        self.telemetry.mark_all_sent(self.now);
     }
 
     pub(crate) fn flush_alerts(&mut self) {

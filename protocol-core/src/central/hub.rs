@@ -269,6 +269,25 @@ impl CentralHub {
             return;
         }
         self.set_status(node_id, NodeStatus::Online, None);
+        // Sent before but never answered: the transport may have died with
+        // it in flight. The agent runs a request at most once, so sending it
+        // again is safe, and it is the only way it gets an answer sooner
+        // than its deadline.
+        let unanswered: Vec<RequestId> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.node_id == node_id && c.state == CommandState::Sent)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in unanswered {
+            if let Some(command) = self.commands.get(&request_id) {
+                let message = command.message.clone();
+                self.out.push_back(HubOutput::Deliver {
+                    session_id,
+                    message,
+                });
+            }
+        }
         let queued = self.queued.remove(&node_id).unwrap_or_default();
         for request_id in queued {
             self.deliver(request_id, session_id);

@@ -8,4 +8,4 @@ mod network;
 mod world;
 
 pub use network::{NetConfig, NetFaults};
-pub use world::{AgentNode, Behaviour, Store, World, sample};
+pub use world::{AgentNode, Behaviour, Store, TelemetryRows, World, sample};

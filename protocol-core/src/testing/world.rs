@@ -72,13 +72,65 @@ pub struct AgentNode {
     pub saved: Option<crate::agent::AgentSnapshot>,
     /// Every event the engine emitted, stamped.
     pub events: Vec<(Timestamp, AgentEvent)>,
+    /// Telemetry samples the agent took.
+    pub samples_taken: u64,
+}
+
+/// Stored telemetry keys, compact enough for millions of rows: per node, a
+/// sorted list of timestamps (samples mostly arrive in order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TelemetryRows {
+    by_node: BTreeMap<NodeId, Vec<WallTime>>,
+    len: usize,
+}
+
+impl TelemetryRows {
+    /// Stores a row; false if it was already there.
+    pub fn insert(&mut self, (node, at): (NodeId, WallTime)) -> bool {
+        let rows = self.by_node.entry(node).or_default();
+        if rows.last().is_none_or(|last| *last < at) {
+            rows.push(at);
+        } else {
+            match rows.binary_search(&at) {
+                Ok(_) => return false,
+                Err(i) => rows.insert(i, at),
+            }
+        }
+        self.len += 1;
+        true
+    }
+
+    pub fn contains(&self, (node, at): &(NodeId, WallTime)) -> bool {
+        self.by_node
+            .get(node)
+            .is_some_and(|rows| rows.binary_search(at).is_ok())
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Rows stored for one node.
+    pub fn count(&self, node: NodeId) -> usize {
+        self.by_node.get(&node).map_or(0, Vec::len)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &WallTime)> {
+        self.by_node
+            .iter()
+            .flat_map(|(n, rows)| rows.iter().map(move |t| (n, t)))
+    }
 }
 
 /// What central stored.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Store {
     /// Telemetry rows, unique by (node, timestamp).
-    pub telemetry: BTreeSet<(NodeId, WallTime)>,
+    pub telemetry: TelemetryRows,
     /// Telemetry messages that arrived (including replays).
     pub telemetry_received: u64,
     /// The first result recorded per request.
@@ -157,6 +209,10 @@ pub struct World {
     /// Every output of every engine, stamped: two runs with one seed give the same trace.
     pub trace: Vec<String>,
     pub tracing: bool,
+    /// Keep every message and event per agent (tests); off for large runs.
+    pub recording: bool,
+    /// Persist agent snapshots on `Persist` (off for large runs).
+    pub persisting: bool,
     /// Broken protocol invariants the world saw (e.g. a send on a closed transport).
     pub violations: Vec<String>,
     /// The most outputs one engine call produced.
@@ -168,6 +224,11 @@ pub struct World {
     /// The latest arrival scheduled per (connection, towards central): a
     /// stream delivers in order unless the reorder fault says otherwise.
     last_arrival: BTreeMap<(u64, bool), Timestamp>,
+    /// Each engine's next deadline, indexed so a step does not scan them all.
+    agent_due: Vec<Option<Timestamp>>,
+    agent_index: BTreeSet<(Timestamp, usize)>,
+    session_due: BTreeMap<SessionId, Timestamp>,
+    session_index: BTreeSet<(Timestamp, SessionId)>,
     pending: BTreeMap<u64, Pending>,
     seq: u64,
     next_conn: u64,
@@ -234,6 +295,8 @@ impl World {
             store: Store::default(),
             trace: Vec::new(),
             tracing: false,
+            recording: true,
+            persisting: true,
             violations: Vec::new(),
             max_outputs_per_call: 0,
             rng: Prng::new(seed),
@@ -242,6 +305,10 @@ impl World {
             queue: BinaryHeap::new(),
             pending: BTreeMap::new(),
             last_arrival: BTreeMap::new(),
+            agent_due: Vec::new(),
+            agent_index: BTreeSet::new(),
+            session_due: BTreeMap::new(),
+            session_index: BTreeSet::new(),
             seq: 0,
             next_conn: 0,
             next_id: 1,
@@ -287,8 +354,43 @@ impl World {
             mints_tokens: true,
             saved: None,
             events: Vec::new(),
+            samples_taken: 0,
         });
-        self.agents.len() - 1
+        self.agent_due.push(None);
+        let i = self.agents.len() - 1;
+        self.index_agent(i);
+        i
+    }
+
+    /// Records agent `i`'s next deadline in the index.
+    fn index_agent(&mut self, i: usize) {
+        let next = self.agents[i].engine.poll_timeout();
+        if self.agent_due[i] != next {
+            if let Some(old) = self.agent_due[i] {
+                self.agent_index.remove(&(old, i));
+            }
+            if let Some(new) = next {
+                self.agent_index.insert((new, i));
+            }
+            self.agent_due[i] = next;
+        }
+    }
+
+    /// Records a session's next deadline in the index (or forgets it).
+    fn index_session(&mut self, id: SessionId) {
+        let next = self
+            .sessions
+            .get(&id)
+            .and_then(CentralSession::poll_timeout);
+        if self.session_due.get(&id).copied() != next {
+            if let Some(old) = self.session_due.remove(&id) {
+                self.session_index.remove(&(old, id));
+            }
+            if let Some(new) = next {
+                self.session_index.insert((new, id));
+                self.session_due.insert(id, new);
+            }
+        }
     }
 
     /// Feeds an input to agent `i` now and performs its outputs.
@@ -437,6 +539,8 @@ impl World {
         }
         self.sessions.clear();
         self.session_conn.clear();
+        self.session_due.clear();
+        self.session_index.clear();
         self.hub = CentralHub::new(self.hub_config.clone());
         self.hub.set_wall_clock(self.now, self.wall());
     }
@@ -448,16 +552,12 @@ impl World {
 
     /// When the next thing happens.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        let agents = self.agents.iter().filter_map(|a| a.engine.poll_timeout());
-        let sessions = self
-            .sessions
-            .values()
-            .filter_map(CentralSession::poll_timeout);
+        let agents = self.agent_index.first().map(|(t, _)| *t);
+        let sessions = self.session_index.first().map(|(t, _)| *t);
         let queue = self.queue.peek().map(|Reverse((t, _, _))| *t);
-        agents
-            .chain(sessions)
-            .chain(queue)
-            .chain(self.hub.poll_timeout())
+        [agents, sessions, queue, self.hub.poll_timeout()]
+            .into_iter()
+            .flatten()
             .min()
     }
 
@@ -483,21 +583,22 @@ impl World {
                 self.deliver(p);
             }
         }
-        for i in 0..self.agents.len() {
-            if self.agents[i]
-                .engine
-                .poll_timeout()
-                .is_some_and(|t| t <= now)
-            {
-                self.agents[i].engine.handle_timeout(now);
-                self.drain_agent(i);
+        while let Some(&(t, i)) = self.agent_index.first() {
+            if t > now {
+                break;
+            }
+            self.agents[i].engine.handle_timeout(now);
+            self.drain_agent(i);
+            // A timer still due (it re-armed for now) waits for the next step.
+            if self.agent_due[i].is_some_and(|t| t <= now) {
+                break;
             }
         }
         let due: Vec<SessionId> = self
-            .sessions
+            .session_index
             .iter()
-            .filter(|(_, s)| s.poll_timeout().is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
+            .take_while(|(t, _)| *t <= now)
+            .map(|(_, id)| *id)
             .collect();
         for id in due {
             if let Some(s) = self.sessions.get_mut(&id) {
@@ -664,6 +765,11 @@ impl World {
     }
 
     fn drain_agent(&mut self, i: usize) {
+        self.drain_agent_outputs(i);
+        self.index_agent(i);
+    }
+
+    fn drain_agent_outputs(&mut self, i: usize) {
         let mut count = 0;
         while let Some(output) = self.agents[i].engine.poll_output() {
             count += 1;
@@ -705,7 +811,9 @@ impl World {
                     }
                 }
                 AgentOutput::Send { epoch, message } => {
-                    self.agents[i].sent.push(message.clone());
+                    if self.recording {
+                        self.agents[i].sent.push(message.clone());
+                    }
                     let open = self
                         .conn_of(i, epoch)
                         .and_then(|c| self.conns.get(&c))
@@ -733,6 +841,7 @@ impl World {
                     }
                 }
                 AgentOutput::SampleTelemetry => {
+                    self.agents[i].samples_taken += 1;
                     let data = sample(self.agents[i].cpu, self.agents[i].disk);
                     self.agents[i]
                         .engine
@@ -824,10 +933,16 @@ impl World {
                     );
                 }
                 AgentOutput::Persist => {
-                    let snapshot = self.agents[i].engine.snapshot();
-                    self.agents[i].saved = Some(snapshot);
+                    if self.persisting {
+                        let snapshot = self.agents[i].engine.snapshot();
+                        self.agents[i].saved = Some(snapshot);
+                    }
                 }
-                AgentOutput::Event(event) => self.agents[i].events.push((self.now, event)),
+                AgentOutput::Event(event) => {
+                    if self.recording {
+                        self.agents[i].events.push((self.now, event));
+                    }
+                }
                 AgentOutput::StreamLogs { .. } => {}
             }
         }
@@ -866,7 +981,9 @@ impl World {
                     return;
                 };
                 if c.agent_open {
-                    if let Ok(message) = crate::decode::<CentralMessage>(&text, &Limits::default())
+                    if self.recording
+                        && let Ok(message) =
+                            crate::decode::<CentralMessage>(&text, &Limits::default())
                     {
                         self.agents[c.agent].received.push(message);
                     }
@@ -992,6 +1109,7 @@ impl World {
         if let Some(s) = self.sessions.remove(&session_id) {
             self.hub.session_closed(self.now, s.node_id(), session_id);
         }
+        self.index_session(session_id);
     }
 
     /// Performs session and hub outputs until none are left.
@@ -1056,6 +1174,12 @@ impl World {
 
     /// Performs one session's outputs; true if there were any.
     fn drain_session(&mut self, session_id: SessionId) -> bool {
+        let any = self.drain_session_outputs(session_id);
+        self.index_session(session_id);
+        any
+    }
+
+    fn drain_session_outputs(&mut self, session_id: SessionId) -> bool {
         let mut any = false;
         loop {
             let Some(s) = self.sessions.get_mut(&session_id) else {
