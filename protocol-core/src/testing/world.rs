@@ -219,6 +219,7 @@ pub struct World {
     pub max_outputs_per_call: usize,
     rng: Prng,
     conns: BTreeMap<u64, Conn>,
+    conn_by_epoch: BTreeMap<(usize, Epoch), u64>,
     session_conn: BTreeMap<SessionId, u64>,
     queue: BinaryHeap<Reverse<(Timestamp, u64, u64)>>,
     /// The latest arrival scheduled per (connection, towards central): a
@@ -301,6 +302,7 @@ impl World {
             max_outputs_per_call: 0,
             rng: Prng::new(seed),
             conns: BTreeMap::new(),
+            conn_by_epoch: BTreeMap::new(),
             session_conn: BTreeMap::new(),
             queue: BinaryHeap::new(),
             pending: BTreeMap::new(),
@@ -715,11 +717,7 @@ impl World {
     }
 
     fn conn_of(&self, agent: usize, epoch: Epoch) -> Option<u64> {
-        self.conns
-            .iter()
-            .rev()
-            .find(|(_, c)| c.agent == agent && c.epoch == epoch)
-            .map(|(id, _)| *id)
+        self.conn_by_epoch.get(&(agent, epoch)).copied()
     }
 
     fn make_token(&mut self, i: usize) -> String {
@@ -788,6 +786,7 @@ impl World {
                 AgentOutput::Dial { epoch, token } => {
                     self.next_conn += 1;
                     let conn = self.next_conn;
+                    self.conn_by_epoch.insert((i, epoch), conn);
                     self.conns.insert(
                         conn,
                         Conn {
@@ -1112,22 +1111,12 @@ impl World {
         self.index_session(session_id);
     }
 
-    /// Performs session and hub outputs until none are left.
+    /// Performs the hub's outputs until none are left. (A session's outputs
+    /// are performed as soon as it is given an input.)
     fn settle(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(output) = self.hub.poll_output() {
-                progressed = true;
-                self.trace_line(|| format!("hub {output:?}"));
-                self.perform_hub(output);
-            }
-            let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
-            for id in ids {
-                progressed |= self.drain_session(id);
-            }
-            if !progressed {
-                return;
-            }
+        while let Some(output) = self.hub.poll_output() {
+            self.trace_line(|| format!("hub {output:?}"));
+            self.perform_hub(output);
         }
     }
 
