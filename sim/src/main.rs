@@ -2,7 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+mod demo;
 mod det;
+mod http;
+mod virtual_node;
 
 #[derive(Debug, Parser)]
 #[command(name = "nap-sim", version, about = "NAP simulator")]
@@ -13,6 +16,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole system on this machine: central on SQLite, the real agent,
+    /// N virtual nodes, a command through the API, then a live view.
+    Demo {
+        /// Virtual nodes beside the real agent.
+        #[arg(long, default_value_t = 200)]
+        nodes: usize,
+        /// Where the demo keeps its certificates, database and state.
+        #[arg(long, default_value = "nap-demo")]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api_listen: String,
+    },
+    /// Internal: the sandbox trampoline of the demo's real agent.
+    #[command(hide = true)]
+    SandboxExec { spec: String },
     /// Deterministic simulation: engines through an in-memory network with faults.
     Det {
         #[arg(long, default_value_t = 1000)]
@@ -30,7 +50,34 @@ enum Command {
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::SandboxExec { spec } = &cli.command {
+        std::process::exit(nap_agent::sandbox::exec(spec));
+    }
     match cli.command {
+        Command::SandboxExec { .. } => unreachable!("handled above"),
+        Command::Demo {
+            nodes,
+            dir,
+            listen,
+            api_listen,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "warn".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(demo::run(demo::DemoConfig {
+                nodes,
+                dir,
+                listen,
+                api_listen,
+            }))?;
+        }
         Command::Det {
             nodes,
             hours,

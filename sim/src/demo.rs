@@ -1,0 +1,294 @@
+//! `nap-sim demo`: the whole system on one machine, on the embedded default.
+//! Central on SQLite with dev certificates, the real agent (its driver,
+//! sandbox and executor, in this process) and N virtual nodes over real TLS
+//! WebSockets; a command through the operator API to the real agent; then a
+//! live view until Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use nap_agent::config::{CommandEntry, FileConfig};
+use nap_agent::keys::NodeKey;
+use nap_central::AppEvent;
+use nap_central::auth::{Role, new_api_token, token_hash};
+use nap_central::store::{NodeRecord, Storage, TokenRecord};
+use nap_core::NodeId;
+
+use crate::virtual_node::{self, Fleet};
+
+/// Demo options.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    pub nodes: usize,
+    pub dir: PathBuf,
+    pub listen: String,
+    pub api_listen: String,
+}
+
+fn now() -> nap_core::WallTime {
+    nap_core::WallTime::from(chrono::Utc::now())
+}
+
+async fn register(
+    store: &impl Storage,
+    id: NodeId,
+    name: String,
+    key: &NodeKey,
+    labels: BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match store
+        .add_node(NodeRecord {
+            id,
+            name,
+            public_key_pem: key.public_pem(),
+            labels,
+            created_at: now(),
+            revoked: false,
+            status: None,
+            last_seen: None,
+            agent_version: None,
+        })
+        .await
+    {
+        Ok(()) | Err(nap_central::store::StoreError::Conflict) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn token(store: &impl Storage, role: Role, name: &str) -> anyhow::Result<String> {
+    let token = new_api_token()?;
+    let record = TokenRecord {
+        name: name.into(),
+        role: role.as_str().into(),
+    };
+    store
+        .create_api_token(&token_hash(&token), record, now())
+        .await?;
+    Ok(token)
+}
+
+#[allow(clippy::print_stdout)]
+pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
+    let dir = std::fs::canonicalize(".").context("cwd")?.join(&config.dir);
+    std::fs::create_dir_all(&dir)?;
+    let certs = nap_central::tls::write_dev_certs(&dir.join("certs"))?;
+    println!("NAP demo in {}", dir.display());
+
+    // Central, on the embedded default.
+    let central_config = nap_central::ServeConfig {
+        listen: config.listen.parse().context("--listen")?,
+        api_listen: config.api_listen.parse().context("--api-listen")?,
+        tls_cert: certs.cert.clone(),
+        tls_key: certs.key.clone(),
+        db: format!("sqlite:{}", dir.join("central.db").display()),
+        telemetry_ms: 10_000,
+        health_ms: 60_000,
+        ..nap_central::ServeConfig::default()
+    };
+    let running = nap_central::server::start(central_config)
+        .await
+        .context("starting central (is another one using the ports? see --listen/--api-listen)")?;
+    let app = Arc::clone(&running.app);
+    let url = format!("wss://localhost:{}/v1/agent", running.agent_addr.port());
+    let viewer = token(&app.store, Role::Viewer, "demo-viewer").await?;
+    let operator = token(&app.store, Role::Operator, "demo").await?;
+    println!(
+        "central: agents at {url}, operator API at http://{}",
+        running.api_addr
+    );
+
+    // The real agent for this machine.
+    let agent_key_path = dir.join("agent.key");
+    let agent_key = if agent_key_path.exists() {
+        NodeKey::load(&agent_key_path)?
+    } else {
+        let (key, pem) = NodeKey::generate()?;
+        nap_central::tls::write_private(&agent_key_path, &pem)?;
+        key
+    };
+    let agent_id = NodeId::from_u128(0xDE30_0000_0000_0000_0000_0000_0000_0001);
+    let hostname = std::fs::read_to_string("/etc/hostname")
+        .unwrap_or_else(|_| "this-machine".into())
+        .trim()
+        .to_owned();
+    register(
+        &app.store,
+        agent_id,
+        hostname.clone(),
+        &agent_key,
+        BTreeMap::from([("kind".into(), "real".into())]),
+    )
+    .await?;
+    let mut commands = BTreeMap::new();
+    for (name, program) in [("uptime", "/usr/bin/uptime"), ("hostname", "/bin/hostname")] {
+        commands.insert(
+            name.to_owned(),
+            CommandEntry {
+                program: program.into(),
+                args: vec![],
+                rest: None,
+                max_extra: 0,
+                max_timeout_ms: 10_000,
+                env: BTreeMap::new(),
+            },
+        );
+    }
+    let agent_config = FileConfig {
+        central: url.clone(),
+        ca: certs.ca.clone(),
+        node_id: agent_id,
+        key: agent_key_path,
+        state_dir: dir.join("agent"),
+        audience: "nap-central".into(),
+        max_running: 4,
+        sandbox: Default::default(),
+        commands,
+        deploy: BTreeMap::new(),
+        health: Default::default(),
+        application: Default::default(),
+        containers: Default::default(),
+        update: Default::default(),
+    };
+    let tls = nap_agent::transport::tls_config(&certs.ca)?;
+    // The sandbox trampoline is this binary (it has `sandbox-exec`).
+    let driver = nap_agent::driver::Driver::new(
+        agent_config,
+        NodeKey::load(&dir.join("agent.key"))?,
+        std::env::current_exe()?,
+    )?;
+    let agent = tokio::spawn(driver.run());
+
+    // The virtual fleet.
+    let fleet = Arc::new(Fleet::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(config.nodes);
+    for k in 0..config.nodes {
+        let (key, _) = NodeKey::generate()?;
+        let id = NodeId::from_u128(
+            0xDE30_0000_0000_0000_0000_0001_0000_0000 + u128::try_from(k).unwrap_or(0),
+        );
+        let labels = BTreeMap::from([
+            ("kind".into(), "virtual".into()),
+            ("rack".into(), format!("r{}", k % 8)),
+        ]);
+        register(&app.store, id, format!("virtual-{k:04}"), &key, labels).await?;
+        tasks.push(tokio::spawn(virtual_node::run(
+            id,
+            key,
+            url.clone(),
+            Arc::clone(&tls),
+            0xDE30 + k as u64,
+            Arc::clone(&fleet),
+            stopped.clone(),
+        )));
+    }
+    let total = config.nodes + 1;
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("connecting {bar:40} {pos}/{len} nodes online {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let online =
+        |app: &nap_central::App| usize::try_from(app.metrics.connections.get()).unwrap_or(0);
+    let started = std::time::Instant::now();
+    while online(&app) < total && started.elapsed() < Duration::from_secs(120) {
+        bar.set_position(online(&app) as u64);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.set_position(online(&app) as u64);
+    bar.finish();
+
+    // A command through the operator API to the real agent, and a forbidden one.
+    let mut events = app.events.subscribe();
+    for (command, args) in [
+        ("uptime", vec![]),
+        ("rm", vec!["-rf".to_owned(), "/".to_owned()]),
+    ] {
+        let request_id = nap_core::RequestId::from(uuid::Uuid::new_v4());
+        let body = serde_json::json!({"type": "execute", "command": command, "args": args, "timeout": 10000});
+        let (_, reply) = crate::http::post(
+            &format!(
+                "http://{}/api/v1/nodes/{agent_id}/commands",
+                running.api_addr
+            ),
+            &operator,
+            &body,
+        )
+        .await?;
+        let request_id = reply["requestId"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(request_id);
+        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if let Ok(AppEvent::Command {
+                    request_id: id,
+                    state,
+                }) = events.recv().await
+                    && id == request_id
+                    && state.is_terminal()
+                {
+                    return state;
+                }
+            }
+        })
+        .await;
+        let record = app.store.get_command(request_id).await?;
+        let shown = record
+            .and_then(|c| c.result)
+            .map(|r| match r.error {
+                Some(e) => format!("{:?}: {}", e.code, e.message),
+                None => r.result.trim().to_owned(),
+            })
+            .unwrap_or_default();
+        let line = std::iter::once(command.to_owned())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let state = outcome.map_or("no answer yet".into(), |s| s.as_str().to_owned());
+        println!("command `{line}` on {hostname} (the real agent) → {state}: {shown}");
+    }
+
+    println!();
+    println!(
+        "operator API: http://{}   viewer token: {viewer}",
+        running.api_addr
+    );
+    println!(
+        "  curl -H 'Authorization: Bearer {viewer}' http://{}/api/v1/nodes",
+        running.api_addr
+    );
+    println!("Ctrl-C stops the demo.");
+    println!();
+    println!(
+        "{:>8}  {:>8}  {:>14}  {:>7}",
+        "time", "online", "telemetry rows", "alerts"
+    );
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let alerts = app.store.list_alerts(1000).await.map(|a| a.len()).unwrap_or(0);
+                println!(
+                    "{:>7}s  {:>8}  {:>14}  {:>7}",
+                    started.elapsed().as_secs(),
+                    online(&app),
+                    app.metrics.telemetry_rows.get(),
+                    alerts
+                );
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    println!("stopping: virtual nodes, the agent, then central");
+    let _ = stop.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    agent.abort();
+    running.shutdown().await;
+    Ok(())
+}
