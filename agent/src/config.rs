@@ -230,12 +230,31 @@ impl Default for UpdateConfig {
 }
 
 impl FileConfig {
-    /// Reads and checks the file.
+    /// Reads and checks the file, with `NAP_AGENT_*` environment variables
+    /// over it (nested keys with `__`: `NAP_AGENT_SANDBOX__CPU_SECONDS=60`) and
+    /// `overrides` (the command-line flags) over both.
     pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let config: Self =
-            toml::from_str(&text).with_context(|| format!("in {}", path.display()))?;
+        Self::load_with(path, &serde_json::json!({}))
+    }
+
+    /// As [`Self::load`], with flags given as a JSON object of keys.
+    pub fn load_with(
+        path: &std::path::Path,
+        overrides: &serde_json::Value,
+    ) -> anyhow::Result<Self> {
+        use figment::providers::{Env, Format as _, Serialized, Toml};
+        if !path.exists() {
+            anyhow::bail!(
+                "{} does not exist (see agent/agent.example.toml)",
+                path.display()
+            );
+        }
+        let config: Self = figment::Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed("NAP_AGENT_").split("__").ignore(&["config"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("in {}: {e}", path.display()))?;
         config.policy()?;
         Ok(config)
     }

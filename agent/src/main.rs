@@ -25,13 +25,26 @@ enum Command {
         #[arg(long, env = "NAP_AGENT_KEY", default_value = "/etc/nap/node.key")]
         key: PathBuf,
     },
-    /// Run the agent.
+    /// Run the agent. Flags override the file and `NAP_AGENT_*` variables.
     Run {
         #[arg(long, env = "NAP_AGENT_CONFIG", default_value = "/etc/nap/agent.toml")]
         config: PathBuf,
-        /// Overrides `central` in the file.
-        #[arg(long, env = "NAP_AGENT_CENTRAL")]
+        /// Central's agent endpoint (`wss://…/v1/agent`).
+        #[arg(long)]
         central: Option<String>,
+        /// The CA that signs central's certificate.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long)]
+        node_id: Option<NodeId>,
+        /// The node's private key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Any other key, `table.key=value` (TOML value syntax); repeatable.
+        #[arg(long = "set", value_parser = parse_set)]
+        set: Vec<(String, toml::Value)>,
     },
     /// Check the configuration and the key, then exit.
     CheckConfig {
@@ -79,11 +92,45 @@ fn main() -> anyhow::Result<()> {
             println!("# key: {}", key.display());
             print!("{}", node.public_pem());
         }
-        Command::Run { config, central } => {
-            let mut file = FileConfig::load(&config)?;
-            if let Some(central) = central {
-                file.central = central;
+        Command::Run {
+            config,
+            central,
+            ca,
+            node_id,
+            key,
+            state_dir,
+            set,
+        } => {
+            let mut overrides = serde_json::Map::new();
+            let mut put = |k: &str, v: Option<serde_json::Value>| {
+                if let Some(v) = v {
+                    overrides.insert(k.to_owned(), v);
+                }
+            };
+            put("central", central.map(Into::into));
+            put("ca", ca.map(|p| p.display().to_string().into()));
+            put("node_id", node_id.map(|n| n.to_string().into()));
+            put("key", key.map(|p| p.display().to_string().into()));
+            put(
+                "state_dir",
+                state_dir.map(|p| p.display().to_string().into()),
+            );
+            let mut overrides = serde_json::Value::Object(overrides);
+            for (path, value) in set {
+                let mut at = &mut overrides;
+                let parts: Vec<&str> = path.split('.').collect();
+                for (i, part) in parts.iter().enumerate() {
+                    let map = at.as_object_mut().context("--set paths must name tables")?;
+                    if i + 1 == parts.len() {
+                        map.insert((*part).to_owned(), serde_json::to_value(&value)?);
+                        break;
+                    }
+                    at = map
+                        .entry((*part).to_owned())
+                        .or_insert_with(|| serde_json::json!({}));
+                }
             }
+            let file = FileConfig::load_with(&config, &overrides)?;
             let key = NodeKey::load(&file.key)?;
             if !nap_agent::sandbox::landlock_supported() {
                 tracing::warn!(
@@ -125,6 +172,17 @@ fn main() -> anyhow::Result<()> {
         Command::SandboxExec { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn parse_set(s: &str) -> Result<(String, toml::Value), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    Ok((key.trim().to_owned(), value))
 }
 
 fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {

@@ -467,3 +467,81 @@ impl StateFileProbe {
             })
     }
 }
+
+#[tokio::test]
+async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
+    use nap_core::agent::{AgentSnapshot, RecordedRequest};
+    let s = setup("e2e_outbox").await;
+    let id = RequestId::from_u128(77);
+    // Central knows the command (sent before it, too, restarted).
+    let message = execute(77, "echo", &["again"]);
+    let now = WallTime::from(chrono::Utc::now());
+    s.running
+        .app
+        .store
+        .insert_command(nap_central::store::CommandRecord {
+            request_id: id,
+            node_id: s.node,
+            kind: "execute".into(),
+            message: serde_json::to_value(&message).expect("json"),
+            state: "sent".into(),
+            requester: "test".into(),
+            approver: None,
+            timeout_ms: 10_000,
+            created_at: now,
+            updated_at: now,
+            result: None,
+        })
+        .await
+        .expect("insert");
+    s.running.app.restore_commands().await.expect("restore");
+    // The agent finished it before its restart; the result is in its outbox.
+    let result = nap_core::wire::CommandResult {
+        request_id: id,
+        success: true,
+        result: "from before the restart\n".into(),
+        timestamp: now,
+        exit_code: Some(0),
+        stderr: None,
+        duration_ms: Some(3),
+        truncated: false,
+        error: None,
+    };
+    std::fs::create_dir_all(&s.config.state_dir).expect("mkdir");
+    nap_agent::state::StateFile::new(&s.config.state_dir)
+        .save(&AgentSnapshot {
+            version: AgentSnapshot::VERSION,
+            requests: vec![RecordedRequest {
+                request_id: id,
+                result: Some(result),
+                acked: false,
+            }],
+            telemetry: vec![],
+        })
+        .expect("save the outbox");
+    let mut events = s.running.app.events.subscribe();
+    let agent = start_agent(&s.config);
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Succeeded);
+    assert_eq!(
+        record.result.map(|r| r.result).as_deref(),
+        Some("from before the restart\n")
+    );
+    // Central re-delivered the command on connect; the agent answered from
+    // its record and did not run it.
+    let log = std::fs::read_to_string(s.config.state_dir.join("audit.jsonl")).expect("audit");
+    assert!(!log.contains("\"event\":\"run\""), "nothing ran: {log}");
+    agent.abort();
+    let stored = s
+        .running
+        .app
+        .store
+        .get_command(id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        stored.state, "succeeded",
+        "recorded once, never overwritten"
+    );
+}
