@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use nap_core::agent::{
     AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentOutput, Decision, Task,
 };
@@ -268,57 +267,16 @@ impl Driver {
     }
 
     fn dial(&mut self, epoch: Epoch, token: String) {
+        let (writer, outgoing) = mpsc::channel::<Message>(256);
+        self.writers.insert(epoch, writer);
         let (tls, url, tx) = (
             Arc::clone(&self.tls),
             self.config.central.clone(),
             self.tx.clone(),
         );
-        let (writer, mut outgoing) = mpsc::channel::<Message>(256);
-        self.writers.insert(epoch, writer);
-        tokio::spawn(async move {
-            let ws = match crate::transport::dial(
-                &url,
-                tls,
-                &token,
-                nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
-            )
-            .await
-            {
-                Ok(ws) => ws,
-                Err(reason) => {
-                    let _ = tx.send(AgentInput::DialFailed { epoch, reason }).await;
-                    return;
-                }
-            };
-            let _ = tx.send(AgentInput::Connected { epoch }).await;
-            let (mut sink, mut stream) = ws.split();
-            let writer = tokio::spawn(async move {
-                while let Some(message) = outgoing.recv().await {
-                    let closing = matches!(message, Message::Close(_));
-                    if sink.send(message).await.is_err() || closing {
-                        break;
-                    }
-                }
-                let _ = sink.close().await;
-            });
-            let code = loop {
-                match stream.next().await {
-                    Some(Ok(Message::Text(text))) => {
-                        let _ = tx
-                            .send(AgentInput::Frame {
-                                epoch,
-                                text: text.as_str().to_owned(),
-                            })
-                            .await;
-                    }
-                    Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) | None => break None,
-                }
-            };
-            writer.abort();
-            let _ = tx.send(AgentInput::Closed { epoch, code }).await;
-        });
+        tokio::spawn(crate::transport::connect(
+            url, tls, token, epoch, tx, outgoing,
+        ));
     }
 
     fn health(&self, request_id: Option<RequestId>) {

@@ -117,3 +117,58 @@ pub async fn dial(
         .await
         .unwrap_or(Err(DialFailure::Network))
 }
+
+/// Dials and then runs the connection of `epoch` until it ends: the
+/// outcome of the dial, every text frame and the close are reported to the
+/// engine through `inputs`; what arrives on `outgoing` is written.
+pub async fn connect(
+    url: String,
+    tls: Arc<rustls::ClientConfig>,
+    token: String,
+    epoch: nap_core::transport::Epoch,
+    inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
+    mut outgoing: tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
+) {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use nap_core::agent::AgentInput;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ws = match dial(
+        &url,
+        tls,
+        &token,
+        nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
+    )
+    .await
+    {
+        Ok(ws) => ws,
+        Err(reason) => {
+            let _ = inputs.send(AgentInput::DialFailed { epoch, reason }).await;
+            return;
+        }
+    };
+    let _ = inputs.send(AgentInput::Connected { epoch }).await;
+    let (mut sink, mut stream) = ws.split();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            let closing = matches!(message, Message::Close(_));
+            if sink.send(message).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let code = loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(text))) => {
+                let text = text.as_str().to_owned();
+                let _ = inputs.send(AgentInput::Frame { epoch, text }).await;
+            }
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    writer.abort();
+    let _ = inputs.send(AgentInput::Closed { epoch, code }).await;
+}

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt as _, StreamExt as _};
 use nap_agent::keys::NodeKey;
 use nap_core::agent::{
     AgentConfig, AgentEngine, AgentInput, AgentOutput, CommandOutcome, ConnectionState,
@@ -64,46 +63,12 @@ pub async fn run(
                     }
                 }
                 AgentOutput::Dial { epoch, token } => {
-                    let (wtx, mut wrx) = mpsc::channel::<Message>(64);
+                    let (wtx, wrx) = mpsc::channel::<Message>(64);
                     writer = Some((epoch, wtx));
                     let (tls, url, tx) = (Arc::clone(&tls), url.clone(), tx.clone());
-                    tokio::spawn(async move {
-                        let ws = match nap_agent::transport::dial(&url, tls, &token, 1 << 20).await
-                        {
-                            Ok(ws) => ws,
-                            Err(reason) => {
-                                let _ = tx.send(AgentInput::DialFailed { epoch, reason }).await;
-                                return;
-                            }
-                        };
-                        let _ = tx.send(AgentInput::Connected { epoch }).await;
-                        let (mut sink, mut stream) = ws.split();
-                        let write = tokio::spawn(async move {
-                            while let Some(m) = wrx.recv().await {
-                                let close = matches!(m, Message::Close(_));
-                                if sink.send(m).await.is_err() || close {
-                                    break;
-                                }
-                            }
-                        });
-                        let code = loop {
-                            match stream.next().await {
-                                Some(Ok(Message::Text(t))) => {
-                                    let _ = tx
-                                        .send(AgentInput::Frame {
-                                            epoch,
-                                            text: t.as_str().to_owned(),
-                                        })
-                                        .await;
-                                }
-                                Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-                                Some(Ok(_)) => {}
-                                _ => break None,
-                            }
-                        };
-                        write.abort();
-                        let _ = tx.send(AgentInput::Closed { epoch, code }).await;
-                    });
+                    tokio::spawn(nap_agent::transport::connect(
+                        url, tls, token, epoch, tx, wrx,
+                    ));
                 }
                 AgentOutput::Send { epoch, message } => {
                     if let (Some((e, w)), Ok(text)) = (&writer, nap_core::encode(&message))
