@@ -163,7 +163,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     let agent = tokio::spawn(driver.run());
 
     // The virtual fleet.
-    let fleet = Arc::new(Fleet::default());
+    let fleet = Arc::new(Fleet::new(config.nodes));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::with_capacity(config.nodes);
     for k in 0..config.nodes {
@@ -177,6 +177,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         ]);
         register(&app.store, id, format!("virtual-{k:04}"), &key, labels).await?;
         tasks.push(tokio::spawn(virtual_node::run(
+            k,
             id,
             key,
             url.clone(),

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod det;
 mod http;
+mod load;
 mod virtual_node;
 
 #[derive(Debug, Parser)]
@@ -29,6 +30,24 @@ enum Command {
         listen: String,
         #[arg(long, default_value = "127.0.0.1:8080")]
         api_listen: String,
+    },
+    /// Load: virtual nodes over real TLS against a central spawned here.
+    Load {
+        #[arg(long, default_value_t = 500)]
+        nodes: usize,
+        /// Seconds of steady running.
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm"])]
+        scenario: String,
+        /// `postgres://…`; default: SQLite in a temporary directory.
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the report as JSON here.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
     /// Internal: the sandbox trampoline of the demo's real agent.
     #[command(hide = true)]
@@ -55,6 +74,52 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::SandboxExec { .. } => unreachable!("handled above"),
+        Command::Load {
+            nodes,
+            duration,
+            scenario,
+            db,
+            seed,
+            report,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "error".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let config = load::LoadConfig {
+                nodes,
+                duration: std::time::Duration::from_secs(duration),
+                storm: scenario == "reconnect-storm",
+                db,
+                seed,
+            };
+            let r = runtime.block_on(load::run(config))?;
+            let json = serde_json::to_string_pretty(&r)?;
+            println!("{json}");
+            if let Some(path) = report {
+                std::fs::write(path, &json)?;
+            }
+            if r.telemetry_taken != r.telemetry_stored {
+                eprintln!(
+                    "TELEMETRY LOST: {} taken, {} stored",
+                    r.telemetry_taken, r.telemetry_stored
+                );
+                std::process::exit(1);
+            }
+            if r.max_backoff_s > 300.0 {
+                eprintln!(
+                    "a node waited {} s, past the 300 s backoff cap",
+                    r.max_backoff_s
+                );
+                std::process::exit(1);
+            }
+        }
         Command::Demo {
             nodes,
             dir,

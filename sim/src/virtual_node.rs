@@ -21,10 +21,32 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug, Default)]
 pub struct Fleet {
     pub connected: AtomicUsize,
+    /// Telemetry samples taken by all nodes.
+    pub samples: std::sync::atomic::AtomicU64,
+    /// Per node, samples not yet acked by central (updated every loop turn).
+    pub buffered: Vec<AtomicUsize>,
+    /// Stop taking samples (the load test's final phase, to drain the buffers).
+    pub quiesce: std::sync::atomic::AtomicBool,
+    /// Dials made (handshakes attempted) by all nodes.
+    pub dials: std::sync::atomic::AtomicU64,
+    /// The longest backoff any node scheduled, in milliseconds.
+    pub max_backoff_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Fleet {
+    /// Counters for `nodes` nodes.
+    pub fn new(nodes: usize) -> Self {
+        Self {
+            buffered: (0..nodes).map(|_| AtomicUsize::new(0)).collect(),
+            ..Self::default()
+        }
+    }
 }
 
 /// Runs one virtual node until `stop` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    index: usize,
     node_id: NodeId,
     key: NodeKey,
     url: String,
@@ -63,6 +85,7 @@ pub async fn run(
                     }
                 }
                 AgentOutput::Dial { epoch, token } => {
+                    fleet.dials.fetch_add(1, Ordering::Relaxed);
                     let (wtx, wrx) = mpsc::channel::<Message>(64);
                     writer = Some((epoch, wtx));
                     let (tls, url, tx) = (Arc::clone(&tls), url.clone(), tx.clone());
@@ -84,7 +107,9 @@ pub async fn run(
                         let _ = w.try_send(Message::Close(None));
                     }
                 }
+                AgentOutput::SampleTelemetry if fleet.quiesce.load(Ordering::Relaxed) => {}
                 AgentOutput::SampleTelemetry => {
+                    fleet.samples.fetch_add(1, Ordering::Relaxed);
                     // A random walk around the node's usual load.
                     let step =
                         f64::from(u32::try_from(rng.between(0, 100)).unwrap_or(50)) / 10.0 - 5.0;
@@ -135,11 +160,20 @@ pub async fn run(
                         },
                     );
                 }
+                AgentOutput::Event(nap_core::agent::AgentEvent::BackoffScheduled {
+                    delay, ..
+                }) => {
+                    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+                    fleet.max_backoff_ms.fetch_max(ms, Ordering::Relaxed);
+                }
                 AgentOutput::Kill { .. }
                 | AgentOutput::StreamLogs { .. }
                 | AgentOutput::Persist
                 | AgentOutput::Event(_) => {}
             }
+        }
+        if let Some(slot) = fleet.buffered.get(index) {
+            slot.store(engine.buffered_telemetry(), Ordering::Relaxed);
         }
         let is_established = engine.state() == ConnectionState::Established {};
         if is_established != established {
