@@ -146,12 +146,8 @@ async fn wait_for(
     .expect("the event happened in time")
 }
 
-async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
-    let id = match &message {
-        CentralMessage::Execute(e) => e.request_id.expect("id"),
-        CentralMessage::Deploy(d) => d.request_id,
-        _ => unreachable!(),
-    };
+/// Stores a command as the operator API would, in `state`.
+async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: &str) {
     let now = WallTime::from(chrono::Utc::now());
     s.running
         .app
@@ -159,18 +155,27 @@ async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
         .insert_command(nap_central::store::CommandRecord {
             request_id: id,
             node_id: s.node,
-            kind: nap_core::codec::Message::message_type(&message).into(),
-            message: serde_json::to_value(&message).expect("json"),
-            state: "queued".into(),
+            kind: nap_core::codec::Message::message_type(message).into(),
+            message: serde_json::to_value(message).expect("json"),
+            state: state.into(),
             requester: "test".into(),
             approver: None,
-            timeout_ms: 10_000,
+            timeout_ms: 60_000,
             created_at: now,
             updated_at: now,
             result: None,
         })
         .await
         .expect("insert");
+}
+
+async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
+    let id = match &message {
+        CentralMessage::Execute(e) => e.request_id.expect("id"),
+        CentralMessage::Deploy(d) => d.request_id,
+        _ => unreachable!(),
+    };
+    record(s, id, &message, "queued").await;
     let node = s.node;
     s.running
         .app
@@ -251,9 +256,12 @@ async fn the_agent_connects_reports_and_runs_only_what_is_allowed() {
         Some("hello world\n")
     );
 
-    let not_listed = submit(&s, execute(2, "rm", &["-rf", "/"])).await;
-    let metachar = submit(&s, execute(3, "echo", &["hi;", "reboot"])).await;
-    for id in [not_listed, metachar] {
+    // One at a time: waiting for one skips the events of the other.
+    for message in [
+        execute(2, "rm", &["-rf", "/"]),
+        execute(3, "echo", &["hi;", "reboot"]),
+    ] {
+        let id = submit(&s, message).await;
         let (state, record) = terminal(&s, &mut events, id).await;
         assert_eq!(state, CommandState::Blocked);
         assert_eq!(
@@ -324,25 +332,7 @@ async fn an_unsigned_update_never_runs() {
         request_id: Some(id),
         version: "9.9.9".into(),
     });
-    let now = WallTime::from(chrono::Utc::now());
-    s.running
-        .app
-        .store
-        .insert_command(nap_central::store::CommandRecord {
-            request_id: id,
-            node_id: node,
-            kind: "update_agent".into(),
-            message: serde_json::to_value(&message).expect("json"),
-            state: "queued".into(),
-            requester: "test".into(),
-            approver: None,
-            timeout_ms: 60_000,
-            created_at: now,
-            updated_at: now,
-            result: None,
-        })
-        .await
-        .expect("insert");
+    record(&s, id, &message, "queued").await;
     s.running
         .app
         .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(60), true));
@@ -475,32 +465,14 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
     let id = RequestId::from_u128(77);
     // Central knows the command (sent before it, too, restarted).
     let message = execute(77, "echo", &["again"]);
-    let now = WallTime::from(chrono::Utc::now());
-    s.running
-        .app
-        .store
-        .insert_command(nap_central::store::CommandRecord {
-            request_id: id,
-            node_id: s.node,
-            kind: "execute".into(),
-            message: serde_json::to_value(&message).expect("json"),
-            state: "sent".into(),
-            requester: "test".into(),
-            approver: None,
-            timeout_ms: 10_000,
-            created_at: now,
-            updated_at: now,
-            result: None,
-        })
-        .await
-        .expect("insert");
+    record(&s, id, &message, "sent").await;
     s.running.app.restore_commands().await.expect("restore");
     // The agent finished it before its restart; the result is in its outbox.
     let result = nap_core::wire::CommandResult {
         request_id: id,
         success: true,
         result: "from before the restart\n".into(),
-        timestamp: now,
+        timestamp: WallTime::from(chrono::Utc::now()),
         exit_code: Some(0),
         stderr: None,
         duration_ms: Some(3),
