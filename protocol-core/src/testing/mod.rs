@@ -4,6 +4,7 @@
 //! stand-ins for crypto, processes and storage, so every behaviour of the
 //! engines can be driven deterministically from a seed.
 
+pub mod fuzz;
 mod network;
 mod world;
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Real fuzzing of one target: fuzz/run.sh TARGET SECONDS
+# Needs cargo-fuzz (`cargo install cargo-fuzz`); works on the stable toolchain
+# with RUSTC_BOOTSTRAP=1 (sanitizers need nightly features).
+set -euo pipefail
+target=${1:?usage: fuzz/run.sh TARGET SECONDS}
+seconds=${2:-60}
+cd "$(dirname "$0")"
+RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1
