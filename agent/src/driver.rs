@@ -54,7 +54,8 @@ pub struct Driver {
     rx: mpsc::Receiver<AgentInput>,
     writers: HashMap<Epoch, mpsc::Sender<Message>>,
     exit: Option<Exit>,
-    restart_after_persist: bool,
+    /// Update tasks started: their success means a new binary is installed.
+    updates: std::collections::HashSet<RequestId>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -106,7 +107,7 @@ impl Driver {
             rx,
             writers: HashMap::new(),
             exit: None,
-            restart_after_persist: false,
+            updates: std::collections::HashSet::new(),
         })
     }
 
@@ -257,9 +258,6 @@ impl Driver {
                     if let Err(e) = self.state.save(&self.engine.snapshot()) {
                         tracing::error!(error = %e, "cannot persist the outbox and request record");
                     }
-                    if self.restart_after_persist {
-                        self.exit = Some(Exit::Restart);
-                    }
                 }
                 AgentOutput::Event(event) => self.on_event(event),
             }
@@ -346,6 +344,7 @@ impl Driver {
     }
 
     fn update(&mut self, request_id: RequestId, version: String) {
+        self.updates.insert(request_id);
         let config = self.config.clone();
         let (tls, tx) = (Arc::clone(&self.tls), self.tx.clone());
         let token = self
@@ -451,21 +450,15 @@ impl Driver {
             }
             AgentEvent::CommandCompleted { result } => {
                 let success = result.success;
-                let update_installed = success
-                    && result.result.starts_with("installed ")
-                    && result.result.ends_with("; restarting");
+                let update_installed = self.updates.remove(&result.request_id) && success;
                 self.audit(
                     "outcome",
                     Some(result.request_id),
                     serde_json::json!({ "success": success, "exitCode": result.exit_code, "error": result.error, "truncated": result.truncated }),
                 );
                 if update_installed {
-                    // The result is persisted by the Persist that precedes this
-                    // event; restart once it is saved.
-                    self.restart_after_persist = true;
-                    if let Err(e) = self.state.save(&self.engine.snapshot()) {
-                        tracing::error!(error = %e, "cannot persist before restarting");
-                    }
+                    // The engine persisted the result (its Persist precedes this
+                    // event): the restarted agent delivers it.
                     self.exit = Some(Exit::Restart);
                 }
             }
