@@ -255,3 +255,22 @@ pub(crate) fn telemetry_summary(t: &Telemetry) -> (f64, f64, f64) {
         .fold(0.0, f64::max);
     (s.cpu.usage, pct(s.memory.used, s.memory.total), disk)
 }
+
+/// A node status as stored.
+pub(crate) fn status_str(s: NodeStatus) -> &'static str {
+    match s {
+        NodeStatus::Online => "online",
+        NodeStatus::Degraded => "degraded",
+        NodeStatus::Offline => "offline",
+    }
+}
+
+/// A stored node status read back.
+pub(crate) fn parse_status(s: &str) -> Option<NodeStatus> {
+    match s {
+        "online" => Some(NodeStatus::Online),
+        "degraded" => Some(NodeStatus::Degraded),
+        "offline" => Some(NodeStatus::Offline),
+        _ => None,
+    }
+}

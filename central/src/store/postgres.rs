@@ -17,10 +17,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::audit::chain_hash;
-use super::sqlite::parse_status;
 use super::{
     AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
-    TelemetryPoint, TokenRecord, telemetry_summary,
+    TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
 };
 
 /// How telemetry is laid out.
@@ -312,14 +311,6 @@ fn audit_from_row(r: &Row) -> AuditEntry {
         detail: r.get(5),
         prev_hash: r.get(6),
         hash: r.get(7),
-    }
-}
-
-fn status_str(s: NodeStatus) -> &'static str {
-    match s {
-        NodeStatus::Online => "online",
-        NodeStatus::Degraded => "degraded",
-        NodeStatus::Offline => "offline",
     }
 }
 

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::audit::chain_hash;
 use super::{
     AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
-    TelemetryPoint, TokenRecord, telemetry_summary,
+    TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/sqlite_0001.sql"))];
@@ -43,23 +43,6 @@ fn json<T: serde::Serialize>(v: &T) -> StoreResult<String> {
 
 fn parse<T: serde::de::DeserializeOwned>(s: &str) -> StoreResult<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-fn status_str(s: NodeStatus) -> &'static str {
-    match s {
-        NodeStatus::Online => "online",
-        NodeStatus::Degraded => "degraded",
-        NodeStatus::Offline => "offline",
-    }
-}
-
-pub(crate) fn parse_status(s: &str) -> Option<NodeStatus> {
-    match s {
-        "online" => Some(NodeStatus::Online),
-        "degraded" => Some(NodeStatus::Degraded),
-        "offline" => Some(NodeStatus::Offline),
-        _ => None,
-    }
 }
 
 impl SqliteStore {
