@@ -51,6 +51,7 @@ pub enum Transport {
     Open,
 }
 
+#[derive(Clone)]
 pub(crate) struct Ctx {
     pub(crate) config: AgentConfig,
     pub(crate) rng: Prng,

@@ -39,7 +39,7 @@ pub(crate) enum Event {
 }
 
 /// The lifecycle's shared storage: none; everything lives in the context.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Lifecycle;
 
 #[state_machine(

@@ -37,7 +37,9 @@ use crate::transport::Epoch;
 use crate::wire::CentralMessage;
 use crate::{SessionId, Timestamp, WallAnchor};
 
-/// The agent engine.
+/// The agent engine. Cloning it forks the whole engine (the model checker
+/// explores both branches of every choice).
+#[derive(Clone)]
 pub struct AgentEngine {
     machine: StateMachine<Lifecycle>,
     ctx: Ctx,

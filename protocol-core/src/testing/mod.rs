@@ -5,7 +5,10 @@
 //! engines can be driven deterministically from a seed.
 
 pub mod fuzz;
+#[cfg(feature = "model")]
+pub mod model;
 mod network;
+pub mod tokens;
 mod world;
 
 pub use network::{NetConfig, NetFaults};

@@ -11,8 +11,8 @@ use crate::agent::{
     Task,
 };
 use crate::central::{
-    Audience, CentralHub, CentralSession, Claims, CommandState, HubConfig, HubOutput, NodeLookup,
-    ResultOutcome, SessionConfig, SessionInput, SessionOutput, TokenCheck,
+    CentralHub, CentralSession, CommandState, HubConfig, HubOutput, NodeLookup, ResultOutcome,
+    SessionConfig, SessionInput, SessionOutput, TokenCheck,
 };
 use crate::codec::{Limits, encode};
 use crate::rng::Prng;
@@ -24,7 +24,7 @@ use crate::wire::{
 };
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallTime};
 
-const AUDIENCE: &str = "nap-central";
+use super::tokens::AUDIENCE;
 
 /// What a simulated command does when run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -725,41 +725,11 @@ impl World {
         let a = &self.agents[i];
         let iat = self.wall().unix_seconds();
         let exp = iat + i64::try_from(a.token_lifetime.as_secs()).unwrap_or(3600);
-        let sig = if a.signs_validly { "good" } else { "bad" };
-        format!("{}.{jti}.{iat}.{exp}.{sig}", a.node_id)
+        super::tokens::mint(a.node_id, jti, iat, exp, a.signs_validly)
     }
 
     fn check_token(&self, token: &str) -> TokenCheck {
-        let parts: Vec<&str> = token.split('.').collect();
-        let parsed = match parts.as_slice() {
-            [sub, jti, iat, exp, sig] => match (iat.parse::<i64>(), exp.parse::<i64>()) {
-                (Ok(iat), Ok(exp)) => Some((
-                    Claims {
-                        iss: (*sub).to_owned(),
-                        sub: (*sub).to_owned(),
-                        aud: Audience::One(AUDIENCE.into()),
-                        iat,
-                        exp,
-                        jti: (*jti).to_owned(),
-                        scope: "node".into(),
-                    },
-                    *sig == "good",
-                )),
-                _ => None,
-            },
-            _ => None,
-        };
-        let node = parsed
-            .as_ref()
-            .and_then(|(c, _)| c.sub.parse::<NodeId>().ok())
-            .and_then(|n| self.registry.get(&n).copied())
-            .unwrap_or(NodeLookup::Unknown);
-        TokenCheck {
-            alg: "EdDSA".into(),
-            signature_valid: parsed.as_ref().is_some_and(|(_, ok)| *ok),
-            claims: parsed.map(|(c, _)| c),
-            node,
-        }
+        super::tokens::check(token, &self.registry)
     }
 
     fn drain_agent(&mut self, i: usize) {
