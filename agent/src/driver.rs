@@ -273,7 +273,13 @@ impl Driver {
             self.tx.clone(),
         );
         tokio::spawn(crate::transport::connect(
-            url, tls, token, epoch, tx, outgoing,
+            url,
+            tls,
+            token,
+            epoch,
+            tx,
+            outgoing,
+            crate::transport::DialOptions::default(),
         ));
     }
 

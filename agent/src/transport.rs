@@ -1,14 +1,19 @@
 //! Dialling central: TLS 1.3 verified against the configured CA only, then
 //! the WebSocket upgrade with the node token and subprotocol `nap.v1`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use nap_core::agent::DialFailure;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -16,7 +21,94 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Ws = WebSocketStream<TlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<TlsStream<Counted>>;
+
+/// Bytes read and written on TCP sockets: TLS records, both directions.
+#[derive(Debug, Default)]
+pub struct WireBytes {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+}
+
+/// Where a dial starts from and what it counts. The agent uses the
+/// defaults; the simulator spreads its nodes over source addresses and
+/// measures the bytes on the wire.
+#[derive(Debug, Clone, Default)]
+pub struct DialOptions {
+    /// Bind the socket to this address (any port) before connecting.
+    pub local_addr: Option<IpAddr>,
+    /// Add every byte read and written on the socket here.
+    pub counters: Option<Arc<WireBytes>>,
+}
+
+/// A TCP stream that adds what passes through it to [`WireBytes`].
+#[derive(Debug)]
+pub struct Counted {
+    inner: TcpStream,
+    counters: Option<Arc<WireBytes>>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Some(c) = &self.counters {
+            let n = buf.filled().len() - before;
+            c.received.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(c)) = (&poll, &self.counters) {
+            c.sent.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A TCP connection to `host:port`, from `local` if given.
+async fn tcp_connect(host: &str, port: u16, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(local) = local else {
+        return TcpStream::connect((host, port)).await;
+    };
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != local.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(local, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address of the family of the source")))
+}
 
 /// A TLS client that trusts only `ca`.
 pub fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
@@ -43,6 +135,7 @@ pub async fn dial(
     tls: Arc<rustls::ClientConfig>,
     token: &str,
     max_message_bytes: usize,
+    options: &DialOptions,
 ) -> Result<Ws, DialFailure> {
     let request = url.into_client_request().map_err(|e| {
         tracing::error!(%url, error = %e, "invalid central URL");
@@ -68,13 +161,17 @@ pub async fn dial(
             .map_err(|_| DialFailure::Network)?,
     );
     let connect = async {
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let tcp = tcp_connect(&host, port, options.local_addr)
             .await
             .map_err(|e| {
                 tracing::warn!(%host, port, error = %e, "cannot reach central");
                 DialFailure::Network
             })?;
         let _ = tcp.set_nodelay(true);
+        let tcp = Counted {
+            inner: tcp,
+            counters: options.counters.clone(),
+        };
         let name = ServerName::try_from(host.clone()).map_err(|_| DialFailure::Network)?;
         let stream = TlsConnector::from(tls)
             .connect(name, tcp)
@@ -128,6 +225,7 @@ pub async fn connect(
     epoch: nap_core::transport::Epoch,
     inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
     mut outgoing: tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
+    options: DialOptions,
 ) {
     use futures_util::{SinkExt as _, StreamExt as _};
     use nap_core::agent::AgentInput;
@@ -138,6 +236,7 @@ pub async fn connect(
         tls,
         &token,
         nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
+        &options,
     )
     .await
     {

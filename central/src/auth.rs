@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use nap_core::NodeId;
 use nap_core::central::{Claims, NodeLookup, TokenCheck};
 
-use crate::store::Storage;
+use crate::store::{NodeRecord, Storage};
 
 /// The `alg` of a token's header, whatever it says (including `none`).
 fn header_alg(token: &str) -> Option<String> {
@@ -43,14 +43,21 @@ pub fn signature_valid(token: &str, public_key_pem: &str) -> bool {
 
 /// Everything the core needs to decide on `token`.
 pub async fn inspect(store: &impl Storage, token: &str) -> TokenCheck {
-    let alg = header_alg(token).unwrap_or_default();
-    let claims = claims(token);
-    let node_id = claims.as_ref().and_then(|c| c.sub.parse::<NodeId>().ok());
+    let node_id = claims(token).and_then(|c| c.sub.parse::<NodeId>().ok());
     let node = match node_id {
         Some(id) => store.get_node(id).await.ok().flatten(),
         None => None,
     };
-    let (lookup, signature_valid) = match &node {
+    inspect_with(token, node.as_ref())
+}
+
+/// [`inspect`] with the node the token names already looked up.
+pub fn inspect_with(token: &str, node: Option<&NodeRecord>) -> TokenCheck {
+    let alg = header_alg(token).unwrap_or_default();
+    let claims = claims(token);
+    let named = claims.as_ref().and_then(|c| c.sub.parse::<NodeId>().ok());
+    let node = node.filter(|n| Some(n.id) == named);
+    let (lookup, signature_valid) = match node {
         None => (NodeLookup::Unknown, false),
         Some(n) => (
             if n.revoked {

@@ -8,6 +8,8 @@ pub mod clock;
 pub mod config;
 mod connection;
 mod endpoint;
+#[doc(hidden)]
+pub mod fuzz;
 mod ingest;
 pub mod metrics;
 mod notify;

@@ -176,13 +176,18 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             ("rack".into(), format!("r{}", k % 8)),
         ]);
         register(&app.store, id, format!("virtual-{k:04}"), &key, labels).await?;
-        tasks.push(tokio::spawn(virtual_node::run(
-            k,
-            id,
+        let spec = virtual_node::NodeSpec {
+            index: k,
+            node_id: id,
             key,
-            url.clone(),
-            Arc::clone(&tls),
-            0xDE30 + k as u64,
+            url: url.clone(),
+            tls: Arc::clone(&tls),
+            seed: 0xDE30 + k as u64,
+            dial: nap_agent::transport::DialOptions::default(),
+            chaos: None,
+        };
+        tasks.push(tokio::spawn(virtual_node::run(
+            spec,
             Arc::clone(&fleet),
             stopped.clone(),
         )));

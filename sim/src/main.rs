@@ -31,24 +31,69 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         api_listen: String,
     },
-    /// Load: virtual nodes over real TLS against a central spawned here.
+    /// Load and chaos: virtual nodes over real TLS WebSockets, split over
+    /// worker processes, against central (spawned in its own process, or
+    /// given by `--central`).
     Load {
         #[arg(long, default_value_t = 500)]
         nodes: usize,
-        /// Seconds of steady running.
+        /// Seconds of the scenario (after every node connected).
         #[arg(long, default_value_t = 30)]
         duration: u64,
-        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm"])]
+        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm", "chaos", "fanout"])]
         scenario: String,
-        /// `postgres://…`; default: SQLite in a temporary directory.
+        /// `postgres://…`; default: SQLite in a temporary directory. With
+        /// `--central`, the database that central uses.
         #[arg(long)]
         db: Option<String>,
+        /// An already running central's agent URL (`wss://…/v1/agent`);
+        /// needs `--api`, `--ca` and `--db`.
+        #[arg(long, requires_all = ["api", "ca", "db"])]
+        central: Option<String>,
+        /// Its operator API (`http://…`).
+        #[arg(long)]
+        api: Option<String>,
+        /// The CA its certificate chains to.
+        #[arg(long)]
+        ca: Option<std::path::PathBuf>,
+        /// Start central in its own process (the default without `--central`).
+        #[arg(long, conflicts_with = "central")]
+        spawn_central: bool,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Write the report as JSON here.
+        /// Nodes per worker process (each holds one file per node).
+        #[arg(long, default_value_t = 4000)]
+        per_worker: usize,
+        /// Server-set intervals: shorter than the seed's to compress time.
+        #[arg(long, default_value_t = 5_000)]
+        heartbeat_ms: u64,
+        #[arg(long, default_value_t = 2_000)]
+        telemetry_ms: u64,
+        #[arg(long, default_value_t = 30_000)]
+        health_ms: u64,
+        /// Write the report as JSON here, with the charts beside it.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
+    /// Internal: one worker process of `load`.
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long)]
+        nodes_file: std::path::PathBuf,
+        #[arg(long)]
+        source: Option<std::net::IpAddr>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        chaos_mean_ms: Option<u64>,
+    },
+    /// Internal: central in its own process for `load`.
+    #[command(hide = true)]
+    Central { config: String },
     /// Internal: the sandbox trampoline of the demo's real agent.
     #[command(hide = true)]
     SandboxExec { spec: String },
@@ -66,6 +111,17 @@ enum Command {
     },
 }
 
+/// Logs to stderr (stdout carries the workers' and central's lines).
+fn init_tracing(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -79,46 +135,92 @@ fn main() -> anyhow::Result<()> {
             duration,
             scenario,
             db,
+            central,
+            api,
+            ca,
+            spawn_central: _,
             seed,
+            per_worker,
+            heartbeat_ms,
+            telemetry_ms,
+            health_ms,
             report,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "error".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
+            let scenario = load::Scenario::parse(&scenario)
+                .ok_or_else(|| anyhow::anyhow!("unknown scenario {scenario}"))?;
+            let external = match (central, api, ca) {
+                (Some(url), Some(api), Some(ca)) => Some(load::ExternalCentral { url, api, ca }),
+                _ => None,
+            };
             let config = load::LoadConfig {
                 nodes,
                 duration: std::time::Duration::from_secs(duration),
-                storm: scenario == "reconnect-storm",
+                scenario,
                 db,
+                central: external,
                 seed,
+                per_worker,
+                heartbeat_ms,
+                telemetry_ms,
+                health_ms,
             };
             let r = runtime.block_on(load::run(config))?;
-            let json = serde_json::to_string_pretty(&r)?;
-            println!("{json}");
+            println!("{}", r.summary());
             if let Some(path) = report {
-                std::fs::write(path, &json)?;
+                std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
+                let dir = path.parent().unwrap_or(std::path::Path::new("."));
+                match r.charts(dir) {
+                    Ok(files) => {
+                        for f in files {
+                            println!("chart: {}", f.display());
+                        }
+                    }
+                    Err(e) => eprintln!("{e}"),
+                }
+                println!("report: {}", path.display());
             }
-            if r.telemetry_taken != r.telemetry_stored {
-                eprintln!(
-                    "TELEMETRY LOST: {} taken, {} stored",
-                    r.telemetry_taken, r.telemetry_stored
-                );
+            let failures = r.failures();
+            if !failures.is_empty() {
+                for f in failures {
+                    eprintln!("FAILED: {f}");
+                }
                 std::process::exit(1);
             }
-            if r.max_backoff_s > 300.0 {
-                eprintln!(
-                    "a node waited {} s, past the 300 s backoff cap",
-                    r.max_backoff_s
-                );
-                std::process::exit(1);
-            }
+        }
+        Command::Worker {
+            url,
+            ca,
+            nodes_file,
+            source,
+            seed,
+            chaos_mean_ms,
+        } => {
+            init_tracing("error");
+            load::prepare_process();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(load::worker::run(load::worker::WorkerConfig {
+                url,
+                ca,
+                nodes_file,
+                source,
+                seed,
+                chaos: chaos_mean_ms.map(std::time::Duration::from_millis),
+            }))?;
+        }
+        Command::Central { config } => {
+            init_tracing("error");
+            load::prepare_process();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(load::serve_central(&config))?;
         }
         Command::Demo {
             nodes,
@@ -126,13 +228,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             api_listen,
         } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "warn".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
+            init_tracing("warn");
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

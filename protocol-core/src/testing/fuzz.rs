@@ -235,6 +235,203 @@ pub fn policy(data: &[u8]) {
     }
 }
 
+/// The branch-name validator alone, against the rules of
+/// `git check-ref-format --branch` stated once more, independently: it
+/// accepts exactly the names that break none of them.
+pub fn branch(data: &[u8]) {
+    let name = String::from_utf8_lossy(data);
+    let components_ok = name
+        .split('/')
+        .all(|c| !c.is_empty() && !c.starts_with('.') && !c.ends_with(".lock"));
+    let git_rules_hold = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('-')
+        && name != "@"
+        && name != "HEAD"
+        && !name.chars().any(|c| {
+            c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+        })
+        && !name.contains("..")
+        && !name.contains("@{")
+        && !name.ends_with('.')
+        && components_ok;
+    let verdict = crate::policy::validate_branch(&name);
+    assert_eq!(
+        verdict.is_ok(),
+        git_rules_hold,
+        "{name:?}: validator says {verdict:?}"
+    );
+}
+
+#[derive(Debug, Arbitrary)]
+enum HubStep {
+    Advance(u16),
+    Admit {
+        node: u8,
+        valid: bool,
+        jti: u8,
+    },
+    Opened(u8),
+    Closed(u8),
+    Submit {
+        node: u8,
+        request: u8,
+        known: bool,
+    },
+    Result {
+        node: u8,
+        request: u8,
+        success: bool,
+    },
+    Revoke(u8),
+    Drain,
+}
+
+/// The hub fed arbitrary admissions, session ends, commands, results and
+/// time steps: at most one live session per node (a newer one supersedes
+/// the older with a `Terminate`), each command reaches a terminal state at
+/// most once, no timer in the past, bounded outputs.
+pub fn hub(data: &[u8]) {
+    use crate::central::{CentralHub, CommandState, HubConfig, HubOutput};
+    use crate::wire::{CommandResult, Execute};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let mut u = Unstructured::new(data);
+    let wall = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
+    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
+    hub.set_wall_clock(Timestamp::ZERO, wall);
+    let mut now = Timestamp::ZERO;
+    let mut next_session = 0u128;
+    // Sessions the hub admitted and has not ended, by node.
+    let mut open: BTreeMap<NodeId, BTreeSet<SessionId>> = BTreeMap::new();
+    let mut terminal: BTreeSet<crate::RequestId> = BTreeSet::new();
+    let node = |n: u8| NodeId::from_u128(u128::from(n % 4) + 1);
+    let request = |r: u8| crate::RequestId::from_u128(u128::from(r % 16) + 1);
+    for _ in 0..300 {
+        let Ok(step) = HubStep::arbitrary(&mut u) else {
+            break;
+        };
+        match step {
+            HubStep::Advance(ms) => now = now + Duration::from_millis(u64::from(ms) * 50),
+            HubStep::Admit {
+                node: n,
+                valid,
+                jti,
+            } => {
+                let iat = hub.wall_at(now).unix_seconds();
+                let check = TokenCheck {
+                    alg: "EdDSA".into(),
+                    claims: Some(Claims {
+                        iss: node(n).to_string(),
+                        sub: node(n).to_string(),
+                        aud: Audience::One("nap-central".into()),
+                        iat,
+                        exp: iat + 600,
+                        jti: format!("00000000-0000-0000-0000-{:012}", jti),
+                        scope: "node".into(),
+                    }),
+                    node: NodeLookup::Active,
+                    signature_valid: valid,
+                };
+                next_session += 1;
+                let id = SessionId::from_u128(next_session);
+                if let Ok(admission) = hub.admit(now, &check, id) {
+                    assert!(valid, "an invalid signature was admitted");
+                    open.entry(admission.node_id).or_default().insert(id);
+                    hub.session_opened(now, admission.node_id, id);
+                }
+            }
+            HubStep::Opened(n) => {
+                if let Some(id) = hub.live_session(node(n)) {
+                    hub.session_opened(now, node(n), id);
+                }
+            }
+            HubStep::Closed(n) => {
+                if let Some(id) = open.get_mut(&node(n)).and_then(|s| s.pop_first()) {
+                    hub.session_closed(now, node(n), id);
+                }
+            }
+            HubStep::Submit {
+                node: n,
+                request: r,
+                known,
+            } => {
+                let message = CentralMessage::Execute(Execute {
+                    request_id: Some(request(r)),
+                    command: "uptime".into(),
+                    args: vec![],
+                    timeout: Some(5_000),
+                    requires_approval: false,
+                    approver: None,
+                });
+                hub.submit(
+                    now,
+                    node(n),
+                    request(r),
+                    message,
+                    Duration::from_secs(5),
+                    known,
+                );
+            }
+            HubStep::Result {
+                node: n,
+                request: r,
+                success,
+            } => {
+                let result = CommandResult {
+                    request_id: request(r),
+                    success,
+                    result: String::new(),
+                    timestamp: hub.wall_at(now),
+                    exit_code: Some(i32::from(!success)),
+                    stderr: None,
+                    duration_ms: Some(1),
+                    truncated: false,
+                    error: None,
+                };
+                hub.result_received(now, node(n), &result);
+            }
+            HubStep::Revoke(n) => hub.revoke(node(n)),
+            HubStep::Drain => hub.drain(now),
+        }
+        // What is due now fires now, as the drivers arrange.
+        hub.handle_timeout(now);
+        let mut outputs = 0;
+        while let Some(output) = hub.poll_output() {
+            outputs += 1;
+            match output {
+                HubOutput::Terminate { session_id, .. } => {
+                    for sessions in open.values_mut() {
+                        sessions.remove(&session_id);
+                    }
+                }
+                HubOutput::CommandChanged {
+                    request_id, state, ..
+                } if state.is_terminal() => {
+                    assert!(
+                        terminal.insert(request_id),
+                        "{request_id} reached a terminal state twice"
+                    );
+                    assert_ne!(state, CommandState::Queued);
+                }
+                _ => {}
+            }
+        }
+        assert!(outputs <= 64, "{outputs} outputs for one step");
+        for (n, sessions) in &open {
+            assert!(
+                sessions.len() <= 1,
+                "node {n} holds {} live sessions",
+                sessions.len()
+            );
+        }
+        assert!(
+            hub.poll_timeout().is_none_or(|deadline| deadline > now),
+            "a timer due at {now} is still armed"
+        );
+    }
+}
+
 /// A fuzz target's body.
 pub type Target = fn(&[u8]);
 
@@ -245,4 +442,6 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("central_session", central_session),
     ("claims", claims),
     ("policy", policy),
+    ("branch", branch),
+    ("hub", hub),
 ];

@@ -1,0 +1,604 @@
+//! `nap-sim load`: virtual nodes (the core's agent engine, one tokio task
+//! each) over real TLS WebSockets against central, for load and chaos.
+//!
+//! The coordinator (this module) registers the nodes, starts central in its
+//! own process (or uses one given by URL), splits the fleet over worker
+//! processes that dial from source addresses 127.0.0.2, 127.0.0.3, … (each
+//! under the 20,000-file limit of one process), runs the scenario, then
+//! counts what the store holds per node against what every node sampled.
+//!
+//! Intervals are server-set, so the run compresses time by shortening them;
+//! the report gives the intervals used.
+
+mod central_proc;
+mod charts;
+pub mod proto;
+mod report;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nap_agent::keys::NodeKey;
+use nap_central::store::{AnyStore, NodeRecord, Storage, TokenRecord};
+use nap_core::{NodeId, RequestId};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+use tokio::process::{ChildStdin, Command};
+
+use central_proc::CentralProcess;
+pub use central_proc::serve as serve_central;
+use proto::{NodeEntry, Order, WorkerLine, WorkerStats};
+pub use report::LoadReport;
+use report::{Point, Sample};
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    Steady,
+    ReconnectStorm,
+    Chaos,
+    Fanout,
+}
+
+impl Scenario {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "steady" => Self::Steady,
+            "reconnect-storm" => Self::ReconnectStorm,
+            "chaos" => Self::Chaos,
+            "fanout" => Self::Fanout,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Steady => "steady",
+            Self::ReconnectStorm => "reconnect-storm",
+            Self::Chaos => "chaos",
+            Self::Fanout => "fanout",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub nodes: usize,
+    pub duration: Duration,
+    pub scenario: Scenario,
+    /// `postgres://…`; default SQLite in the run's directory.
+    pub db: Option<String>,
+    /// An already running central: its agent URL, operator API and CA.
+    pub central: Option<ExternalCentral>,
+    pub seed: u64,
+    /// Nodes per worker process.
+    pub per_worker: usize,
+    pub heartbeat_ms: u64,
+    pub telemetry_ms: u64,
+    pub health_ms: u64,
+}
+
+/// A central this run does not start.
+#[derive(Debug, Clone)]
+pub struct ExternalCentral {
+    pub url: String,
+    pub api: String,
+    pub ca: PathBuf,
+}
+
+/// The coordinator's view of one worker.
+struct Worker {
+    stdin: ChildStdin,
+    child: tokio::process::Child,
+    latest: Arc<Mutex<WorkerStats>>,
+    last: tokio::sync::oneshot::Receiver<WorkerLine>,
+}
+
+/// Every worker's latest counters, summed.
+fn total(workers: &[Worker]) -> WorkerStats {
+    let mut t = WorkerStats::default();
+    for w in workers {
+        let s = w.latest.lock().map(|s| s.clone()).unwrap_or_default();
+        t.connected += s.connected;
+        t.handshaking += s.handshaking;
+        t.dials += s.dials;
+        t.failed_dials += s.failed_dials;
+        t.samples += s.samples;
+        t.buffered += s.buffered;
+        t.max_backoff_ms = t.max_backoff_ms.max(s.max_backoff_ms);
+        t.bytes_sent += s.bytes_sent;
+        t.bytes_received += s.bytes_received;
+        t.commands_received += s.commands_received;
+        t.cuts += s.cuts;
+        t.stalls += s.stalls;
+        t.cpu_ms += s.cpu_ms;
+        t.rss_kib += s.rss_kib;
+    }
+    t
+}
+
+/// Lets the process hold as many files as the hard limit allows.
+fn raise_open_files() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Raises the open-file limit; for every process of a run.
+pub fn prepare_process() {
+    raise_open_files();
+}
+
+/// The run's shared state: workers, central, the time series.
+struct Run {
+    workers: Vec<Worker>,
+    central: Option<CentralProcess>,
+    started: Instant,
+    series: Vec<Point>,
+    peak_handshaking: usize,
+}
+
+impl Run {
+    /// Records one point of the series and returns the totals.
+    fn sample(&mut self) -> WorkerStats {
+        let t = total(&self.workers);
+        self.peak_handshaking = self.peak_handshaking.max(t.handshaking);
+        let (central_cpu_ms, central_rss_kib) =
+            self.central.as_ref().map(|c| c.usage()).unwrap_or_default();
+        self.series.push(Point {
+            t_s: self.started.elapsed().as_secs_f64(),
+            connected: t.connected,
+            dials: t.dials,
+            handshaking: t.handshaking,
+            central_rss_kib,
+            central_cpu_ms,
+        });
+        t
+    }
+
+    /// Samples every 250 ms until `done` holds; the seconds it took.
+    async fn wait_until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        mut done: impl FnMut(&WorkerStats) -> bool,
+    ) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        loop {
+            let t = self.sample();
+            if done(&t) {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            if started.elapsed() > limit {
+                bail!("{what}: not within {limit:?} ({} connected)", t.connected);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Samples for `d`.
+    async fn hold(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            self.sample();
+            tokio::time::sleep(Duration::from_millis(500).min(until - Instant::now())).await;
+        }
+    }
+
+    async fn order(&mut self, order: Order) -> anyhow::Result<()> {
+        let line = format!("{}\n", serde_json::to_string(&order)?);
+        for w in &mut self.workers {
+            w.stdin.write_all(line.as_bytes()).await?;
+            w.stdin.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_worker(
+    nodes_file: &std::path::Path,
+    url: &str,
+    ca: &std::path::Path,
+    source: Option<String>,
+    seed: u64,
+    chaos: Option<Duration>,
+) -> anyhow::Result<Worker> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("worker")
+        .arg("--url")
+        .arg(url)
+        .arg("--ca")
+        .arg(ca)
+        .arg("--nodes-file")
+        .arg(nodes_file)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    if let Some(source) = source {
+        command.arg("--source").arg(source);
+    }
+    if let Some(mean) = chaos {
+        command
+            .arg("--chaos-mean-ms")
+            .arg(mean.as_millis().to_string());
+    }
+    let mut child = command.spawn().context("starting a worker")?;
+    let stdin = child.stdin.take().context("worker stdin")?;
+    let stdout = child.stdout.take().context("worker stdout")?;
+    let latest = Arc::new(Mutex::new(WorkerStats::default()));
+    let (last_tx, last) = tokio::sync::oneshot::channel();
+    let slot = Arc::clone(&latest);
+    tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut last_tx = Some(last_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            match serde_json::from_str::<WorkerLine>(&line) {
+                Ok(WorkerLine::Stats(s)) => {
+                    if let Ok(mut l) = slot.lock() {
+                        *l = s;
+                    }
+                }
+                Ok(done @ WorkerLine::Final { .. }) => {
+                    if let (WorkerLine::Final { stats, .. }, Ok(mut l)) = (&done, slot.lock()) {
+                        *l = stats.clone();
+                    }
+                    if let Some(tx) = last_tx.take() {
+                        let _ = tx.send(done);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "a worker said something unreadable"),
+            }
+        }
+    });
+    Ok(Worker {
+        stdin,
+        child,
+        latest,
+        last,
+    })
+}
+
+async fn operator_token(store: &AnyStore) -> anyhow::Result<String> {
+    let token = nap_central::auth::new_api_token()?;
+    let record = TokenRecord {
+        name: "nap-sim-load".into(),
+        role: nap_central::auth::Role::Operator.as_str().into(),
+    };
+    store
+        .create_api_token(
+            &nap_central::auth::token_hash(&token),
+            record,
+            nap_core::WallTime::from(chrono::Utc::now()),
+        )
+        .await?;
+    Ok(token)
+}
+
+/// Submits one command per node through the operator API, 64 at a time;
+/// the submission instants, by request id.
+async fn fan_out(
+    api: &str,
+    token: &str,
+    ids: &[NodeId],
+) -> anyhow::Result<BTreeMap<RequestId, i64>> {
+    use futures_util::StreamExt as _;
+    let body = serde_json::json!({"type": "health_check"});
+    let submitted = futures_util::stream::iter(ids.iter().copied())
+        .map(|id| {
+            let (url, body) = (format!("{api}/api/v1/nodes/{id}/commands"), body.clone());
+            async move {
+                let at = chrono::Utc::now().timestamp_millis();
+                let (status, answer) = crate::http::post(&url, token, &body).await?;
+                if status != 202 {
+                    bail!("submitting to {id}: {status} {answer}");
+                }
+                let request: RequestId = serde_json::from_value(answer["requestId"].clone())?;
+                Ok((request, at))
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<anyhow::Result<(RequestId, i64)>>>()
+        .await;
+    submitted.into_iter().collect()
+}
+
+#[allow(clippy::print_stdout, clippy::too_many_lines)]
+pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
+    raise_open_files();
+    let dir = std::env::temp_dir().join(format!("nap-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let n = config.nodes;
+    let db = config
+        .db
+        .clone()
+        .unwrap_or_else(|| format!("sqlite:{}", dir.join("central.db").display()));
+    let store = AnyStore::open(&db, 4).await.context("opening the store")?;
+    store.migrate().await?;
+
+    // The fleet's identities, registered as an operator would.
+    println!("registering {n} nodes");
+    let mut entries = Vec::with_capacity(n);
+    for k in 0..n {
+        let (key, key_pem) = NodeKey::generate()?;
+        let id = NodeId::from(uuid::Uuid::new_v4());
+        store
+            .add_node(NodeRecord {
+                id,
+                name: format!("load-{k:06}"),
+                public_key_pem: key.public_pem(),
+                labels: BTreeMap::new(),
+                created_at: nap_core::WallTime::from(chrono::Utc::now()),
+                revoked: false,
+                status: None,
+                last_seen: None,
+                agent_version: None,
+            })
+            .await?;
+        entries.push(NodeEntry { id, key_pem });
+    }
+    let token = operator_token(&store).await?;
+
+    // Central.
+    let serve = nap_central::ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        api_listen: "127.0.0.1:0".parse()?,
+        db: db.clone(),
+        heartbeat_ms: config.heartbeat_ms,
+        telemetry_ms: config.telemetry_ms,
+        health_ms: config.health_ms,
+        offline_grace_ms: 5_000,
+        max_handshakes: 512,
+        max_connections: 19_000,
+        ..nap_central::ServeConfig::default()
+    };
+    let (mut serve, central, url, api, ca) = match &config.central {
+        Some(external) => (
+            serve,
+            None,
+            external.url.clone(),
+            external.api.clone(),
+            external.ca.clone(),
+        ),
+        None => {
+            let certs = nap_central::tls::write_dev_certs(&dir.join("certs"))?;
+            let serve = nap_central::ServeConfig {
+                tls_cert: certs.cert.clone(),
+                tls_key: certs.key.clone(),
+                ..serve
+            };
+            let central = CentralProcess::spawn(&serve).await?;
+            let url = format!("wss://localhost:{}/v1/agent", central.agent_port);
+            let api = format!("http://127.0.0.1:{}", central.api_port);
+            (serve, Some(central), url, api, certs.ca)
+        }
+    };
+    if let Some(c) = &central {
+        // A restarted central comes back on the same ports.
+        serve.listen = format!("127.0.0.1:{}", c.agent_port).parse()?;
+        serve.api_listen = format!("127.0.0.1:{}", c.api_port).parse()?;
+    }
+    let (central_cpu_start, central_rss_idle) =
+        central.as_ref().map(|c| c.usage()).unwrap_or_default();
+
+    // Workers, each with its slice and its source address.
+    let per_worker = config.per_worker.max(1);
+    let chaos = (config.scenario == Scenario::Chaos).then(|| Duration::from_secs(20));
+    let mut workers = Vec::new();
+    for (i, slice) in entries.chunks(per_worker).enumerate() {
+        let file = dir.join(format!("worker-{i}.jsonl"));
+        let lines: Vec<String> = slice
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<_, _>>()?;
+        std::fs::write(&file, lines.join("\n"))?;
+        let source = (i < 250).then(|| format!("127.0.0.{}", i + 2));
+        let seed = config.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
+        workers.push(spawn_worker(&file, &url, &ca, source, seed, chaos).await?);
+    }
+    let mut run = Run {
+        workers,
+        central,
+        started: Instant::now(),
+        series: Vec::new(),
+        peak_handshaking: 0,
+    };
+    println!(
+        "{n} nodes in {} worker processes against {url}",
+        run.workers.len()
+    );
+
+    let time_to_connect = run
+        .wait_until("all nodes connected", Duration::from_secs(600), |t| {
+            t.connected >= n
+        })
+        .await?;
+    let at_connect = run.sample();
+    let (_, central_rss_connected) = run.central.as_ref().map(|c| c.usage()).unwrap_or_default();
+    println!("{n} nodes connected in {time_to_connect:.1} s");
+    let steady_from = (Instant::now(), at_connect.clone());
+
+    let mut storms = Vec::new();
+    let mut fanout = None;
+    match config.scenario {
+        Scenario::Steady => run.hold(config.duration).await,
+        Scenario::ReconnectStorm => {
+            run.hold(config.duration / 2).await;
+            storms.push(restart_central(&mut run, &serve, n).await?);
+            run.hold(config.duration / 2).await;
+        }
+        Scenario::Chaos => {
+            // Central crashes at seeded moments while nodes cut and stall
+            // their own transports.
+            let mut rng = nap_core::rng::Prng::new(config.seed);
+            let rounds = (config.duration.as_secs() / 60).max(1);
+            for _ in 0..rounds {
+                let wait = rng.duration_between(Duration::from_secs(10), Duration::from_secs(50));
+                run.hold(wait).await;
+                if run.central.is_some() {
+                    storms.push(restart_central(&mut run, &serve, n).await?);
+                }
+            }
+        }
+        Scenario::Fanout => {
+            run.hold(Duration::from_secs(2)).await;
+            let ids: Vec<NodeId> = entries.iter().map(|e| e.id).collect();
+            let t0 = Instant::now();
+            let submitted = fan_out(&api, &token, &ids).await?;
+            let submit_s = t0.elapsed().as_secs_f64();
+            let received = run
+                .wait_until(
+                    "every node received its command",
+                    Duration::from_secs(120),
+                    |t| t.commands_received >= n,
+                )
+                .await?;
+            let recorded = {
+                let started = Instant::now();
+                loop {
+                    let open = store.open_commands().await?;
+                    if open.is_empty() {
+                        break started.elapsed().as_secs_f64();
+                    }
+                    if started.elapsed() > Duration::from_secs(120) {
+                        bail!("{} commands still open after 120 s", open.len());
+                    }
+                    run.sample();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            fanout = Some((submitted, submit_s, received, recorded, t0));
+            run.hold(config.duration).await;
+        }
+    }
+    let steady_s = steady_from.0.elapsed().as_secs_f64();
+    let before_quiesce = run.sample();
+
+    // Stop sampling, let every buffer drain, then count.
+    run.order(Order::Quiesce).await?;
+    run.wait_until("every sample acked", Duration::from_secs(300), |t| {
+        t.buffered == 0 && t.connected >= n
+    })
+    .await?;
+    run.order(Order::Stop).await?;
+    let mut finals = Vec::new();
+    for w in std::mem::take(&mut run.workers) {
+        let last = tokio::time::timeout(Duration::from_secs(60), w.last)
+            .await
+            .context("a worker did not finish")??;
+        finals.push(last);
+        let mut child = w.child;
+        let _ = child.wait().await;
+    }
+    let (central_cpu_end, _) = run.central.as_ref().map(|c| c.usage()).unwrap_or_default();
+
+    let mut sample = Sample::default();
+    for line in finals {
+        if let WorkerLine::Final {
+            stats,
+            rtt,
+            samples,
+            commands,
+        } = line
+        {
+            sample.add_worker(&stats, &rtt, samples, commands);
+        }
+    }
+    let mut stored = BTreeMap::new();
+    for e in &entries {
+        stored.insert(e.id, store.count_telemetry(e.id).await?);
+    }
+    let mut command_ages = Vec::new();
+    if let Some((submitted, _, _, _, _)) = &fanout {
+        for request in submitted.keys() {
+            if let Some(c) = store.get_command(*request).await? {
+                command_ages.push((
+                    *request,
+                    c.state.clone(),
+                    c.updated_at.unix_millis() - c.created_at.unix_millis(),
+                ));
+            }
+        }
+    }
+    if let Some(c) = run.central.take() {
+        c.stop().await?;
+    }
+    let report = report::build(report::Inputs {
+        config: &config,
+        database: if db.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgresql"
+        },
+        workers: entries.chunks(per_worker).len(),
+        time_to_connect,
+        at_connect: &at_connect,
+        steady: (steady_s, &steady_from.1, &before_quiesce),
+        storms: &storms,
+        peak_handshaking: run.peak_handshaking,
+        sample: &sample,
+        stored: &stored,
+        fanout: fanout
+            .as_ref()
+            .map(|(submitted, submit_s, received, recorded, _)| {
+                (
+                    submitted,
+                    *submit_s,
+                    *received,
+                    *recorded,
+                    command_ages.as_slice(),
+                )
+            }),
+        central: (
+            central_rss_idle,
+            central_rss_connected,
+            central_cpu_end.saturating_sub(central_cpu_start),
+        ),
+        series: std::mem::take(&mut run.series),
+    });
+    Ok(report)
+}
+
+/// Crashes central and starts it again on the same ports; how long until
+/// every node was back, and the handshake rate meanwhile.
+#[allow(clippy::print_stdout)]
+async fn restart_central(
+    run: &mut Run,
+    serve: &nap_central::ServeConfig,
+    n: usize,
+) -> anyhow::Result<report::Storm> {
+    let Some(central) = run.central.take() else {
+        bail!("no central of ours to restart");
+    };
+    println!("crashing central");
+    let dials_before = run.sample().dials;
+    central.crash().await?;
+    let restarted_at = Instant::now();
+    run.central = Some(CentralProcess::spawn(serve).await?);
+    // The workers' counters lag by up to half a second: first see the fall.
+    run.wait_until("the fleet noticed", Duration::from_secs(60), |t| {
+        t.connected < n
+    })
+    .await?;
+    run.wait_until("all nodes back", Duration::from_secs(400), |t| {
+        t.connected >= n
+    })
+    .await?;
+    let back = restarted_at.elapsed().as_secs_f64();
+    let dials = run.sample().dials - dials_before;
+    println!("all {n} nodes back {back:.1} s after the crash");
+    Ok(report::Storm {
+        back_s: back,
+        handshakes: dials,
+        handshakes_per_s: dials as f64 / back.max(0.001),
+    })
+}

@@ -1,0 +1,76 @@
+//! What workers and the coordinator say to each other: one JSON object per
+//! line. Workers print [`WorkerLine`]s on stdout; the coordinator writes
+//! [`Order`]s to their stdin.
+
+use nap_core::{NodeId, RequestId};
+use serde::{Deserialize, Serialize};
+
+/// One node as a worker receives it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeEntry {
+    pub id: NodeId,
+    pub key_pem: String,
+}
+
+/// A worker's counters at one moment (cumulative since it started).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub connected: usize,
+    pub handshaking: usize,
+    pub dials: u64,
+    pub failed_dials: u64,
+    pub samples: u64,
+    pub buffered: usize,
+    pub max_backoff_ms: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub commands_received: usize,
+    pub cuts: u64,
+    pub stalls: u64,
+    /// CPU time of the worker process (user + system), milliseconds.
+    pub cpu_ms: u64,
+    pub rss_kib: u64,
+}
+
+/// What a worker prints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerLine {
+    Stats(WorkerStats),
+    /// The last line, after `stop`.
+    Final {
+        stats: WorkerStats,
+        /// Ping round trips by millisecond (the last bucket holds the rest).
+        rtt: Vec<u64>,
+        /// Samples taken per node.
+        samples: Vec<(NodeId, u64)>,
+        /// Commands that reached a node, with the wall-clock millisecond.
+        commands: Vec<(RequestId, i64)>,
+    },
+}
+
+/// What the coordinator asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Stop taking samples so buffers drain.
+    Quiesce,
+    /// Shut every node down and print the final line.
+    Stop,
+}
+
+/// CPU time (user + system) and resident memory of a process, from /proc.
+pub fn process_usage(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status.lines().find_map(|l| {
+        l.strip_prefix("VmRSS:")
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    })?;
+    // Linux reports CPU time in clock ticks of 1/100 s (USER_HZ).
+    Some((ticks * 10, rss))
+}

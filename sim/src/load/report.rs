@@ -1,0 +1,470 @@
+//! The load report: JSON, a human summary, and PNG charts.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nap_core::{NodeId, RequestId};
+use serde::Serialize;
+
+use super::LoadConfig;
+use super::proto::WorkerStats;
+
+/// One point of the run's time series.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Point {
+    pub t_s: f64,
+    pub connected: usize,
+    pub dials: u64,
+    pub handshaking: usize,
+    pub central_rss_kib: u64,
+    pub central_cpu_ms: u64,
+}
+
+/// One central crash and the fleet's return.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Storm {
+    pub back_s: f64,
+    pub handshakes: u64,
+    pub handshakes_per_s: f64,
+}
+
+/// What the workers' final lines add up to.
+#[derive(Debug, Default)]
+pub struct Sample {
+    pub stats: WorkerStats,
+    pub rtt: Vec<u64>,
+    pub samples: BTreeMap<NodeId, u64>,
+    pub commands: BTreeMap<RequestId, i64>,
+    pub duplicate_commands: usize,
+}
+
+impl Sample {
+    pub fn add_worker(
+        &mut self,
+        stats: &WorkerStats,
+        rtt: &[u64],
+        samples: Vec<(NodeId, u64)>,
+        commands: Vec<(RequestId, i64)>,
+    ) {
+        let t = &mut self.stats;
+        t.dials += stats.dials;
+        t.failed_dials += stats.failed_dials;
+        t.samples += stats.samples;
+        t.max_backoff_ms = t.max_backoff_ms.max(stats.max_backoff_ms);
+        t.bytes_sent += stats.bytes_sent;
+        t.bytes_received += stats.bytes_received;
+        t.cuts += stats.cuts;
+        t.stalls += stats.stalls;
+        t.cpu_ms += stats.cpu_ms;
+        t.rss_kib += stats.rss_kib;
+        if self.rtt.len() < rtt.len() {
+            self.rtt.resize(rtt.len(), 0);
+        }
+        for (total, n) in self.rtt.iter_mut().zip(rtt) {
+            *total += n;
+        }
+        self.samples.extend(samples);
+        for (request, at) in commands {
+            if self.commands.insert(request, at).is_some() {
+                self.duplicate_commands += 1;
+            }
+        }
+    }
+}
+
+/// Percentiles of a set of values.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spread {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(values: &mut [f64]) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            let i = ((values.len() as f64 - 1.0) * q).round() as usize;
+            values[i.min(values.len() - 1)]
+        };
+        Self {
+            count: values.len() as u64,
+            p50: at(0.50),
+            p99: at(0.99),
+            max: values[values.len() - 1],
+        }
+    }
+
+    /// From counts per millisecond.
+    fn of_histogram(buckets: &[u64]) -> Self {
+        let count: u64 = buckets.iter().sum();
+        if count == 0 {
+            return Self::default();
+        }
+        let at = |q: f64| {
+            let rank = ((count as f64 - 1.0) * q).round() as u64;
+            let mut seen = 0;
+            for (ms, n) in buckets.iter().enumerate() {
+                seen += n;
+                if seen > rank {
+                    return ms as f64;
+                }
+            }
+            (buckets.len() - 1) as f64
+        };
+        let max = buckets.iter().rposition(|n| *n > 0).unwrap_or(0) as f64;
+        Self {
+            count,
+            p50: at(0.50),
+            p99: at(0.99),
+            max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Intervals {
+    pub heartbeat_ms: u64,
+    pub telemetry_ms: u64,
+    pub health_ms: u64,
+    /// How much faster than the seed's 60 s telemetry the run went.
+    pub telemetry_compression: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Telemetry {
+    pub taken: u64,
+    pub stored: u64,
+    /// Nodes whose stored rows differ from the samples they took.
+    pub nodes_with_loss: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Commands {
+    pub sent: usize,
+    pub received: usize,
+    /// A node ran a request id twice.
+    pub received_twice: usize,
+    pub terminal: usize,
+    pub succeeded: usize,
+    /// Seconds to submit them all through the API (64 at a time).
+    pub submit_s: f64,
+    /// Seconds from the first submission until every node had received its command.
+    pub all_received_s: f64,
+    /// Seconds from the first submission until every result was recorded.
+    pub all_recorded_s: f64,
+    /// Per command, submission to arrival at the node, milliseconds.
+    pub delivery_ms: Spread,
+    /// Per command, creation to its terminal state in the store, milliseconds.
+    pub recorded_ms: Spread,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    pub rss_idle_mib: f64,
+    pub rss_connected_mib: f64,
+    /// (Connected − idle) / nodes.
+    pub rss_per_connection_kib: f64,
+    pub cpu_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Wire {
+    /// TLS records over the steady window, both directions, all nodes.
+    pub bytes: u64,
+    pub window_s: f64,
+    /// At the run's intervals.
+    pub bytes_per_node_minute: f64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub nodes: usize,
+    pub workers: usize,
+    pub scenario: &'static str,
+    pub database: &'static str,
+    pub seed: u64,
+    pub intervals: Intervals,
+    pub time_to_connect_s: f64,
+    pub connect_handshakes_per_s: f64,
+    pub peak_handshakes_in_flight: usize,
+    pub dials: u64,
+    pub failed_dials: u64,
+    pub central_crashes: Vec<Storm>,
+    pub max_backoff_s: f64,
+    pub backoff_cap_s: f64,
+    pub rtt_ms: Spread,
+    /// Pings per millisecond of round trip (the last bucket holds the
+    /// slower ones), up to the slowest seen.
+    pub rtt_histogram: Vec<u64>,
+    pub telemetry: Telemetry,
+    pub commands: Option<Commands>,
+    pub central: Option<Process>,
+    pub simulator_cpu_s: f64,
+    pub simulator_rss_mib: f64,
+    pub wire: Wire,
+    pub transport_cuts: u64,
+    pub transport_stalls: u64,
+    pub series: Vec<Point>,
+}
+
+/// Everything `build` reads.
+pub struct Inputs<'a> {
+    pub config: &'a LoadConfig,
+    pub database: &'static str,
+    pub workers: usize,
+    pub time_to_connect: f64,
+    pub at_connect: &'a WorkerStats,
+    /// Seconds, and the totals at the start and end of the steady window.
+    pub steady: (f64, &'a WorkerStats, &'a WorkerStats),
+    pub storms: &'a [Storm],
+    pub peak_handshaking: usize,
+    pub sample: &'a Sample,
+    pub stored: &'a BTreeMap<NodeId, u64>,
+    #[allow(clippy::type_complexity)]
+    pub fanout: Option<(
+        &'a BTreeMap<RequestId, i64>,
+        f64,
+        f64,
+        f64,
+        &'a [(RequestId, String, i64)],
+    )>,
+    /// Central's idle RSS, connected RSS (KiB) and CPU milliseconds.
+    pub central: (u64, u64, u64),
+    pub series: Vec<Point>,
+}
+
+pub fn build(i: Inputs<'_>) -> LoadReport {
+    let n = i.config.nodes;
+    let s = &i.sample.stats;
+    let nodes_with_loss = i
+        .sample
+        .samples
+        .iter()
+        .filter(|(id, taken)| i.stored.get(id).copied().unwrap_or(0) != **taken)
+        .count();
+    let (steady_s, from, to) = i.steady;
+    let bytes =
+        (to.bytes_sent + to.bytes_received).saturating_sub(from.bytes_sent + from.bytes_received);
+    let commands = i
+        .fanout
+        .map(|(submitted, submit_s, received_s, recorded_s, ages)| {
+            let mut delivery: Vec<f64> = submitted
+                .iter()
+                .filter_map(|(request, at)| {
+                    i.sample
+                        .commands
+                        .get(request)
+                        .map(|arrived| (arrived - at) as f64)
+                })
+                .collect();
+            let mut recorded: Vec<f64> = ages.iter().map(|(_, _, ms)| *ms as f64).collect();
+            Commands {
+                sent: submitted.len(),
+                received: submitted
+                    .keys()
+                    .filter(|r| i.sample.commands.contains_key(r))
+                    .count(),
+                received_twice: i.sample.duplicate_commands,
+                terminal: ages
+                    .iter()
+                    .filter(|(_, state, _)| !matches!(state.as_str(), "queued" | "sent"))
+                    .count(),
+                succeeded: ages
+                    .iter()
+                    .filter(|(_, state, _)| state == "succeeded")
+                    .count(),
+                submit_s,
+                all_received_s: received_s + submit_s,
+                all_recorded_s: recorded_s + received_s + submit_s,
+                delivery_ms: Spread::of(&mut delivery),
+                recorded_ms: Spread::of(&mut recorded),
+            }
+        });
+    let (idle, connected, cpu_ms) = i.central;
+    let central = (connected > 0).then(|| Process {
+        rss_idle_mib: idle as f64 / 1024.0,
+        rss_connected_mib: connected as f64 / 1024.0,
+        rss_per_connection_kib: connected.saturating_sub(idle) as f64 / n.max(1) as f64,
+        cpu_s: cpu_ms as f64 / 1000.0,
+    });
+    let c = i.config;
+    LoadReport {
+        nodes: n,
+        workers: i.workers,
+        scenario: c.scenario.name(),
+        database: i.database,
+        seed: c.seed,
+        intervals: Intervals {
+            heartbeat_ms: c.heartbeat_ms,
+            telemetry_ms: c.telemetry_ms,
+            health_ms: c.health_ms,
+            telemetry_compression: 60_000.0 / c.telemetry_ms.max(1) as f64,
+        },
+        time_to_connect_s: i.time_to_connect,
+        connect_handshakes_per_s: i.at_connect.dials as f64 / i.time_to_connect.max(0.001),
+        peak_handshakes_in_flight: i.peak_handshaking,
+        dials: s.dials,
+        failed_dials: s.failed_dials,
+        central_crashes: i.storms.to_vec(),
+        max_backoff_s: s.max_backoff_ms as f64 / 1000.0,
+        backoff_cap_s: nap_core::backoff::BackoffConfig::default()
+            .cap
+            .as_secs_f64(),
+        rtt_ms: Spread::of_histogram(&i.sample.rtt),
+        rtt_histogram: {
+            let last = i
+                .sample
+                .rtt
+                .iter()
+                .rposition(|n| *n > 0)
+                .map_or(0, |k| k + 1);
+            i.sample.rtt[..last].to_vec()
+        },
+        telemetry: Telemetry {
+            taken: s.samples,
+            stored: i.stored.values().sum(),
+            nodes_with_loss,
+        },
+        commands,
+        central,
+        simulator_cpu_s: s.cpu_ms as f64 / 1000.0,
+        simulator_rss_mib: s.rss_kib as f64 / 1024.0,
+        wire: Wire {
+            bytes,
+            window_s: steady_s,
+            bytes_per_node_minute: bytes as f64 / n.max(1) as f64 / (steady_s / 60.0).max(1e-9),
+        },
+        transport_cuts: s.cuts,
+        transport_stalls: s.stalls,
+        series: i.series,
+    }
+}
+
+impl LoadReport {
+    /// What went wrong, if anything: lost telemetry, a node that never came
+    /// back or waited past the cap, a command run twice or never answered.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.telemetry.taken != self.telemetry.stored || self.telemetry.nodes_with_loss > 0 {
+            out.push(format!(
+                "telemetry lost: {} taken, {} stored, {} nodes differ",
+                self.telemetry.taken, self.telemetry.stored, self.telemetry.nodes_with_loss
+            ));
+        }
+        if self.max_backoff_s > self.backoff_cap_s {
+            out.push(format!(
+                "a node waited {} s, past the {} s backoff cap",
+                self.max_backoff_s, self.backoff_cap_s
+            ));
+        }
+        if let Some(c) = &self.commands {
+            if c.received_twice > 0 {
+                out.push(format!("{} commands ran twice", c.received_twice));
+            }
+            if c.received != c.sent || c.terminal != c.sent {
+                out.push(format!(
+                    "commands: {} sent, {} received, {} terminal",
+                    c.sent, c.received, c.terminal
+                ));
+            }
+        }
+        out
+    }
+
+    /// A few lines for a person.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} nodes ({} workers), {} on {}, telemetry every {} ms (×{:.0})\n",
+            self.nodes,
+            self.workers,
+            self.scenario,
+            self.database,
+            self.intervals.telemetry_ms,
+            self.intervals.telemetry_compression
+        );
+        s += &format!(
+            "connected in {:.1} s ({:.0} handshakes/s, peak {} in flight); {} dials, {} failed\n",
+            self.time_to_connect_s,
+            self.connect_handshakes_per_s,
+            self.peak_handshakes_in_flight,
+            self.dials,
+            self.failed_dials
+        );
+        for (k, storm) in self.central_crashes.iter().enumerate() {
+            s += &format!(
+                "central crash {}: all back in {:.1} s ({} handshakes, {:.0}/s)\n",
+                k + 1,
+                storm.back_s,
+                storm.handshakes,
+                storm.handshakes_per_s
+            );
+        }
+        s += &format!(
+            "longest backoff {:.1} s (cap {:.0} s); ping RTT p50 {} ms, p99 {} ms, max {} ms over {} pings\n",
+            self.max_backoff_s,
+            self.backoff_cap_s,
+            self.rtt_ms.p50,
+            self.rtt_ms.p99,
+            self.rtt_ms.max,
+            self.rtt_ms.count
+        );
+        s += &format!(
+            "telemetry: {} taken, {} stored, {} nodes differ\n",
+            self.telemetry.taken, self.telemetry.stored, self.telemetry.nodes_with_loss
+        );
+        if let Some(c) = &self.commands {
+            s += &format!(
+                "fan-out: {} sent, {} received ({} twice), {} terminal; all received {:.2} s, all recorded {:.2} s; delivery p50 {} ms, p99 {} ms, max {} ms\n",
+                c.sent,
+                c.received,
+                c.received_twice,
+                c.terminal,
+                c.all_received_s,
+                c.all_recorded_s,
+                c.delivery_ms.p50,
+                c.delivery_ms.p99,
+                c.delivery_ms.max
+            );
+        }
+        if let Some(c) = &self.central {
+            s += &format!(
+                "central: RSS {:.0} MiB idle, {:.0} MiB connected ({:.1} KiB per connection), CPU {:.1} s\n",
+                c.rss_idle_mib, c.rss_connected_mib, c.rss_per_connection_kib, c.cpu_s
+            );
+        }
+        s += &format!(
+            "simulator: CPU {:.1} s, RSS {:.0} MiB; wire {:.0} bytes per node-minute over {:.0} s",
+            self.simulator_cpu_s,
+            self.simulator_rss_mib,
+            self.wire.bytes_per_node_minute,
+            self.wire.window_s
+        );
+        if self.transport_cuts + self.transport_stalls > 0 {
+            s += &format!(
+                "; chaos: {} cuts, {} stalls",
+                self.transport_cuts, self.transport_stalls
+            );
+        }
+        s
+    }
+
+    /// Writes connected.png, handshakes.png and rtt.png into `dir`.
+    pub fn charts(&self, dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        super::charts::write(self, dir)
+    }
+}
