@@ -50,6 +50,8 @@ pub struct Fleet {
     pub wire: Arc<nap_agent::transport::WireBytes>,
     /// Commands that reached a node: request id and wall-clock millisecond.
     pub commands: Mutex<Vec<(RequestId, i64)>>,
+    /// Whether nodes with a [`Chaos`] setting inflict their faults now.
+    pub chaos_on: AtomicBool,
     /// Transports cut and stalls begun by the chaos scenario.
     pub cuts: AtomicU64,
     pub stalls: AtomicU64,
@@ -71,6 +73,7 @@ impl Fleet {
             rtt: (0..RTT_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             wire: Arc::default(),
             commands: Mutex::new(Vec::new()),
+            chaos_on: AtomicBool::new(false),
             cuts: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
         }
@@ -328,7 +331,7 @@ pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch
                 {
                     next_fault =
                         Some(instant + rng.duration_between(Duration::ZERO, c.mean_interval * 2));
-                    if let Some(l) = &mut link {
+                    if let Some(l) = link.as_mut().filter(|_| fleet.chaos_on.load(Ordering::Relaxed)) {
                         if rng.between(0, 1) == 0 {
                             // The network drops the connection: no close frame.
                             fleet.cuts.fetch_add(1, Ordering::Relaxed);

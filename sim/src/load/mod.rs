@@ -428,6 +428,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let steady_from = (Instant::now(), at_connect.clone());
 
     let mut storms = Vec::new();
+    let mut crashes = 0;
     let mut fanout = None;
     match config.scenario {
         Scenario::Steady => run.hold(config.duration).await,
@@ -441,13 +442,27 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             // their own transports.
             let mut rng = nap_core::rng::Prng::new(config.seed);
             let rounds = (config.duration.as_secs() / 60).max(1);
+            run.order(Order::ChaosOn).await?;
             for _ in 0..rounds {
                 let wait = rng.duration_between(Duration::from_secs(10), Duration::from_secs(50));
                 run.hold(wait).await;
-                if run.central.is_some() {
-                    storms.push(restart_central(&mut run, &serve, n).await?);
+                if let Some(central) = run.central.take() {
+                    println!("crashing central");
+                    central.crash().await?;
+                    run.central = Some(CentralProcess::spawn(&serve).await?);
+                    crashes += 1;
                 }
             }
+            // Faults stop; the fleet must come back whole.
+            run.order(Order::ChaosOff).await?;
+            let back = run
+                .wait_until(
+                    "all nodes back after the chaos",
+                    Duration::from_secs(400),
+                    |t| t.connected >= n,
+                )
+                .await?;
+            println!("chaos over: all {n} nodes back within {back:.1} s");
         }
         Scenario::Fanout => {
             run.hold(Duration::from_secs(2)).await;
@@ -544,6 +559,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         at_connect: &at_connect,
         steady: (steady_s, &steady_from.1, &before_quiesce),
         storms: &storms,
+        chaos_crashes: crashes,
         peak_handshaking: run.peak_handshaking,
         sample: &sample,
         stored: &stored,

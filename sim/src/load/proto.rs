@@ -53,6 +53,10 @@ pub enum WorkerLine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
+    /// Start inflicting the chaos scenario's faults.
+    ChaosOn,
+    /// Stop them.
+    ChaosOff,
     /// Stop taking samples so buffers drain.
     Quiesce,
     /// Shut every node down and print the final line.

@@ -205,6 +205,8 @@ pub struct LoadReport {
     pub dials: u64,
     pub failed_dials: u64,
     pub central_crashes: Vec<Storm>,
+    /// Central crashes during the chaos scenario (not waited out one by one).
+    pub chaos_central_crashes: usize,
     pub max_backoff_s: f64,
     pub backoff_cap_s: f64,
     pub rtt_ms: Spread,
@@ -232,6 +234,7 @@ pub struct Inputs<'a> {
     /// Seconds, and the totals at the start and end of the steady window.
     pub steady: (f64, &'a WorkerStats, &'a WorkerStats),
     pub storms: &'a [Storm],
+    pub chaos_crashes: usize,
     pub peak_handshaking: usize,
     pub sample: &'a Sample,
     pub stored: &'a BTreeMap<NodeId, u64>,
@@ -321,6 +324,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         dials: s.dials,
         failed_dials: s.failed_dials,
         central_crashes: i.storms.to_vec(),
+        chaos_central_crashes: i.chaos_crashes,
         max_backoff_s: s.max_backoff_ms as f64 / 1000.0,
         backoff_cap_s: nap_core::backoff::BackoffConfig::default()
             .cap
@@ -456,8 +460,8 @@ impl LoadReport {
         );
         if self.transport_cuts + self.transport_stalls > 0 {
             s += &format!(
-                "; chaos: {} cuts, {} stalls",
-                self.transport_cuts, self.transport_stalls
+                "; chaos: {} cuts, {} stalls, {} central crashes",
+                self.transport_cuts, self.transport_stalls, self.chaos_central_crashes
             );
         }
         s

@@ -110,6 +110,8 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
                 };
                 match order {
                     Some(Order::Quiesce) => fleet.quiesce.store(true, Ordering::Relaxed),
+                    Some(Order::ChaosOn) => fleet.chaos_on.store(true, Ordering::Relaxed),
+                    Some(Order::ChaosOff) => fleet.chaos_on.store(false, Ordering::Relaxed),
                     Some(Order::Stop) => break,
                     None => {}
                 }
