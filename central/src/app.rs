@@ -19,7 +19,7 @@ use crate::config::ServeConfig;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{AnyStore, Storage};
+use crate::store::{AnyStore, StateChange, Storage};
 
 /// Something tests and the simulator can wait for instead of sleeping.
 /// Status and command events are sent once the change is stored.
@@ -54,22 +54,6 @@ pub enum AppEvent {
     /// A write failed and will be retried (the database is down or refusing).
     StorageError {
         operation: &'static str,
-    },
-}
-
-/// An ordered write of the hub's decisions.
-#[derive(Debug)]
-enum Write {
-    Status {
-        node_id: NodeId,
-        status: NodeStatus,
-        reason: Option<String>,
-        at: WallTime,
-    },
-    Command {
-        request_id: RequestId,
-        state: CommandState,
-        at: WallTime,
     },
 }
 
@@ -122,7 +106,7 @@ pub struct App {
     pub events: broadcast::Sender<AppEvent>,
     pub handshakes: Arc<Semaphore>,
     pub throttle: Mutex<Throttle>,
-    writes: mpsc::Sender<Write>,
+    writes: mpsc::Sender<StateChange>,
 }
 
 impl App {
@@ -266,7 +250,7 @@ impl App {
                 status,
                 reason,
             } => {
-                self.queue_write(Write::Status {
+                self.queue_write(StateChange::Status {
                     node_id,
                     status,
                     reason,
@@ -276,7 +260,7 @@ impl App {
             HubOutput::CommandChanged {
                 request_id, state, ..
             } => {
-                self.queue_write(Write::Command {
+                self.queue_write(StateChange::Command {
                     request_id,
                     state,
                     at,
@@ -285,7 +269,7 @@ impl App {
         }
     }
 
-    fn queue_write(&self, write: Write) {
+    fn queue_write(&self, write: StateChange) {
         if let Err(e) = self.writes.try_send(write) {
             self.metrics.db_error("write_queue_full");
             tracing::error!("state write queue is full; dropping {:?}", e.into_inner());
@@ -293,54 +277,33 @@ impl App {
     }
 }
 
-/// Applies the hub's state changes to the store, in order, retrying.
-async fn writer(app: Arc<App>, mut rx: mpsc::Receiver<Write>) {
-    while let Some(write) = rx.recv().await {
+/// Most state changes one transaction carries.
+const WRITE_BATCH: usize = 512;
+
+/// Applies the hub's state changes to the store, in order, retrying. What
+/// queued up while a write was in flight goes in the next transaction
+/// together: a burst (a fan-out to 10,000 nodes, a fleet reconnecting) costs
+/// a few commits, not one per decision.
+async fn writer(app: Arc<App>, mut rx: mpsc::Receiver<StateChange>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         let mut delay = Duration::from_millis(100);
-        loop {
-            let result = match &write {
-                Write::Status {
-                    node_id,
-                    status,
-                    reason,
-                    at,
-                } => {
-                    app.store
-                        .record_status(*node_id, *status, reason.clone(), *at)
-                        .await
-                }
-                Write::Command {
-                    request_id,
-                    state,
-                    at,
-                } => app.store.set_command_state(*request_id, *state, *at).await,
-            };
-            match result {
-                Ok(()) => {
-                    // Announced once stored, so whoever waits can read it back.
-                    app.emit(match &write {
-                        Write::Status {
-                            node_id, status, ..
-                        } => AppEvent::Status {
-                            node_id: *node_id,
-                            status: *status,
-                        },
-                        Write::Command {
-                            request_id, state, ..
-                        } => AppEvent::Command {
-                            request_id: *request_id,
-                            state: *state,
-                        },
-                    });
-                    break;
-                }
-                Err(e) => {
-                    app.metrics.db_error("state_write");
-                    tracing::error!(error = %e, "writing a state change failed; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
+        while let Err(e) = app.store.apply_state_changes(batch.clone()).await {
+            app.metrics.db_error("state_write");
+            tracing::error!(error = %e, "writing {} state changes failed; retrying in {delay:?}", batch.len());
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        // Announced once stored, so whoever waits can read it back.
+        for write in batch.drain(..) {
+            app.emit(match write {
+                StateChange::Status {
+                    node_id, status, ..
+                } => AppEvent::Status { node_id, status },
+                StateChange::Command {
+                    request_id, state, ..
+                } => AppEvent::Command { request_id, state },
+            });
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use nap_central::store::postgres::PgStore;
 use nap_central::store::sqlite::SqliteStore;
 use nap_central::store::{
-    CommandRecord, NodeRecord, Storage, StoreError, TokenRecord, first_broken,
+    CommandRecord, NodeRecord, StateChange, Storage, StoreError, TokenRecord, first_broken,
 };
 use nap_core::central::CommandState;
 use nap_core::testing::sample;
@@ -258,6 +258,54 @@ async fn a_command_keeps_its_first_terminal_state_and_first_result(store: &impl 
     );
 }
 
+async fn a_batch_of_state_changes_applies_in_order(store: &impl Storage) {
+    store.add_node(node(1)).await.expect("node");
+    store.insert_command(command(1, 1)).await.expect("insert");
+    let id = RequestId::from_u128(1);
+    let node_id = NodeId::from_u128(1);
+    let later = t0().add_millis(1000);
+    let batch = vec![
+        StateChange::Status {
+            node_id,
+            status: NodeStatus::Online,
+            reason: None,
+            at: t0(),
+        },
+        StateChange::Command {
+            request_id: id,
+            state: CommandState::Sent,
+            at: t0(),
+        },
+        StateChange::Command {
+            request_id: id,
+            state: CommandState::Succeeded,
+            at: later,
+        },
+        // A late second verdict loses: the first terminal state is final.
+        StateChange::Command {
+            request_id: id,
+            state: CommandState::TimedOut,
+            at: later,
+        },
+        StateChange::Status {
+            node_id,
+            status: NodeStatus::Offline,
+            reason: Some("disconnected".into()),
+            at: later,
+        },
+    ];
+    store.apply_state_changes(batch).await.expect("batch");
+    let c = store.get_command(id).await.expect("get").expect("exists");
+    assert_eq!(c.state, "succeeded");
+    let history = store.status_history(node_id).await.expect("history");
+    assert_eq!(
+        history.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+        vec![NodeStatus::Online, NodeStatus::Offline]
+    );
+    let n = store.get_node(node_id).await.expect("get").expect("exists");
+    assert_eq!(n.status, Some(NodeStatus::Offline));
+}
+
 async fn the_audit_log_is_a_hash_chain(store: &impl Storage) {
     for i in 0..5 {
         let entry = store
@@ -389,6 +437,7 @@ suite!(
     nodes_are_registered_listed_and_revoked,
     telemetry_is_stored_once_and_queried,
     a_command_keeps_its_first_terminal_state_and_first_result,
+    a_batch_of_state_changes_applies_in_order,
     the_audit_log_is_a_hash_chain,
     tokens_alerts_and_events,
     migrating_twice_changes_nothing,

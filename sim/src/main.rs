@@ -171,9 +171,11 @@ fn main() -> anyhow::Result<()> {
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());
             if let Some(path) = report {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
                 std::fs::write(&path, serde_json::to_string_pretty(&r)?)?;
-                let dir = path.parent().unwrap_or(std::path::Path::new("."));
-                match r.charts(dir) {
+                match r.charts(&path) {
                     Ok(files) => {
                         for f in files {
                             println!("chart: {}", f.display());

@@ -9,8 +9,8 @@ use nap_core::{NodeId, RequestId, WallTime};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
-    TelemetryPoint, TokenRecord,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
+    StoreResult, TelemetryPoint, TokenRecord,
 };
 
 /// SQLite or PostgreSQL.
@@ -125,6 +125,9 @@ impl Storage for AnyStore {
         at: WallTime,
     ) -> StoreResult<()> {
         delegate!(self.set_command_state(id, state, at))
+    }
+    async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
+        delegate!(self.apply_state_changes(changes))
     }
     async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
         delegate!(self.record_result(result, at))

@@ -79,6 +79,24 @@ pub struct CommandRecord {
     pub result: Option<CommandResult>,
 }
 
+/// One of the hub's decisions, as the store records it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    /// A node's status changed (history row and current status).
+    Status {
+        node_id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+        at: WallTime,
+    },
+    /// A command changed state; a terminal state is final.
+    Command {
+        request_id: RequestId,
+        state: CommandState,
+        at: WallTime,
+    },
+}
+
 /// An API token's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -169,6 +187,13 @@ pub trait Storage: Send + Sync + 'static {
         id: RequestId,
         state: CommandState,
         at: WallTime,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Applies status and command-state changes in order, in one
+    /// transaction: all or none (one commit for a burst of the hub's
+    /// decisions, not one per decision).
+    fn apply_state_changes(
+        &self,
+        changes: Vec<StateChange>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Records a result once; false if one was already recorded.
     fn record_result(

@@ -18,8 +18,8 @@ use uuid::Uuid;
 
 use super::audit::chain_hash;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
-    TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
+    StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
 };
 
 /// How telemetry is laid out.
@@ -708,6 +708,57 @@ impl Storage for PgStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+
+    async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let history = tx
+            .prepare_cached(
+                "INSERT INTO status_history (node_id, at, status, reason) VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(db)?;
+        let current = tx
+            .prepare_cached(
+                "UPDATE nodes SET status = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
+            )
+            .await
+            .map_err(db)?;
+        let command = tx
+            .prepare_cached(
+                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent')",
+            )
+            .await
+            .map_err(db)?;
+        for change in &changes {
+            match change {
+                StateChange::Status {
+                    node_id,
+                    status,
+                    reason,
+                    at,
+                } => {
+                    let (id, status, at) = (uuid(node_id.0), status_str(*status), ts(*at));
+                    tx.execute(&history, &[&id, &at, &status, reason])
+                        .await
+                        .map_err(db)?;
+                    tx.execute(&current, &[&id, &status, &at])
+                        .await
+                        .map_err(db)?;
+                }
+                StateChange::Command {
+                    request_id,
+                    state,
+                    at,
+                } => {
+                    tx.execute(&command, &[&uuid(request_id.0), &state.as_str(), &ts(*at)])
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db)
     }
 
     async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {

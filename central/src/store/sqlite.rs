@@ -13,8 +13,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::chain_hash;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, Storage, StoreError, StoreResult,
-    TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
+    StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/sqlite_0001.sql"))];
@@ -529,6 +529,50 @@ impl Storage for SqliteStore {
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            for change in &changes {
+                match change {
+                    StateChange::Status {
+                        node_id,
+                        status,
+                        reason,
+                        at,
+                    } => {
+                        let (id, status, at) = (node_id.to_string(), status_str(*status), micros(*at));
+                        tx.prepare_cached(
+                            "INSERT INTO status_history (node_id, at, status, reason) VALUES (?1, ?2, ?3, ?4)",
+                        )
+                        .and_then(|mut st| st.execute(params![id, at, status, reason]))
+                        .map_err(db)?;
+                        tx.prepare_cached(
+                            "UPDATE nodes SET status = ?2, last_seen = MAX(COALESCE(last_seen, 0), ?3) WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, status, at]))
+                        .map_err(db)?;
+                    }
+                    StateChange::Command {
+                        request_id,
+                        state,
+                        at,
+                    } => {
+                        tx.prepare_cached(
+                            "UPDATE commands SET state = ?2, updated_at = ?3 WHERE request_id = ?1
+                             AND state IN ('queued', 'sent')",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![request_id.to_string(), state.as_str(), micros(*at)])
+                        })
+                        .map_err(db)?;
+                    }
+                }
+            }
+            tx.commit().map_err(db)
         })
         .await
     }

@@ -32,7 +32,8 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("drawing: {e}")
 }
 
-pub fn write(report: &LoadReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Writes `PREFIX-connected.png`, `PREFIX-handshakes.png` and `PREFIX-rtt.png` into `dir`.
+pub fn write(report: &LoadReport, dir: &Path, prefix: &str) -> anyhow::Result<Vec<PathBuf>> {
     anyhow::ensure!(
         font_ready(),
         "no DejaVu Sans font (apt-get install fonts-dejavu-core): charts skipped"
@@ -46,7 +47,7 @@ pub fn write(report: &LoadReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let t_max = series.last().map_or(1.0, |p| p.t_s).max(1.0);
     let mut written = Vec::new();
 
-    let path = dir.join("connected.png");
+    let path = dir.join(format!("{prefix}-connected.png"));
     {
         let root = BitMapBackend::new(&path, SIZE).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
@@ -73,7 +74,7 @@ pub fn write(report: &LoadReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     written.push(path);
 
-    let path = dir.join("handshakes.png");
+    let path = dir.join(format!("{prefix}-handshakes.png"));
     {
         let rates: Vec<(f64, f64)> = series
             .windows(2)
@@ -128,7 +129,7 @@ pub fn write(report: &LoadReport, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     }
     written.push(path);
 
-    let path = dir.join("rtt.png");
+    let path = dir.join(format!("{prefix}-rtt.png"));
     {
         let h = &report.rtt_histogram;
         let width = h.len().max(2) as u32;

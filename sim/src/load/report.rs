@@ -467,8 +467,10 @@ impl LoadReport {
         s
     }
 
-    /// Writes connected.png, handshakes.png and rtt.png into `dir`.
-    pub fn charts(&self, dir: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-        super::charts::write(self, dir)
+    /// Writes the charts beside the JSON report `path`, named after it.
+    pub fn charts(&self, path: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let prefix = path.file_stem().and_then(|s| s.to_str()).unwrap_or("load");
+        super::charts::write(self, dir, prefix)
     }
 }
