@@ -440,21 +440,13 @@ impl Storage for PgStore {
         reason: Option<String>,
         at: WallTime,
     ) -> StoreResult<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db)?;
-        tx.execute(
-            "INSERT INTO status_history (node_id, at, status, reason) VALUES ($1, $2, $3, $4)",
-            &[&uuid(id.0), &ts(at), &status_str(status), &reason],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "UPDATE nodes SET status = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
-            &[&uuid(id.0), &status_str(status), &ts(at)],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)
+        let change = StateChange::Status {
+            node_id: id,
+            status,
+            reason,
+            at,
+        };
+        self.apply_state_changes(vec![change]).await
     }
 
     async fn touch_node(
@@ -699,15 +691,12 @@ impl Storage for PgStore {
         state: CommandState,
         at: WallTime,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent')",
-                &[&uuid(id.0), &state.as_str(), &ts(at)],
-            )
-            .await
-            .map_err(db)?;
-        Ok(())
+        let change = StateChange::Command {
+            request_id: id,
+            state,
+            at,
+        };
+        self.apply_state_changes(vec![change]).await
     }
 
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {

@@ -263,21 +263,13 @@ impl Storage for SqliteStore {
         reason: Option<String>,
         at: WallTime,
     ) -> StoreResult<()> {
-        self.with(move |conn| {
-            let tx = conn.transaction().map_err(db)?;
-            tx.execute(
-                "INSERT INTO status_history (node_id, at, status, reason) VALUES (?1, ?2, ?3, ?4)",
-                params![id.to_string(), micros(at), status_str(status), reason],
-            )
-            .map_err(db)?;
-            tx.execute(
-                "UPDATE nodes SET status = ?2, last_seen = MAX(COALESCE(last_seen, 0), ?3) WHERE id = ?1",
-                params![id.to_string(), status_str(status), micros(at)],
-            )
-            .map_err(db)?;
-            tx.commit().map_err(db)
-        })
-        .await
+        let change = StateChange::Status {
+            node_id: id,
+            status,
+            reason,
+            at,
+        };
+        self.apply_state_changes(vec![change]).await
     }
 
     async fn touch_node(
@@ -520,17 +512,12 @@ impl Storage for SqliteStore {
         state: CommandState,
         at: WallTime,
     ) -> StoreResult<()> {
-        self.with(move |conn| {
-            // A terminal state is final: the first one wins.
-            conn.execute(
-                "UPDATE commands SET state = ?2, updated_at = ?3 WHERE request_id = ?1
-                 AND state IN ('queued', 'sent')",
-                params![id.to_string(), state.as_str(), micros(at)],
-            )
-            .map_err(db)?;
-            Ok(())
-        })
-        .await
+        let change = StateChange::Command {
+            request_id: id,
+            state,
+            at,
+        };
+        self.apply_state_changes(vec![change]).await
     }
 
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {

@@ -9,7 +9,7 @@ pub mod fuzz;
 pub mod model;
 mod network;
 pub mod tokens;
-mod world;
+pub(crate) mod world;
 
 pub use network::{NetConfig, NetFaults};
 pub use world::{AgentNode, Behaviour, Store, TelemetryRows, World, sample};

@@ -1212,7 +1212,8 @@ impl World {
     }
 }
 
-fn all_ok() -> HealthChecks {
+/// Every health check passing.
+pub(crate) fn all_ok() -> HealthChecks {
     HealthChecks {
         agent: CheckStatus::Ok,
         containers: CheckStatus::Ok,

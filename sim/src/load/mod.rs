@@ -103,21 +103,7 @@ struct Worker {
 fn total(workers: &[Worker]) -> WorkerStats {
     let mut t = WorkerStats::default();
     for w in workers {
-        let s = w.latest.lock().map(|s| s.clone()).unwrap_or_default();
-        t.connected += s.connected;
-        t.handshaking += s.handshaking;
-        t.dials += s.dials;
-        t.failed_dials += s.failed_dials;
-        t.samples += s.samples;
-        t.buffered += s.buffered;
-        t.max_backoff_ms = t.max_backoff_ms.max(s.max_backoff_ms);
-        t.bytes_sent += s.bytes_sent;
-        t.bytes_received += s.bytes_received;
-        t.commands_received += s.commands_received;
-        t.cuts += s.cuts;
-        t.stalls += s.stalls;
-        t.cpu_ms += s.cpu_ms;
-        t.rss_kib += s.rss_kib;
+        t.add(&w.latest.lock().map(|s| s.clone()).unwrap_or_default());
     }
     t
 }

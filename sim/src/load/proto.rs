@@ -32,6 +32,26 @@ pub struct WorkerStats {
     pub rss_kib: u64,
 }
 
+impl WorkerStats {
+    /// Adds another worker's counters (the longest backoff is the larger).
+    pub fn add(&mut self, other: &Self) {
+        self.connected += other.connected;
+        self.handshaking += other.handshaking;
+        self.dials += other.dials;
+        self.failed_dials += other.failed_dials;
+        self.samples += other.samples;
+        self.buffered += other.buffered;
+        self.max_backoff_ms = self.max_backoff_ms.max(other.max_backoff_ms);
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_received += other.bytes_received;
+        self.commands_received += other.commands_received;
+        self.cuts += other.cuts;
+        self.stalls += other.stalls;
+        self.cpu_ms += other.cpu_ms;
+        self.rss_kib += other.rss_kib;
+    }
+}
+
 /// What a worker prints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

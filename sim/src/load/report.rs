@@ -48,17 +48,7 @@ impl Sample {
         samples: Vec<(NodeId, u64)>,
         commands: Vec<(RequestId, i64)>,
     ) {
-        let t = &mut self.stats;
-        t.dials += stats.dials;
-        t.failed_dials += stats.failed_dials;
-        t.samples += stats.samples;
-        t.max_backoff_ms = t.max_backoff_ms.max(stats.max_backoff_ms);
-        t.bytes_sent += stats.bytes_sent;
-        t.bytes_received += stats.bytes_received;
-        t.cuts += stats.cuts;
-        t.stalls += stats.stalls;
-        t.cpu_ms += stats.cpu_ms;
-        t.rss_kib += stats.rss_kib;
+        self.stats.add(stats);
         if self.rtt.len() < rtt.len() {
             self.rtt.resize(rtt.len(), 0);
         }

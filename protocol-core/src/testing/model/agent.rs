@@ -15,9 +15,10 @@ use crate::agent::{
     ConnectionState, DialFailure, Task,
 };
 use crate::codec::encode;
+use crate::testing::world::all_ok;
 use crate::testing::{sample, tokens};
 use crate::transport::Epoch;
-use crate::wire::{CheckStatus, HealthChecks, HealthDetails};
+use crate::wire::HealthDetails;
 use crate::{NodeId, RequestId, SessionId, Timestamp, TokenId};
 
 /// How long the tokens the model's agents mint stay valid (central's
@@ -369,14 +370,4 @@ impl PartialEq for AgentState {
 
 fn epoch(conn: Conn) -> Epoch {
     Epoch(conn.epoch)
-}
-
-fn all_ok() -> HealthChecks {
-    HealthChecks {
-        agent: CheckStatus::Ok,
-        containers: CheckStatus::Ok,
-        disk: CheckStatus::Ok,
-        memory: CheckStatus::Ok,
-        database: CheckStatus::Ok,
-    }
 }
