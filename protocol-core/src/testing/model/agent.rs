@@ -1,5 +1,5 @@
 //! The agent as an actor: the real [`AgentEngine`] and a driver that does
-//! what the tokio driver does, with stand-ins for the token signer and the
+//! what the agent's driver does, with stand-ins for the token signer and the
 //! processes it runs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,7 +195,7 @@ impl AgentState {
         }
     }
 
-    /// Performs the engine's outputs, as the tokio driver does.
+    /// Performs the engine's outputs, as the agent's driver does.
     fn drain(&mut self, central: Id, o: &mut Out<ModelActor>) {
         while let Some(output) = self.engine.poll_output() {
             match output {

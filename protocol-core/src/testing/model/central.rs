@@ -1,5 +1,5 @@
 //! Central as an actor: the real [`CentralHub`] and one [`CentralSession`]
-//! per accepted connection, with a driver that does what central's tokio
+//! per accepted connection, with a driver that does what central's own
 //! driver does and a store that survives a crash.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! A [stateright] model of the protocol over the real engines: the agent
 //! engine and central's hub and sessions, each wrapped as an actor with a
-//! driver that does what the tokio drivers do. The checker explores every
+//! driver that does what the real drivers do. The checker explores every
 //! interleaving of message deliveries, losses, duplicates, reorderings,
 //! timer firings, crashes and recoveries up to a depth, and checks the
 //! properties spec/protocol.md §13 lists.
