@@ -43,18 +43,23 @@ pub fn signature_valid(token: &str, public_key_pem: &str) -> bool {
 
 /// Everything the core needs to decide on `token`.
 pub async fn inspect(store: &impl Storage, token: &str) -> TokenCheck {
-    let node_id = claims(token).and_then(|c| c.sub.parse::<NodeId>().ok());
-    let node = match node_id {
+    let claims = claims(token);
+    let node = match claims.as_ref().and_then(|c| c.sub.parse::<NodeId>().ok()) {
         Some(id) => store.get_node(id).await.ok().flatten(),
         None => None,
     };
-    inspect_with(token, node.as_ref())
+    findings(token, claims, node.as_ref())
 }
 
 /// [`inspect`] with the node the token names already looked up.
 pub fn inspect_with(token: &str, node: Option<&NodeRecord>) -> TokenCheck {
+    findings(token, claims(token), node)
+}
+
+/// The findings on `token`, whose claims are already parsed; `node` counts
+/// only if it is the node the claims name.
+fn findings(token: &str, claims: Option<Claims>, node: Option<&NodeRecord>) -> TokenCheck {
     let alg = header_alg(token).unwrap_or_default();
-    let claims = claims(token);
     let named = claims.as_ref().and_then(|c| c.sub.parse::<NodeId>().ok());
     let node = node.filter(|n| Some(n.id) == named);
     let (lookup, signature_valid) = match node {
