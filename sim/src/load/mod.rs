@@ -477,7 +477,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             };
-            fanout = Some((submitted, submit_s, received, recorded, t0));
+            fanout = Some((submitted, submit_s, received, recorded));
             run.hold(config.duration).await;
         }
     }
@@ -519,7 +519,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         stored.insert(e.id, store.count_telemetry(e.id).await?);
     }
     let mut command_ages = Vec::new();
-    if let Some((submitted, _, _, _, _)) = &fanout {
+    if let Some((submitted, _, _, _)) = &fanout {
         for request in submitted.keys() {
             if let Some(c) = store.get_command(*request).await? {
                 command_ages.push((
@@ -551,7 +551,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         stored: &stored,
         fanout: fanout
             .as_ref()
-            .map(|(submitted, submit_s, received, recorded, _)| {
+            .map(|(submitted, submit_s, received, recorded)| {
                 (
                     submitted,
                     *submit_s,
