@@ -329,6 +329,35 @@ impl CentralHub {
         }
     }
 
+    /// The node is now held by another central instance (scale-out,
+    /// DESIGN.md §5). Its session here, if any, closes with 4002, and the hub
+    /// forgets the node's open commands without changing their state: the
+    /// instance that holds the node now loads them from the store and
+    /// reports what becomes of them. No status change either: the new holder
+    /// reports the node online, and an offline written here could land after it.
+    pub fn release(&mut self, node_id: NodeId) {
+        if let Some(session_id) = self.live.remove(&node_id) {
+            self.out.push_back(HubOutput::Terminate {
+                session_id,
+                code: close::SUPERSEDED,
+                reason: "superseded by a connection to another central instance",
+            });
+        }
+        // Forgotten, so that a return here reports `online` afresh.
+        self.status.remove(&node_id);
+        self.queued.remove(&node_id);
+        let open: Vec<RequestId> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.node_id == node_id && !c.state.is_terminal())
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in open {
+            self.commands.remove(&request_id);
+            self.timers.stop(&HubTimer::Command(request_id));
+        }
+    }
+
     /// Submits a command for a node. `known` says whether the node is
     /// registered and not revoked. Delivered at once if the node is online,
     /// queued otherwise.
@@ -459,6 +488,11 @@ impl CentralHub {
     /// The node's live session, if it has one.
     pub fn live_session(&self, node_id: NodeId) -> Option<SessionId> {
         self.live.get(&node_id).copied()
+    }
+
+    /// Every node with a live session, and that session.
+    pub fn live_sessions(&self) -> impl Iterator<Item = (NodeId, SessionId)> + '_ {
+        self.live.iter().map(|(n, s)| (*n, *s))
     }
 
     /// How many nodes have a live session.
