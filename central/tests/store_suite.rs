@@ -306,6 +306,95 @@ async fn a_batch_of_state_changes_applies_in_order(store: &impl Storage) {
     assert_eq!(n.status, Some(NodeStatus::Offline));
 }
 
+async fn a_batch_of_commands_is_inserted_whole_or_not_at_all(store: &impl Storage) {
+    let batch: Vec<CommandRecord> = (1..=5).map(|i| command(i, i)).collect();
+    store.insert_commands(batch).await.expect("insert");
+    assert_eq!(store.open_commands().await.expect("open").len(), 5);
+    // Request 3 exists already: nothing of this batch is kept.
+    let clashing = vec![command(10, 1), command(3, 3), command(11, 1)];
+    assert!(matches!(
+        store.insert_commands(clashing).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(
+        store
+            .get_command(RequestId::from_u128(10))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(store.open_commands().await.expect("open").len(), 5);
+}
+
+async fn a_node_s_open_commands_are_found_and_old_queued_ones_expire(store: &impl Storage) {
+    let mut old = command(1, 1);
+    old.created_at = t0();
+    let mut sent = command(2, 1);
+    sent.created_at = t0().add_millis(1);
+    let mut fresh = command(3, 1);
+    fresh.created_at = t0().add_millis(7_200_000);
+    let other_node = command(4, 2);
+    store
+        .insert_commands(vec![old, sent, fresh, other_node])
+        .await
+        .expect("insert");
+    store
+        .set_command_state(RequestId::from_u128(2), CommandState::Sent, t0())
+        .await
+        .expect("state");
+    let ids = |records: Vec<CommandRecord>| {
+        records
+            .into_iter()
+            .map(|c| c.request_id)
+            .collect::<Vec<_>>()
+    };
+    let open = store
+        .open_commands_for(NodeId::from_u128(1))
+        .await
+        .expect("open");
+    assert_eq!(
+        ids(open),
+        vec![
+            RequestId::from_u128(1),
+            RequestId::from_u128(2),
+            RequestId::from_u128(3)
+        ],
+        "oldest first, only this node's"
+    );
+
+    // An hour after t0: the queued ones that old expire (node 1's first and
+    // node 2's), not the sent one, not the fresh one.
+    let mut expired = store
+        .expire_queued_commands(t0().add_millis(3_600_000), t0().add_millis(3_600_000))
+        .await
+        .expect("expire");
+    expired.sort();
+    assert_eq!(
+        expired,
+        vec![RequestId::from_u128(1), RequestId::from_u128(4)]
+    );
+    let c = store
+        .get_command(RequestId::from_u128(1))
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(c.state, "expired");
+    let open = store
+        .open_commands_for(NodeId::from_u128(1))
+        .await
+        .expect("open");
+    assert_eq!(
+        ids(open),
+        vec![RequestId::from_u128(2), RequestId::from_u128(3)]
+    );
+    // Expiring again finds nothing new.
+    let again = store
+        .expire_queued_commands(t0().add_millis(3_600_000), t0().add_millis(3_600_000))
+        .await
+        .expect("expire");
+    assert!(again.is_empty());
+}
+
 async fn the_audit_log_is_a_hash_chain(store: &impl Storage) {
     for i in 0..5 {
         let entry = store
@@ -438,6 +527,8 @@ suite!(
     telemetry_is_stored_once_and_queried,
     a_command_keeps_its_first_terminal_state_and_first_result,
     a_batch_of_state_changes_applies_in_order,
+    a_batch_of_commands_is_inserted_whole_or_not_at_all,
+    a_node_s_open_commands_are_found_and_old_queued_ones_expire,
     the_audit_log_is_a_hash_chain,
     tokens_alerts_and_events,
     migrating_twice_changes_nothing,

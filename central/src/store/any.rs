@@ -118,6 +118,9 @@ impl Storage for AnyStore {
     async fn insert_command(&self, command: CommandRecord) -> StoreResult<()> {
         delegate!(self.insert_command(command))
     }
+    async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
+        delegate!(self.insert_commands(commands))
+    }
     async fn set_command_state(
         &self,
         id: RequestId,
@@ -137,6 +140,16 @@ impl Storage for AnyStore {
     }
     async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.open_commands())
+    }
+    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
+        delegate!(self.open_commands_for(node))
+    }
+    async fn expire_queued_commands(
+        &self,
+        created_before: WallTime,
+        at: WallTime,
+    ) -> StoreResult<Vec<RequestId>> {
+        delegate!(self.expire_queued_commands(created_before, at))
     }
     async fn append_audit(
         &self,

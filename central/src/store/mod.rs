@@ -182,6 +182,12 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         command: CommandRecord,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Inserts commands in one transaction: all, or none and `Conflict` if
+    /// any request id exists already (a broadcast is one decision).
+    fn insert_commands(
+        &self,
+        commands: Vec<CommandRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
     fn set_command_state(
         &self,
         id: RequestId,
@@ -207,6 +213,20 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<CommandRecord>>> + Send;
     /// Commands not yet delivered or answered, oldest first (to restore the hub).
     fn open_commands(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
+    /// One node's commands not yet delivered or answered, oldest first (for
+    /// the central instance that has just taken the node).
+    fn open_commands_for(
+        &self,
+        node: NodeId,
+    ) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
+    /// Marks `expired` every command still queued that was created before
+    /// `created_before`; returns their ids. (With several central instances
+    /// no hub holds a command for an offline node: the store is its queue.)
+    fn expire_queued_commands(
+        &self,
+        created_before: WallTime,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<Vec<RequestId>>> + Send;
 
     /// Appends to the audit hash chain; returns the new entry.
     fn append_audit(

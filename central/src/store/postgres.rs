@@ -279,6 +279,12 @@ fn node_from_row(r: &Row) -> NodeRecord {
 
 const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
+/// Migrations after the first (which depends on TimescaleDB being there).
+const LATER_MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("sql/postgres_0002.sql"))];
+
+/// Rows per multi-row insert of commands.
+const COMMAND_INSERT_CHUNK: usize = 2_000;
+
 const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
 
 fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
@@ -361,6 +367,24 @@ impl Storage for PgStore {
             tx.execute("INSERT INTO schema_migrations (version) VALUES (1)", &[])
                 .await
                 .map_err(db)?;
+        }
+        for (version, sql) in LATER_MIGRATIONS {
+            let done = tx
+                .query_opt(
+                    "SELECT version FROM schema_migrations WHERE version = $1",
+                    &[version],
+                )
+                .await
+                .map_err(db)?;
+            if done.is_none() {
+                tx.batch_execute(sql).await.map_err(db)?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await
+                .map_err(db)?;
+            }
         }
         tx.commit().await.map_err(db)?;
         // Give the connection back first: a pool may hold just one (PGlite).
@@ -658,31 +682,61 @@ impl Storage for PgStore {
     }
 
     async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
+        self.insert_commands(vec![c]).await
+    }
+
+    async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let insert = tx
+            .prepare(
                 "INSERT INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-                &[
-                    &uuid(c.request_id.0),
-                    &uuid(c.node_id.0),
-                    &c.kind,
-                    &c.message,
-                    &c.state,
-                    &c.requester,
-                    &c.approver,
-                    &i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
-                    &ts(c.created_at),
-                    &ts(c.updated_at),
-                ],
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[])
+                 ON CONFLICT DO NOTHING",
             )
             .await
             .map_err(db)?;
-        if n == 0 {
-            Err(StoreError::Conflict)
-        } else {
-            Ok(())
+        for chunk in commands.chunks(COMMAND_INSERT_CHUNK) {
+            let column =
+                |f: &dyn Fn(&CommandRecord) -> Uuid| chunk.iter().map(f).collect::<Vec<_>>();
+            let request_ids = column(&|c| uuid(c.request_id.0));
+            let node_ids = column(&|c| uuid(c.node_id.0));
+            let kinds: Vec<&str> = chunk.iter().map(|c| c.kind.as_str()).collect();
+            let messages: Vec<&serde_json::Value> = chunk.iter().map(|c| &c.message).collect();
+            let states: Vec<&str> = chunk.iter().map(|c| c.state.as_str()).collect();
+            let requesters: Vec<&str> = chunk.iter().map(|c| c.requester.as_str()).collect();
+            let approvers: Vec<Option<&str>> =
+                chunk.iter().map(|c| c.approver.as_deref()).collect();
+            let timeouts: Vec<i64> = chunk
+                .iter()
+                .map(|c| i64::try_from(c.timeout_ms).unwrap_or(i64::MAX))
+                .collect();
+            let created: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.created_at)).collect();
+            let updated: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.updated_at)).collect();
+            let n = tx
+                .execute(
+                    &insert,
+                    &[
+                        &request_ids,
+                        &node_ids,
+                        &kinds,
+                        &messages,
+                        &states,
+                        &requesters,
+                        &approvers,
+                        &timeouts,
+                        &created,
+                        &updated,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            if n != chunk.len() as u64 {
+                // Dropping the transaction rolls back what went before.
+                return Err(StoreError::Conflict);
+            }
         }
+        tx.commit().await.map_err(db)
     }
 
     async fn set_command_state(
@@ -784,6 +838,38 @@ impl Storage for PgStore {
             .await
             .map_err(db)?;
         rows.iter().map(command_from_row).collect()
+    }
+
+    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = $1 AND state IN ('queued', 'sent') ORDER BY created_at"),
+                &[&uuid(node.0)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(command_from_row).collect()
+    }
+
+    async fn expire_queued_commands(
+        &self,
+        created_before: WallTime,
+        at: WallTime,
+    ) -> StoreResult<Vec<RequestId>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "UPDATE commands SET state = 'expired', updated_at = $2
+                 WHERE state = 'queued' AND created_at < $1 RETURNING request_id",
+                &[&ts(created_before), &ts(at)],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| RequestId::from(r.get::<_, Uuid>(0)))
+            .collect())
     }
 
     async fn append_audit(

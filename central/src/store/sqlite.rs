@@ -17,7 +17,10 @@ use super::{
     StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
 };
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("sql/sqlite_0001.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("sql/sqlite_0001.sql")),
+    (2, include_str!("sql/sqlite_0002.sql")),
+];
 
 /// The SQLite backend.
 #[derive(Debug, Clone)]
@@ -482,26 +485,41 @@ impl Storage for SqliteStore {
     }
 
     async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
+        self.insert_commands(vec![c]).await
+    }
+
+    async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
         self.with(move |conn| {
-            let inserted = conn
-                .execute(
-                    "INSERT OR IGNORE INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![
-                        c.request_id.to_string(),
-                        c.node_id.to_string(),
-                        c.kind,
-                        c.message.to_string(),
-                        c.state,
-                        c.requester,
-                        c.approver,
-                        i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
-                        micros(c.created_at),
-                        micros(c.updated_at)
-                    ],
-                )
-                .map_err(db)?;
-            if inserted == 0 { Err(StoreError::Conflict) } else { Ok(()) }
+            let tx = conn.transaction().map_err(db)?;
+            {
+                let mut insert = tx
+                    .prepare(
+                        "INSERT OR IGNORE INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    )
+                    .map_err(db)?;
+                for c in commands {
+                    let inserted = insert
+                        .execute(params![
+                            c.request_id.to_string(),
+                            c.node_id.to_string(),
+                            c.kind,
+                            c.message.to_string(),
+                            c.state,
+                            c.requester,
+                            c.approver,
+                            i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
+                            micros(c.created_at),
+                            micros(c.updated_at)
+                        ])
+                        .map_err(db)?;
+                    if inserted == 0 {
+                        // Dropping the transaction rolls back what went before.
+                        return Err(StoreError::Conflict);
+                    }
+                }
+            }
+            tx.commit().map_err(db)
         })
         .await
     }
@@ -603,6 +621,46 @@ impl Storage for SqliteStore {
                 .map_err(db)?;
             let rows = stmt.query_map([], command_from_row).map_err(db)?;
             rows.map(|r| r.map_err(db).and_then(finish_command)).collect()
+        })
+        .await
+    }
+
+    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ?1 AND state IN ('queued', 'sent') ORDER BY created_at, rowid"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([node.to_string()], command_from_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(finish_command)).collect()
+        })
+        .await
+    }
+
+    async fn expire_queued_commands(
+        &self,
+        created_before: WallTime,
+        at: WallTime,
+    ) -> StoreResult<Vec<RequestId>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "UPDATE commands SET state = 'expired', updated_at = ?2
+                     WHERE state = 'queued' AND created_at < ?1 RETURNING request_id",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![micros(created_before), micros(at)], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(db)?;
+            rows.map(|r| {
+                let text = r.map_err(db)?;
+                text.parse::<RequestId>()
+                    .map_err(|e| StoreError::Database(format!("stored request id {text:?}: {e}")))
+            })
+            .collect()
         })
         .await
     }
