@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::auth::{Role, token_hash};
+use crate::cluster::Dispatch;
 use crate::store::{CommandRecord, NodeRecord, Storage};
 
 /// The committed OpenAPI document, served as is.
@@ -289,8 +290,13 @@ async fn submit_command(
         )
         .await
         .map_err(internal)?;
-    let timeout = Duration::from_millis(timeout_ms);
-    app.with_hub(|hub, now| hub.submit(now, node_id, request_id, message, timeout, true));
+    app.dispatch(vec![Dispatch {
+        node_id,
+        request_id,
+        message,
+        timeout_ms,
+    }])
+    .await;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "requestId": request_id })),

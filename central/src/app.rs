@@ -15,6 +15,7 @@ use nap_core::{NodeId, RequestId, SessionId, WallTime};
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 
 use crate::clock::Clock;
+use crate::cluster::{Cluster, Dispatch, Holder};
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -40,6 +41,12 @@ pub enum AppEvent {
     Command {
         request_id: RequestId,
         state: CommandState,
+    },
+    /// With a cluster: this instance has claimed the node and loaded its
+    /// open commands.
+    TakenOver {
+        node_id: NodeId,
+        session_id: SessionId,
     },
     TelemetryStored {
         node_id: NodeId,
@@ -106,6 +113,8 @@ pub struct App {
     pub events: broadcast::Sender<AppEvent>,
     pub handshakes: Arc<Semaphore>,
     pub throttle: Mutex<Throttle>,
+    /// Set when this process is one of several (`redis` configured).
+    pub cluster: Option<Cluster>,
     writes: mpsc::Sender<StateChange>,
 }
 
@@ -114,11 +123,19 @@ impl App {
     pub async fn start(config: ServeConfig) -> anyhow::Result<Arc<Self>> {
         let store = AnyStore::open(&config.db, config.db_pool).await?;
         store.migrate().await?;
-        Ok(Self::with_store(config, store))
+        let cluster = match &config.redis {
+            Some(url) => Some(
+                Cluster::connect(url, &config.redis_prefix)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("connecting to Redis at {url}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Self::with_store(config, store, cluster))
     }
 
     /// The service over an opened, migrated store.
-    pub fn with_store(config: ServeConfig, store: AnyStore) -> Arc<Self> {
+    pub fn with_store(config: ServeConfig, store: AnyStore, cluster: Option<Cluster>) -> Arc<Self> {
         let clock = Clock::default();
         let mut hub_config = HubConfig::new(config.audience.clone());
         hub_config.seed = u64::from_le_bytes(
@@ -149,6 +166,7 @@ impl App {
             ingest,
             events,
             throttle: Mutex::new(Throttle::default()),
+            cluster,
             writes,
         });
         tokio::spawn(crate::ingest::run(Arc::clone(&app), ingest_rx));
@@ -157,11 +175,19 @@ impl App {
         tokio::spawn(maintenance(Arc::clone(&app)));
         tokio::spawn(revocations(Arc::clone(&app)));
         crate::notify::start(&app);
+        if let Some(cluster) = &app.cluster {
+            crate::cluster::start(&app, cluster);
+        }
         app
     }
 
     /// Reloads commands that were queued or sent when central last stopped.
+    /// One of several instances restores nothing: it loads a node's open
+    /// commands when it takes the node (`take_over`).
     pub async fn restore_commands(self: &Arc<Self>) -> anyhow::Result<usize> {
+        if self.cluster.is_some() {
+            return Ok(0);
+        }
         let open = self.store.open_commands().await?;
         let count = open.len();
         for c in open {
@@ -179,6 +205,136 @@ impl App {
             });
         }
         Ok(count)
+    }
+
+    /// Sends stored commands on their way: to this hub for nodes held here
+    /// (or for every node, with no cluster: the hub queues for offline
+    /// ones), to the holding instance for nodes held elsewhere. A command
+    /// for a node nobody holds waits in the store for the node's return.
+    pub async fn dispatch(self: &Arc<Self>, commands: Vec<Dispatch>) {
+        let Some(cluster) = &self.cluster else {
+            self.submit_here(commands);
+            return;
+        };
+        let (here, elsewhere): (Vec<Dispatch>, Vec<Dispatch>) = {
+            let hub = self
+                .hub
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            commands
+                .into_iter()
+                .partition(|c| hub.live_session(c.node_id).is_some())
+        };
+        self.submit_here(here);
+        if elsewhere.is_empty() {
+            return;
+        }
+        let nodes: Vec<NodeId> = elsewhere.iter().map(|c| c.node_id).collect();
+        let holders = match cluster.locate(&nodes).await {
+            Ok(holders) => holders,
+            Err(e) => {
+                self.metrics.db_error("redis_locate");
+                tracing::warn!(error = %e, commands = elsewhere.len(), "cannot locate nodes; their commands wait in the store until they reconnect");
+                return;
+            }
+        };
+        let mut by_instance: HashMap<String, Vec<Dispatch>> = HashMap::new();
+        for (command, holder) in elsewhere.into_iter().zip(holders) {
+            if let Holder::Elsewhere(instance) = holder {
+                by_instance.entry(instance).or_default().push(command);
+            }
+        }
+        for (instance, commands) in by_instance {
+            let count = commands.len();
+            match cluster.send(&instance, commands).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(%instance, count, "the holding instance is gone; its nodes' commands wait in the store until they reconnect")
+                }
+                Err(e) => {
+                    self.metrics.db_error("redis_publish");
+                    tracing::warn!(error = %e, %instance, count, "cannot hand commands over; they wait in the store until their nodes reconnect");
+                }
+            }
+        }
+    }
+
+    /// Submits commands to this instance's hub.
+    pub fn submit_here(self: &Arc<Self>, commands: Vec<Dispatch>) {
+        if commands.is_empty() {
+            return;
+        }
+        self.with_hub(|hub, now| {
+            for c in commands {
+                let timeout = Duration::from_millis(c.timeout_ms);
+                hub.submit(now, c.node_id, c.request_id, c.message, timeout, true);
+            }
+        });
+    }
+
+    /// A session here has started: with a cluster, claim the node and load
+    /// its open commands from the store (in that order: see `cluster`).
+    pub async fn take_over(self: &Arc<Self>, node_id: NodeId, session_id: SessionId) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        if let Err(e) = cluster.claim(node_id, session_id).await {
+            self.metrics.db_error("redis_claim");
+            tracing::warn!(error = %e, node = %node_id, "cannot claim the node in Redis; the next refresh will");
+        }
+        let open = match self.store.open_commands_for(node_id).await {
+            Ok(open) => open,
+            Err(e) => {
+                self.metrics.db_error("open_commands");
+                tracing::error!(error = %e, node = %node_id, "cannot load the node's open commands");
+                return;
+            }
+        };
+        let commands = open
+            .into_iter()
+            .filter_map(|c| match serde_json::from_value(c.message) {
+                Ok(message) => Some(Dispatch {
+                    node_id,
+                    request_id: c.request_id,
+                    message,
+                    timeout_ms: c.timeout_ms,
+                }),
+                Err(e) => {
+                    tracing::error!(request = %c.request_id, error = %e, "a stored command does not decode; leaving it");
+                    None
+                }
+            })
+            .collect();
+        let still_here = self
+            .hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live_session(node_id)
+            == Some(session_id);
+        if still_here {
+            self.submit_here(commands);
+        }
+        self.emit(AppEvent::TakenOver {
+            node_id,
+            session_id,
+        });
+    }
+
+    /// A session here has ended. With a cluster, a node that another
+    /// instance now holds is let go without a status change (the holder
+    /// writes `online`; an `offline` from here could land after it).
+    pub async fn session_ended(self: &Arc<Self>, node_id: NodeId, session_id: SessionId) {
+        if let Some(cluster) = &self.cluster {
+            match cluster.vacate(node_id, session_id).await {
+                Ok(Holder::Elsewhere(_)) => self.with_hub(|hub, _| hub.release(node_id)),
+                Ok(_) => {}
+                Err(e) => {
+                    self.metrics.db_error("redis_vacate");
+                    tracing::warn!(error = %e, node = %node_id, "cannot clear the node's presence; it expires by itself");
+                }
+            }
+        }
+        self.with_hub(|hub, now| hub.session_closed(now, node_id, session_id));
     }
 
     /// Runs `f` on the hub with the current time, then performs its outputs.

@@ -45,6 +45,12 @@ pub struct ServeConfig {
     pub ingest_batch: usize,
     /// PostgreSQL pool size.
     pub db_pool: usize,
+    /// Redis (`redis://host:port/db`): set it to run several central
+    /// processes as one (DESIGN.md §5); presence and command routing go
+    /// through it. Unset, this process is the whole of central.
+    pub redis: Option<String>,
+    /// Prefix of this deployment's Redis keys and channels.
+    pub redis_prefix: String,
 }
 
 impl Default for ServeConfig {
@@ -68,6 +74,8 @@ impl Default for ServeConfig {
             ingest_queue: 100_000,
             ingest_batch: 5_000,
             db_pool: 8,
+            redis: None,
+            redis_prefix: "nap".into(),
         }
     }
 }

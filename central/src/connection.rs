@@ -82,6 +82,7 @@ pub async fn run(
     conn.perform().await;
     drop(permit); // the handshake is over
     app.with_hub(|hub, now| hub.session_opened(now, node_id, session_id));
+    app.take_over(node_id, session_id).await;
     let _ = app.store.touch_node(node_id, app.clock.wall(), None).await;
     conn.run(rx).await;
 
@@ -90,7 +91,7 @@ pub async fn run(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .remove(&session_id);
     app.metrics.connections.dec();
-    app.with_hub(|hub, now| hub.session_closed(now, node_id, session_id));
+    app.session_ended(node_id, session_id).await;
     app.emit(AppEvent::SessionClosed {
         node_id,
         session_id,

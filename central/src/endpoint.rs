@@ -16,8 +16,8 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use nap_core::SessionId;
-use nap_core::central::Admission;
+use nap_core::central::{Admission, AuthPolicy, AuthRejection, TokenCheck};
+use nap_core::{SessionId, WallTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -285,6 +285,9 @@ async fn admit(
         return Err(refused(app, peer, "missing_token").await);
     };
     let check = crate::auth::inspect(&app.store, &token).await;
+    if !token_id_unused_in_cluster(app, &check).await {
+        return Err(refused(app, peer, AuthRejection::Replayed.reason()).await);
+    }
     let session_id = SessionId::from(uuid::Uuid::new_v4());
     let admission = match app.with_hub(|hub, now| hub.admit(now, &check, session_id)) {
         Ok(admission) => admission,
@@ -308,6 +311,32 @@ async fn admit(
     Ok((r, admission))
 }
 
+/// With several instances, a token id is consumed in Redis as well, so a
+/// token used at one instance cannot be replayed at another (each hub keeps
+/// its own replay window). Only verified tokens spend an id. If Redis cannot
+/// answer, the local window stands alone rather than locking the fleet out.
+async fn token_id_unused_in_cluster(app: &Arc<App>, check: &TokenCheck) -> bool {
+    let (Some(cluster), Some(claims), true) = (&app.cluster, &check.claims, check.signature_valid)
+    else {
+        return true;
+    };
+    let Some(expires_at) = WallTime::from_unix_millis(claims.exp.saturating_mul(1000)) else {
+        return true; // the hub refuses it
+    };
+    let skew = AuthPolicy::new(app.config.audience.clone()).max_skew;
+    match cluster
+        .consume_token_id(&claims.jti, expires_at, skew)
+        .await
+    {
+        Ok(unused) => unused,
+        Err(e) => {
+            app.metrics.db_error("redis_jti");
+            tracing::warn!(error = %e, "cannot check the token id across the cluster");
+            true
+        }
+    }
+}
+
 /// `GET /v1/artifacts/nap-agent/{version}/{target}[.sig]`, for a node with a valid token.
 async fn artifact(
     app: Arc<App>,
@@ -321,7 +350,7 @@ async fn artifact(
     let check = crate::auth::inspect(&app.store, token).await;
     let now = app.clock.wall();
     if let Err(rejection) = nap_core::central::auth::check_token(
-        &nap_core::central::AuthPolicy::new(app.config.audience.clone()),
+        &AuthPolicy::new(app.config.audience.clone()),
         now,
         &check,
     ) {

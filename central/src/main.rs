@@ -76,6 +76,9 @@ struct ServeArgs {
     /// Admin notification webhook (http://…).
     #[arg(long)]
     webhook: Option<String>,
+    /// Redis URL: run as one of several central processes (DESIGN.md §5).
+    #[arg(long)]
+    redis: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +150,7 @@ fn overrides(cli: &Cli) -> Value {
         put("telemetry_ms", a.telemetry_ms.map(Value::from));
         put("health_ms", a.health_ms.map(Value::from));
         put("webhook", a.webhook.clone().map(Value::from));
+        put("redis", a.redis.clone().map(Value::from));
     }
     Value::Object(map)
 }

@@ -18,7 +18,10 @@ const START: i64 = 1_750_000_000;
 
 fn hub() -> CentralHub {
     let mut hub = CentralHub::new(HubConfig::new(tokens::AUDIENCE));
-    hub.set_wall_clock(Timestamp::ZERO, WallTime::from_unix_millis(START * 1000).expect("valid"));
+    hub.set_wall_clock(
+        Timestamp::ZERO,
+        WallTime::from_unix_millis(START * 1000).expect("valid"),
+    );
     hub
 }
 
@@ -30,8 +33,12 @@ fn session(n: u128) -> SessionId {
 fn admit(hub: &mut CentralHub, session_id: SessionId, jti: u128) {
     let registry = BTreeMap::from([(NODE, NodeLookup::Active)]);
     let token = tokens::mint(NODE, TokenId::from_u128(jti), START, START + 3600, true);
-    hub.admit(Timestamp::ZERO, &tokens::check(&token, &registry), session_id)
-        .expect("admitted");
+    hub.admit(
+        Timestamp::ZERO,
+        &tokens::check(&token, &registry),
+        session_id,
+    )
+    .expect("admitted");
     hub.session_opened(Timestamp::ZERO, NODE, session_id);
 }
 
@@ -74,7 +81,14 @@ fn a_claimed_node_s_open_commands_are_forgotten_without_a_state_change() {
     admit(&mut hub, session(1), 1);
     let timeout = Duration::from_secs(30);
     assert_eq!(
-        hub.submit(Timestamp::ZERO, NODE, request(1), health_check(1), timeout, true),
+        hub.submit(
+            Timestamp::ZERO,
+            NODE,
+            request(1),
+            health_check(1),
+            timeout,
+            true
+        ),
         CommandState::Sent
     );
     outputs(&mut hub);
@@ -104,7 +118,10 @@ fn a_node_that_comes_back_is_reported_online_again() {
         status: NodeStatus::Online,
         reason: None,
     }));
-    assert_eq!(hub.live_sessions().collect::<Vec<_>>(), vec![(NODE, session(2))]);
+    assert_eq!(
+        hub.live_sessions().collect::<Vec<_>>(),
+        vec![(NODE, session(2))]
+    );
 }
 
 #[test]

@@ -204,6 +204,15 @@ pub async fn tls(
     central: &Central,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_at(central, central.running.agent_addr, versions).await
+}
+
+/// [`tls`] to the instance at `addr` (one with the same certificates).
+pub async fn tls_at(
+    central: &Central,
+    addr: std::net::SocketAddr,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in &central.ca {
         roots.add(cert.clone()).expect("ca");
@@ -213,7 +222,7 @@ pub async fn tls(
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = TcpStream::connect(central.running.agent_addr).await?;
+    let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
@@ -221,7 +230,18 @@ pub async fn tls(
 
 /// Opens an agent session with `token`; an HTTP refusal comes back as its status.
 pub async fn connect(central: &Central, token: &str) -> Result<Ws, u16> {
-    let stream = tls(central, &[&rustls::version::TLS13]).await.expect("TLS");
+    connect_at(central, central.running.agent_addr, token).await
+}
+
+/// [`connect`] to the instance at `addr` (one with the same certificates).
+pub async fn connect_at(
+    central: &Central,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Result<Ws, u16> {
+    let stream = tls_at(central, addr, &[&rustls::version::TLS13])
+        .await
+        .expect("TLS");
     let mut request = format!("wss://localhost{}", nap_core::AGENT_PATH)
         .into_client_request()
         .expect("request");

@@ -1,0 +1,262 @@
+//! Two central instances as one, through the real Redis at
+//! `NAP_TEST_REDIS_URL` (skipped with a message when unset, unless
+//! `NAP_REQUIRE_SERVICES` makes it mandatory): commands reach a node held by
+//! the other instance, a node that moves closes its old session with 4002,
+//! commands for offline nodes wait in the store, and a token id is spent
+//! across instances.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nap_central::AppEvent;
+use nap_central::server::{Running, start};
+use nap_central::store::Storage;
+use nap_core::RequestId;
+use nap_core::central::CommandState;
+use nap_core::wire::{AgentMessage, CentralMessage, CommandResult, NodeStatus};
+use serde_json::json;
+
+fn redis_url(test: &str) -> Option<String> {
+    match std::env::var("NAP_TEST_REDIS_URL") {
+        Ok(url) => Some(url),
+        Err(_) => {
+            assert!(
+                std::env::var_os("NAP_REQUIRE_SERVICES").is_none(),
+                "NAP_REQUIRE_SERVICES is set but NAP_TEST_REDIS_URL is not"
+            );
+            eprintln!(
+                "SKIPPED {test}: it needs Redis (NAP_TEST_REDIS_URL, e.g. redis://127.0.0.1:6379)"
+            );
+            None
+        }
+    }
+}
+
+/// Instance A (with the test's store) and instance B sharing its store and
+/// a Redis namespace of their own.
+async fn pair(test: &str) -> Option<(Central, Running)> {
+    let url = redis_url(test)?;
+    let prefix = format!("nap-test-{test}-{}", uuid::Uuid::new_v4().simple());
+    let a = central(test, |c| {
+        c.redis = Some(url);
+        c.redis_prefix = prefix;
+    })
+    .await;
+    let b = start(a.running.app.config.clone())
+        .await
+        .expect("instance B starts");
+    Some((a, b))
+}
+
+/// Connects a registered node to the instance at `running`, reads its
+/// welcome, and waits until that instance has claimed it.
+async fn join(central: &Central, running: &Running, key: &NodeKey) -> Ws {
+    let mut events = running.app.events.subscribe();
+    let mut ws = connect_at(central, running.agent_addr, &good_token(key))
+        .await
+        .expect("upgraded");
+    assert!(matches!(
+        next_message(&mut ws).await,
+        CentralMessage::Welcome(_)
+    ));
+    let node = key.id;
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, AppEvent::TakenOver { node_id, .. } if *node_id == node),
+    )
+    .await;
+    ws
+}
+
+async fn submit_health_check(central: &Central, key: &NodeKey) -> RequestId {
+    let (status, body) = http(
+        "POST",
+        &central.api(&format!("/api/v1/nodes/{}/commands", key.id)),
+        Some(&central.admin),
+        Some(json!({ "type": "health_check" })),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    serde_json::from_value(body["requestId"].clone()).expect("request id")
+}
+
+/// The next command the node receives (pings and acks skipped).
+async fn next_command(ws: &mut Ws) -> RequestId {
+    loop {
+        match next_message(ws).await {
+            CentralMessage::HealthCheck(h) => return h.request_id,
+            CentralMessage::Ping(_) | CentralMessage::Ack(_) => {}
+            other => panic!("expected a health check, got {other:?}"),
+        }
+    }
+}
+
+fn succeeded(request_id: RequestId) -> AgentMessage {
+    AgentMessage::CommandResult(CommandResult {
+        request_id,
+        success: true,
+        result: "healthy".into(),
+        timestamp: nap_core::WallTime::from(chrono::Utc::now()),
+        exit_code: None,
+        stderr: None,
+        duration_ms: Some(1),
+        truncated: false,
+        error: None,
+    })
+}
+
+#[tokio::test]
+async fn a_command_submitted_at_one_instance_reaches_a_node_held_by_the_other() {
+    let Some((a, b)) = pair("cluster_route").await else {
+        return;
+    };
+    let key = node_key();
+    register(&a, &key).await;
+    let mut ws = join(&a, &b, &key).await;
+    let mut b_events = b.app.events.subscribe();
+
+    let request_id = submit_health_check(&a, &key).await;
+
+    assert_eq!(next_command(&mut ws).await, request_id);
+    send(&mut ws, succeeded(request_id)).await;
+    wait_for(&mut b_events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Command { request_id: id, state: CommandState::Succeeded } if *id == request_id)
+    })
+    .await;
+    let (status, body) = http(
+        "GET",
+        &a.api(&format!("/api/v1/commands/{request_id}")),
+        Some(&a.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["state"], "succeeded", "{body}");
+    // A never held the node and holds no trace of its command.
+    let hub = a.running.app.hub.lock().expect("hub");
+    assert_eq!(hub.live_count(), 0);
+    assert!(hub.command(request_id).is_none());
+}
+
+#[tokio::test]
+async fn a_node_that_moves_to_the_other_instance_closes_its_old_session_with_4002() {
+    let Some((a, b)) = pair("cluster_move").await else {
+        return;
+    };
+    let key = node_key();
+    register(&a, &key).await;
+    let mut on_a = join(&a, &a.running, &key).await;
+    let mut a_events = a.events();
+
+    let mut on_b = join(&a, &b, &key).await;
+
+    assert_eq!(close_code(&mut on_a).await, Some(4002));
+    let node = key.id;
+    wait_for(
+        &mut a_events,
+        Duration::from_secs(5),
+        |e| matches!(e, AppEvent::SessionClosed { node_id, .. } if *node_id == node),
+    )
+    .await;
+    assert_eq!(a.running.app.hub.lock().expect("hub").live_count(), 0);
+    // A wrote no `offline` for it: a status change A makes afterwards comes
+    // out of A's ordered writer after anything A had queued before.
+    let other = node_key();
+    register(&a, &other).await;
+    let _other_ws = join(&a, &a.running, &other).await;
+    let other_id = other.id;
+    wait_for(&mut a_events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == other_id)
+    })
+    .await;
+    let stored = a
+        .running
+        .app
+        .store
+        .get_node(key.id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.status, Some(NodeStatus::Online));
+    // The node goes on working on B.
+    send(&mut on_b, nap_core::wire::Ping { timestamp: 1 }).await;
+    assert!(matches!(
+        next_message(&mut on_b).await,
+        CentralMessage::Pong(_)
+    ));
+}
+
+#[tokio::test]
+async fn a_command_for_an_offline_node_waits_in_the_store_and_follows_the_node() {
+    let Some((a, b)) = pair("cluster_offline").await else {
+        return;
+    };
+    let key = node_key();
+    register(&a, &key).await;
+
+    let request_id = submit_health_check(&a, &key).await;
+
+    let stored = a
+        .running
+        .app
+        .store
+        .get_command(request_id)
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(stored.state, "queued");
+    assert_eq!(
+        a.running.app.hub.lock().expect("hub").queued_for(key.id),
+        0,
+        "with a cluster the store, not a hub, queues for offline nodes"
+    );
+    let mut ws = join(&a, &b, &key).await;
+    assert_eq!(next_command(&mut ws).await, request_id);
+}
+
+#[tokio::test]
+async fn a_token_used_at_one_instance_is_refused_at_the_other() {
+    let Some((a, b)) = pair("cluster_replay").await else {
+        return;
+    };
+    let key = node_key();
+    register(&a, &key).await;
+    let token = good_token(&key);
+    let mut first = connect_at(&a, a.running.agent_addr, &token)
+        .await
+        .expect("first use");
+    assert!(matches!(
+        next_message(&mut first).await,
+        CentralMessage::Welcome(_)
+    ));
+
+    let replay = connect_at(&a, b.agent_addr, &token).await;
+
+    assert_eq!(replay.err(), Some(401));
+}
+
+#[tokio::test]
+async fn central_does_not_start_when_redis_cannot_be_reached() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = nap_central::tls::write_dev_certs(&dir.path().join("certs")).expect("certs");
+    let config = nap_central::ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert: certs.cert,
+        tls_key: certs.key,
+        db: format!("sqlite:{}", dir.path().join("central.db").display()),
+        // Nothing listens on port 1.
+        redis: Some("redis://127.0.0.1:1".into()),
+        ..nap_central::ServeConfig::default()
+    };
+
+    let err = start(config).await.expect_err("refuses to start");
+
+    assert!(
+        format!("{err:#}").contains("connecting to Redis at redis://127.0.0.1:1"),
+        "{err:#}"
+    );
+}
