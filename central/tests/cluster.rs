@@ -239,6 +239,40 @@ async fn a_token_used_at_one_instance_is_refused_at_the_other() {
 }
 
 #[tokio::test]
+async fn a_broadcast_reaches_nodes_on_both_instances() {
+    let Some((a, b)) = pair("cluster_broadcast").await else {
+        return;
+    };
+    let on_a_key = node_key();
+    let on_b_key = node_key();
+    register(&a, &on_a_key).await;
+    register(&a, &on_b_key).await;
+    let mut on_a = join(&a, &a.running, &on_a_key).await;
+    let mut on_b = join(&a, &b, &on_b_key).await;
+
+    let (status, body) = http(
+        "POST",
+        &a.api("/api/v1/commands/broadcast"),
+        Some(&a.admin),
+        Some(json!({ "nodes": "all", "command": { "type": "health_check" } })),
+    )
+    .await;
+
+    assert_eq!(status, 202, "{body}");
+    let request_for = |node: nap_core::NodeId| -> RequestId {
+        let entry = body["commands"]
+            .as_array()
+            .expect("commands")
+            .iter()
+            .find(|c| c["nodeId"] == node.to_string())
+            .expect("one per node");
+        serde_json::from_value(entry["requestId"].clone()).expect("request id")
+    };
+    assert_eq!(next_command(&mut on_a).await, request_for(on_a_key.id));
+    assert_eq!(next_command(&mut on_b).await, request_for(on_b_key.id));
+}
+
+#[tokio::test]
 async fn central_does_not_start_when_redis_cannot_be_reached() {
     let dir = tempfile::tempdir().expect("dir");
     let certs = nap_central::tls::write_dev_certs(&dir.path().join("certs")).expect("certs");
