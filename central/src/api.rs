@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -88,7 +88,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/nodes/{id}", get(get_node))
         .route("/api/v1/nodes/{id}/telemetry", get(telemetry))
         .route("/api/v1/nodes/{id}/commands", post(submit_command))
-        .route("/api/v1/commands/broadcast", post(broadcast))
+        .route(
+            "/api/v1/commands/broadcast",
+            post(broadcast).layer(DefaultBodyLimit::max(BROADCAST_BODY_LIMIT)),
+        )
         .route("/api/v1/commands/{id}", get(get_command))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/audit", get(audit))
@@ -344,6 +347,9 @@ async fn submit_command(
 
 /// Most nodes one broadcast may name.
 const MAX_BROADCAST: usize = 100_000;
+
+/// Room for `MAX_BROADCAST` quoted node ids and the command.
+const BROADCAST_BODY_LIMIT: usize = 8 << 20;
 
 /// `POST /api/v1/commands/broadcast`: one command to many nodes, as one
 /// decision — one transaction for the commands, one audit record, one

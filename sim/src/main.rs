@@ -74,6 +74,13 @@ enum Command {
         /// Write the report as JSON here, with the charts beside it.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+        /// Central processes on one port (SO_REUSEPORT); at least one per
+        /// 18,000 nodes. More than one need PostgreSQL and Redis.
+        #[arg(long, default_value_t = 1)]
+        centrals: usize,
+        /// Redis for several central processes.
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
     },
     /// Internal: one worker process of `load`.
     #[command(hide = true)]
@@ -145,6 +152,8 @@ fn main() -> anyhow::Result<()> {
             telemetry_ms,
             health_ms,
             report,
+            centrals,
+            redis,
         } => {
             init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -167,6 +176,8 @@ fn main() -> anyhow::Result<()> {
                 heartbeat_ms,
                 telemetry_ms,
                 health_ms,
+                centrals,
+                redis,
             };
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());

@@ -1,5 +1,6 @@
-//! Central in its own process, so that its memory and CPU are measured
-//! apart from the simulator's, and so that a restart is a real crash.
+//! Central in its own processes, so that its memory and CPU are measured
+//! apart from the simulator's, and so that a restart is a real crash. More
+//! than one process share the ports (SO_REUSEPORT) and a Redis (DESIGN.md §5).
 
 use std::io::Write as _;
 use std::process::Stdio;
@@ -99,6 +100,82 @@ impl CentralProcess {
         {
             self.child.start_kill()?;
             self.child.wait().await?;
+        }
+        Ok(())
+    }
+}
+
+/// The central processes of a run, all on the same two ports.
+#[derive(Debug)]
+pub struct CentralSet {
+    processes: Vec<CentralProcess>,
+    /// The configuration every process (re)starts with, ports fixed.
+    serve: ServeConfig,
+    count: usize,
+    pub agent_port: u16,
+    pub api_port: u16,
+}
+
+impl CentralSet {
+    /// Starts `count` processes: the first picks the ports, the rest join them.
+    pub async fn start(mut serve: ServeConfig, count: usize) -> anyhow::Result<Self> {
+        let first = CentralProcess::spawn(&serve).await?;
+        let (agent_port, api_port) = (first.agent_port, first.api_port);
+        serve.listen.set_port(agent_port);
+        serve.api_listen.set_port(api_port);
+        let mut processes = vec![first];
+        for _ in 1..count.max(1) {
+            processes.push(CentralProcess::spawn(&serve).await?);
+        }
+        Ok(Self {
+            count: processes.len(),
+            processes,
+            serve,
+            agent_port,
+            api_port,
+        })
+    }
+
+    /// How many processes.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// CPU milliseconds and resident KiB, summed over the processes.
+    pub fn usage(&self) -> (u64, u64) {
+        self.processes
+            .iter()
+            .map(CentralProcess::usage)
+            .fold((0, 0), |(c, r), (pc, pr)| (c + pc, r + pr))
+    }
+
+    /// Kills every process at once and starts them again.
+    pub async fn crash_all(&mut self) -> anyhow::Result<()> {
+        for p in std::mem::take(&mut self.processes) {
+            p.crash().await?;
+        }
+        for _ in 0..self.count {
+            self.processes
+                .push(CentralProcess::spawn(&self.serve).await?);
+        }
+        Ok(())
+    }
+
+    /// Kills process `i` (modulo the count) and starts it again: its nodes
+    /// move to the others, or back to it.
+    pub async fn crash_one(&mut self, i: usize) -> anyhow::Result<()> {
+        let i = i % self.processes.len();
+        let p = self.processes.swap_remove(i);
+        p.crash().await?;
+        self.processes
+            .push(CentralProcess::spawn(&self.serve).await?);
+        Ok(())
+    }
+
+    /// Drains and stops every process.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for p in self.processes {
+            p.stop().await?;
         }
         Ok(())
     }

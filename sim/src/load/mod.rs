@@ -29,7 +29,7 @@ use nap_core::{NodeId, RequestId};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::process::{ChildStdin, Command};
 
-use central_proc::CentralProcess;
+use central_proc::CentralSet;
 pub use central_proc::serve as serve_central;
 use proto::{NodeEntry, Order, WorkerLine, WorkerStats};
 pub use report::LoadReport;
@@ -81,7 +81,14 @@ pub struct LoadConfig {
     pub heartbeat_ms: u64,
     pub telemetry_ms: u64,
     pub health_ms: u64,
+    /// Central processes to start (at least enough for the nodes, at
+    /// `PER_CENTRAL` each); more than one need `redis` and PostgreSQL.
+    pub centrals: usize,
+    pub redis: String,
 }
+
+/// Connections one central process is given (of its 20,000 files).
+pub const PER_CENTRAL: usize = 18_000;
 
 /// A central this run does not start.
 #[derive(Debug, Clone)]
@@ -124,7 +131,7 @@ pub fn prepare_process() {
 /// The run's shared state: workers, central, the time series.
 struct Run {
     workers: Vec<Worker>,
-    central: Option<CentralProcess>,
+    central: Option<CentralSet>,
     started: Instant,
     series: Vec<Point>,
     peak_handshaking: usize,
@@ -270,32 +277,34 @@ async fn operator_token(store: &AnyStore) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Submits one command per node through the operator API, 64 at a time;
-/// the submission instants, by request id.
+/// Sends one `health_check` to every node with one broadcast through the
+/// operator API; the request ids, each with the instant it was submitted.
 async fn fan_out(
     api: &str,
     token: &str,
     ids: &[NodeId],
 ) -> anyhow::Result<BTreeMap<RequestId, i64>> {
-    use futures_util::StreamExt as _;
-    let body = serde_json::json!({"type": "health_check"});
-    let submitted = futures_util::stream::iter(ids.iter().copied())
-        .map(|id| {
-            let (url, body) = (format!("{api}/api/v1/nodes/{id}/commands"), body.clone());
-            async move {
-                let at = chrono::Utc::now().timestamp_millis();
-                let (status, answer) = crate::http::post(&url, token, &body).await?;
-                if status != 202 {
-                    bail!("submitting to {id}: {status} {answer}");
-                }
-                let request: RequestId = serde_json::from_value(answer["requestId"].clone())?;
-                Ok((request, at))
-            }
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<anyhow::Result<(RequestId, i64)>>>()
-        .await;
-    submitted.into_iter().collect()
+    let body = serde_json::json!({ "nodes": ids, "command": { "type": "health_check" } });
+    let at = chrono::Utc::now().timestamp_millis();
+    let (status, answer) =
+        crate::http::post(&format!("{api}/api/v1/commands/broadcast"), token, &body).await?;
+    if status != 202 {
+        bail!("broadcast: {status} {answer}");
+    }
+    let commands = answer["commands"]
+        .as_array()
+        .context("the broadcast's answer lists no commands")?;
+    if commands.len() != ids.len() {
+        bail!(
+            "broadcast to {} nodes issued {} commands",
+            ids.len(),
+            commands.len()
+        );
+    }
+    commands
+        .iter()
+        .map(|c| Ok((serde_json::from_value(c["requestId"].clone())?, at)))
+        .collect()
 }
 
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
@@ -347,9 +356,18 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         max_connections: 19_000,
         ..nap_central::ServeConfig::default()
     };
-    let (mut serve, central, url, api, ca) = match &config.central {
+    let centrals = config.centrals.max(n.div_ceil(PER_CENTRAL));
+    if config.central.is_none() && centrals > 1 && db.starts_with("sqlite:") {
+        bail!("{centrals} central processes share one database: give --db postgres://…");
+    }
+    let serve = nap_central::ServeConfig {
+        redis: (centrals > 1).then(|| config.redis.clone()),
+        redis_prefix: format!("nap-load-{}", std::process::id()),
+        max_connections: PER_CENTRAL + 1_000,
+        ..serve
+    };
+    let (central, url, api, ca) = match &config.central {
         Some(external) => (
-            serve,
             None,
             external.url.clone(),
             external.api.clone(),
@@ -362,17 +380,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 tls_key: certs.key.clone(),
                 ..serve
             };
-            let central = CentralProcess::spawn(&serve).await?;
+            let central = CentralSet::start(serve, centrals).await?;
             let url = format!("wss://localhost:{}/v1/agent", central.agent_port);
             let api = format!("http://127.0.0.1:{}", central.api_port);
-            (serve, Some(central), url, api, certs.ca)
+            (Some(central), url, api, certs.ca)
         }
     };
-    if let Some(c) = &central {
-        // A restarted central comes back on the same ports.
-        serve.listen = format!("127.0.0.1:{}", c.agent_port).parse()?;
-        serve.api_listen = format!("127.0.0.1:{}", c.api_port).parse()?;
-    }
     let (central_cpu_start, central_rss_idle) =
         central.as_ref().map(|c| c.usage()).unwrap_or_default();
 
@@ -420,7 +433,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Scenario::Steady => run.hold(config.duration).await,
         Scenario::ReconnectStorm => {
             run.hold(config.duration / 2).await;
-            storms.push(restart_central(&mut run, &serve, n).await?);
+            storms.push(restart_central(&mut run, n).await?);
             run.hold(config.duration / 2).await;
         }
         Scenario::Chaos => {
@@ -432,10 +445,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             for _ in 0..rounds {
                 let wait = rng.duration_between(Duration::from_secs(10), Duration::from_secs(50));
                 run.hold(wait).await;
-                if let Some(central) = run.central.take() {
-                    println!("crashing central");
-                    central.crash().await?;
-                    run.central = Some(CentralProcess::spawn(&serve).await?);
+                if let Some(central) = run.central.as_mut() {
+                    // One process of several: its nodes move to the others.
+                    let which = usize::try_from(rng.between(0, 1 << 16)).unwrap_or(0);
+                    println!("crashing a central process");
+                    central.crash_one(which).await?;
                     crashes += 1;
                 }
             }
@@ -530,6 +544,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             }
         }
     }
+    let central_processes = run.central.as_ref().map_or(0, CentralSet::count);
     if let Some(c) = run.central.take() {
         c.stop().await?;
     }
@@ -565,6 +580,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             central_rss_connected,
             central_cpu_end.saturating_sub(central_cpu_start),
         ),
+        central_processes,
         series: std::mem::take(&mut run.series),
     });
     Ok(report)
@@ -573,19 +589,14 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
 /// Crashes central and starts it again on the same ports; how long until
 /// every node was back, and the handshake rate meanwhile.
 #[allow(clippy::print_stdout)]
-async fn restart_central(
-    run: &mut Run,
-    serve: &nap_central::ServeConfig,
-    n: usize,
-) -> anyhow::Result<report::Storm> {
-    let Some(central) = run.central.take() else {
+async fn restart_central(run: &mut Run, n: usize) -> anyhow::Result<report::Storm> {
+    let dials_before = run.sample().dials;
+    let Some(central) = run.central.as_mut() else {
         bail!("no central of ours to restart");
     };
     println!("crashing central");
-    let dials_before = run.sample().dials;
-    central.crash().await?;
+    central.crash_all().await?;
     let restarted_at = Instant::now();
-    run.central = Some(CentralProcess::spawn(serve).await?);
     // The workers' counters lag by up to half a second: first see the fall.
     run.wait_until("the fleet noticed", Duration::from_secs(60), |t| {
         t.connected < n

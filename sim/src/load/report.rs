@@ -147,7 +147,8 @@ pub struct Commands {
     pub received_twice: usize,
     pub terminal: usize,
     pub succeeded: usize,
-    /// Seconds to submit them all through the API (64 at a time).
+    /// Seconds until the one broadcast request was answered (every command
+    /// stored, audited and handed to the instance holding its node).
     pub submit_s: f64,
     /// Seconds from the first submission until every node had received its command.
     pub all_received_s: f64,
@@ -162,6 +163,8 @@ pub struct Commands {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
+    /// Central processes sharing the port (their figures are summed).
+    pub processes: usize,
     pub rss_idle_mib: f64,
     pub rss_connected_mib: f64,
     /// (Connected − idle) / nodes.
@@ -236,8 +239,10 @@ pub struct Inputs<'a> {
         f64,
         &'a [(RequestId, String, i64)],
     )>,
-    /// Central's idle RSS, connected RSS (KiB) and CPU milliseconds.
+    /// Central's idle RSS, connected RSS (KiB) and CPU milliseconds,
+    /// summed over its processes.
     pub central: (u64, u64, u64),
+    pub central_processes: usize,
     pub series: Vec<Point>,
 }
 
@@ -290,6 +295,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         });
     let (idle, connected, cpu_ms) = i.central;
     let central = (connected > 0).then(|| Process {
+        processes: i.central_processes,
         rss_idle_mib: idle as f64 / 1024.0,
         rss_connected_mib: connected as f64 / 1024.0,
         rss_per_connection_kib: connected.saturating_sub(idle) as f64 / n.max(1) as f64,
@@ -437,8 +443,13 @@ impl LoadReport {
         }
         if let Some(c) = &self.central {
             s += &format!(
-                "central: RSS {:.0} MiB idle, {:.0} MiB connected ({:.1} KiB per connection), CPU {:.1} s\n",
-                c.rss_idle_mib, c.rss_connected_mib, c.rss_per_connection_kib, c.cpu_s
+                "central ({} process{}): RSS {:.0} MiB idle, {:.0} MiB connected ({:.1} KiB per connection), CPU {:.1} s\n",
+                c.processes,
+                if c.processes == 1 { "" } else { "es" },
+                c.rss_idle_mib,
+                c.rss_connected_mib,
+                c.rss_per_connection_kib,
+                c.cpu_s
             );
         }
         s += &format!(
