@@ -88,9 +88,11 @@ pub enum SessionOutput {
     /// Close the transport with this code; the session is over.
     Close { code: u16, reason: &'static str },
     /// Store this sample; answer with `TelemetryStored` once durable.
-    StoreTelemetry(Telemetry),
+    /// (The large payloads are boxed: a session's output queue keeps its
+    /// capacity, and every idle connection holds one.)
+    StoreTelemetry(Box<Telemetry>),
     /// Record this result; answer with `ResultStored` once durable.
-    StoreResult(CommandResult),
+    StoreResult(Box<CommandResult>),
     /// Check this token (signature, claims, replay, same node); answer with
     /// `RefreshChecked`.
     CheckRefresh { token: String },
@@ -100,7 +102,7 @@ pub enum SessionOutput {
         reason: Option<String>,
     },
     /// Anything else the node sent that central keeps (alert, health, log line).
-    Record(AgentMessage),
+    Record(Box<AgentMessage>),
     /// Something worth a log line or a metric.
     Event(SessionEvent),
 }
@@ -347,8 +349,13 @@ impl CentralSession {
             AgentMessage::Telemetry(t) if t.node_id != self.node_id => {
                 self.refuse(message_type, "telemetry for another node");
             }
-            AgentMessage::Telemetry(t) => self.out.push_back(SessionOutput::StoreTelemetry(t)),
-            AgentMessage::CommandResult(r) => self.out.push_back(SessionOutput::StoreResult(r)),
+            AgentMessage::Telemetry(t) => {
+                self.out
+                    .push_back(SessionOutput::StoreTelemetry(Box::new(t)));
+            }
+            AgentMessage::CommandResult(r) => {
+                self.out.push_back(SessionOutput::StoreResult(Box::new(r)));
+            }
             AgentMessage::Status(s) if s.node_id != self.node_id => {
                 self.refuse(message_type, "status for another node");
             }
@@ -370,7 +377,7 @@ impl CentralSession {
             other @ (AgentMessage::Alert(_)
             | AgentMessage::Health(_)
             | AgentMessage::LogLine(_)) => {
-                self.out.push_back(SessionOutput::Record(other));
+                self.out.push_back(SessionOutput::Record(Box::new(other)));
             }
         }
     }

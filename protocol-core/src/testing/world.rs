@@ -1192,7 +1192,7 @@ impl World {
                         self.store
                             .results
                             .entry(r.request_id)
-                            .or_insert_with(|| r.clone());
+                            .or_insert_with(|| (*r).clone());
                     }
                     self.session_input(session_id, SessionInput::ResultStored(r.request_id));
                 }
@@ -1205,7 +1205,7 @@ impl World {
                     self.hub
                         .status_reported(node_id, session_id, status, reason);
                 }
-                SessionOutput::Record(message) => self.store.records.push((node_id, message)),
+                SessionOutput::Record(message) => self.store.records.push((node_id, *message)),
                 SessionOutput::Event(_) => {}
             }
         }
