@@ -105,7 +105,7 @@ pub struct App {
     pub clock: Clock,
     pub hub: Mutex<CentralHub>,
     pub hub_timers: Notify,
-    pub routes: Mutex<HashMap<SessionId, mpsc::Sender<SessionInput>>>,
+    pub routes: Mutex<HashMap<SessionId, crate::connection::Inbox>>,
     pub session_config: SessionConfig,
     pub metrics: Metrics,
     pub notifier: Notifier,
@@ -371,7 +371,7 @@ impl App {
             .get(&session_id)
             .cloned();
         if let Some(sender) = sender
-            && sender.try_send(input).is_err()
+            && sender.try_send(Box::new(input)).is_err()
         {
             tracing::warn!(session = %session_id, "session inbox full or closed; input dropped");
         }

@@ -25,14 +25,21 @@ use crate::store::Storage;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
-/// WebSocket limits: small buffers, every size capped.
+/// A session's inbox. Inputs travel boxed: a channel allocates its slots 32
+/// at a time, and 32 unboxed inputs (112 bytes each) are 3.5 KiB that every
+/// idle connection would hold; boxed, a quarter of a KiB.
+pub type Inbox = mpsc::Sender<Box<SessionInput>>;
+
+/// WebSocket limits: small buffers, every size capped. The read buffer is
+/// held by every idle connection; most messages fit in 1 KiB, and a larger
+/// one grows it for the message's length (bounded by the size limit).
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(max_message_bytes))
         .max_frame_size(Some(max_message_bytes))
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes * 2)
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
 }
 
 /// Runs an upgraded connection until it ends.
@@ -102,12 +109,12 @@ struct Connection {
     app: Arc<App>,
     ws: Ws,
     session: CentralSession,
-    tx: mpsc::Sender<SessionInput>,
+    tx: Inbox,
     open: bool,
 }
 
 impl Connection {
-    async fn run(&mut self, mut rx: mpsc::Receiver<SessionInput>) {
+    async fn run(&mut self, mut rx: mpsc::Receiver<Box<SessionInput>>) {
         while self.open {
             let deadline = self
                 .session
@@ -117,7 +124,7 @@ impl Connection {
             tokio::select! {
                 frame = self.ws.next() => self.on_frame(frame).await,
                 Some(input) = rx.recv() => {
-                    self.session.handle_input(self.app.clock.now(), input);
+                    self.session.handle_input(self.app.clock.now(), *input);
                 }
                 () = tokio::time::sleep_until(deadline.into()) => {
                     self.session.handle_timeout(self.app.clock.now());
@@ -203,7 +210,7 @@ impl Connection {
                 SessionOutput::Close { code, reason } => self.close(code, reason).await,
                 SessionOutput::StoreTelemetry(telemetry) => {
                     let accepted = self.app.ingest.submit(Pending {
-                        telemetry,
+                        telemetry: *telemetry,
                         session: self.tx.clone(),
                         received: Instant::now(),
                     });
@@ -215,7 +222,7 @@ impl Connection {
                     let app = Arc::clone(&self.app);
                     let tx = self.tx.clone();
                     let node_id = self.session.node_id();
-                    tokio::spawn(async move { store_result(app, tx, node_id, result).await });
+                    tokio::spawn(async move { store_result(app, tx, node_id, *result).await });
                 }
                 SessionOutput::CheckRefresh { token } => {
                     let app = Arc::clone(&self.app);
@@ -233,7 +240,9 @@ impl Connection {
                                 })
                                 .inc();
                         }
-                        let _ = tx.send(SessionInput::RefreshChecked(verdict)).await;
+                        let _ = tx
+                            .send(Box::new(SessionInput::RefreshChecked(verdict)))
+                            .await;
                     });
                 }
                 SessionOutput::Status { status, reason } => {
@@ -242,7 +251,7 @@ impl Connection {
                         hub.status_reported(node_id, session_id, status, reason)
                     });
                 }
-                SessionOutput::Record(message) => self.record(message),
+                SessionOutput::Record(message) => self.record(*message),
                 SessionOutput::Event(event) => self.observe(event),
             }
         }
@@ -310,7 +319,7 @@ impl Connection {
 /// fails, nothing is acked: the agent keeps the result and re-sends it.
 async fn store_result(
     app: Arc<App>,
-    tx: mpsc::Sender<SessionInput>,
+    tx: Inbox,
     node_id: nap_core::NodeId,
     result: nap_core::wire::CommandResult,
 ) {
@@ -319,7 +328,9 @@ async fn store_result(
         && command.node_id != node_id
     {
         tracing::warn!(request = %result.request_id, node = %node_id, "result for another node's command refused");
-        let _ = tx.send(SessionInput::ResultStored(result.request_id)).await;
+        let _ = tx
+            .send(Box::new(SessionInput::ResultStored(result.request_id)))
+            .await;
         return;
     }
     let mut delay = Duration::from_millis(100);
@@ -330,7 +341,9 @@ async fn store_result(
                 app.emit(AppEvent::ResultStored {
                     request_id: result.request_id,
                 });
-                let _ = tx.send(SessionInput::ResultStored(result.request_id)).await;
+                let _ = tx
+                    .send(Box::new(SessionInput::ResultStored(result.request_id)))
+                    .await;
                 return;
             }
             Err(e) => {

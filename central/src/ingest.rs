@@ -19,7 +19,7 @@ use crate::store::Storage;
 #[derive(Debug)]
 pub struct Pending {
     pub telemetry: Telemetry,
-    pub session: mpsc::Sender<SessionInput>,
+    pub session: crate::connection::Inbox,
     pub received: Instant,
 }
 
@@ -69,7 +69,9 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Pending>) {
         write_with_retries(&app, &batch).await;
         for p in batch.drain(..) {
             let timestamp = p.telemetry.timestamp;
-            let _ = p.session.try_send(SessionInput::TelemetryStored(timestamp));
+            let _ = p
+                .session
+                .try_send(Box::new(SessionInput::TelemetryStored(timestamp)));
             app.metrics
                 .ingest_latency
                 .observe(p.received.elapsed().as_secs_f64());
