@@ -180,9 +180,16 @@ pub async fn dial(
                 tracing::warn!(error = %e, "TLS with central failed");
                 DialFailure::Network
             })?;
+        // Small buffers: tungstenite's default read buffer is 128 KiB, which
+        // a simulator holding thousands of agents pays per node; central's
+        // messages are a few hundred bytes, and a larger one grows the
+        // buffer for its length (bounded by the size limit).
         let config = WebSocketConfig::default()
             .max_message_size(Some(max_message_bytes))
-            .max_frame_size(Some(max_message_bytes));
+            .max_frame_size(Some(max_message_bytes))
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_write_buffer_size(max_message_bytes * 2);
         match tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await {
             Ok((ws, _)) => Ok(ws),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
