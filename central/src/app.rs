@@ -15,12 +15,12 @@ use nap_core::{NodeId, RequestId, SessionId, WallTime};
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc};
 
 use crate::clock::Clock;
-use crate::cluster::{Cluster, Dispatch, Holder};
+use crate::cluster::{Cluster, Dispatch, Holder, TakeOvers};
 use crate::config::ServeConfig;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{AnyStore, StateChange, Storage};
+use crate::store::{AnyStore, CommandRecord, StateChange, Storage};
 
 /// Something tests and the simulator can wait for instead of sleeping.
 /// Status and command events are sent once the change is stored.
@@ -115,6 +115,7 @@ pub struct App {
     pub throttle: Mutex<Throttle>,
     /// Set when this process is one of several (`redis` configured).
     pub cluster: Option<Cluster>,
+    takeovers: Option<TakeOvers>,
     writes: mpsc::Sender<StateChange>,
 }
 
@@ -152,6 +153,13 @@ impl App {
         let (writes, writes_rx) = mpsc::channel(100_000);
         let metrics = Metrics::new();
         let (ingest, ingest_rx) = Ingest::channel(config.ingest_queue);
+        let (takeovers, takeovers_rx) = match cluster {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.max_connections.max(1));
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let app = Arc::new(Self {
             notifier: Notifier::new(config.webhook.clone()),
             handshakes: Arc::new(Semaphore::new(config.max_handshakes.max(1))),
@@ -167,6 +175,7 @@ impl App {
             events,
             throttle: Mutex::new(Throttle::default()),
             cluster,
+            takeovers,
             writes,
         });
         tokio::spawn(crate::ingest::run(Arc::clone(&app), ingest_rx));
@@ -175,8 +184,8 @@ impl App {
         tokio::spawn(maintenance(Arc::clone(&app)));
         tokio::spawn(revocations(Arc::clone(&app)));
         crate::notify::start(&app);
-        if let Some(cluster) = &app.cluster {
-            crate::cluster::start(&app, cluster);
+        if let (Some(cluster), Some(rx)) = (&app.cluster, takeovers_rx) {
+            crate::cluster::start(&app, cluster, rx);
         }
         app
     }
@@ -272,29 +281,48 @@ impl App {
         });
     }
 
-    /// A session here has started: with a cluster, claim the node and load
-    /// its open commands from the store (in that order: see `cluster`).
-    pub async fn take_over(self: &Arc<Self>, node_id: NodeId, session_id: SessionId) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        if let Err(e) = cluster.claim(node_id, session_id).await {
-            self.metrics.db_error("redis_claim");
-            tracing::warn!(error = %e, node = %node_id, "cannot claim the node in Redis; the next refresh will");
+    /// A session here has started: with a cluster, the node is claimed and
+    /// its open commands loaded, in a batch with the other new sessions
+    /// (`cluster::take_overs`).
+    pub fn take_over(&self, node_id: NodeId, session_id: SessionId) {
+        if let Some(takeovers) = &self.takeovers
+            && takeovers.try_send((node_id, session_id)).is_err()
+        {
+            // Bounded by max_connections: full means far more admissions in
+            // flight than connections allowed. The presence refresh claims
+            // the node; its commands come when it next connects.
+            self.metrics.db_error("take_over_queue_full");
+            tracing::error!(node = %node_id, "take-over queue is full");
         }
-        let open = match self.store.open_commands_for(node_id).await {
-            Ok(open) => open,
-            Err(e) => {
-                self.metrics.db_error("open_commands");
-                tracing::error!(error = %e, node = %node_id, "cannot load the node's open commands");
-                return;
-            }
+    }
+
+    /// Submits stored open commands of newly taken nodes whose session here
+    /// is still the live one.
+    pub fn submit_open(
+        self: &Arc<Self>,
+        sessions: &[(NodeId, SessionId)],
+        open: Vec<CommandRecord>,
+    ) {
+        if open.is_empty() {
+            return;
+        }
+        let live: std::collections::HashSet<NodeId> = {
+            let hub = self
+                .hub
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            sessions
+                .iter()
+                .filter(|(node, session)| hub.live_session(*node) == Some(*session))
+                .map(|(node, _)| *node)
+                .collect()
         };
         let commands = open
             .into_iter()
+            .filter(|c| live.contains(&c.node_id))
             .filter_map(|c| match serde_json::from_value(c.message) {
                 Ok(message) => Some(Dispatch {
-                    node_id,
+                    node_id: c.node_id,
                     request_id: c.request_id,
                     message,
                     timeout_ms: c.timeout_ms,
@@ -305,19 +333,7 @@ impl App {
                 }
             })
             .collect();
-        let still_here = self
-            .hub
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .live_session(node_id)
-            == Some(session_id);
-        if still_here {
-            self.submit_here(commands);
-        }
-        self.emit(AppEvent::TakenOver {
-            node_id,
-            session_id,
-        });
+        self.submit_here(commands);
     }
 
     /// A session here has ended. With a cluster, a node that another

@@ -28,6 +28,7 @@ use nap_core::wire::CentralMessage;
 use nap_core::{NodeId, RequestId, SessionId, WallTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 use crate::app::{App, AppEvent};
 use crate::store::Storage;
@@ -175,25 +176,26 @@ impl Cluster {
         format!("{}:instance:{instance}", self.prefix)
     }
 
-    /// Records that this instance holds the node on `session`, and tells
-    /// the others (a previous holder lets go).
-    pub async fn claim(&self, node: NodeId, session: SessionId) -> redis::RedisResult<()> {
-        let notice = Notice::Claimed {
-            instance: self.instance.clone(),
-            node_id: node,
-        };
+    /// Records that this instance holds these nodes on these sessions, and
+    /// tells the others (a previous holder lets go). One round trip.
+    pub async fn claim(&self, sessions: &[(NodeId, SessionId)]) -> redis::RedisResult<()> {
         let ttl_ms = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
-        redis::pipe()
-            .cmd("SET")
-            .arg(self.presence_key(node))
-            .arg(self.presence_value(session))
-            .arg("PX")
-            .arg(ttl_ms)
-            .ignore()
-            .publish(self.claims_channel(), encode(&notice))
-            .ignore()
-            .query_async::<()>(&mut self.conn.clone())
-            .await
+        let mut pipe = redis::pipe();
+        for (node, session) in sessions {
+            let notice = Notice::Claimed {
+                instance: self.instance.clone(),
+                node_id: *node,
+            };
+            pipe.cmd("SET")
+                .arg(self.presence_key(*node))
+                .arg(self.presence_value(*session))
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore()
+                .publish(self.claims_channel(), encode(&notice))
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await
     }
 
     /// The session has ended: removes the presence entry if it is still
@@ -275,11 +277,53 @@ fn encode(notice: &Notice) -> String {
     serde_json::to_string(notice).unwrap_or_default()
 }
 
-/// Starts the listener, the presence refresher and the store sweep.
-pub fn start(app: &Arc<App>, cluster: &Cluster) {
+/// Sessions started here, waiting to be claimed.
+pub type TakeOvers = mpsc::Sender<(NodeId, SessionId)>;
+
+/// Admissions claimed and loaded per batch.
+const TAKE_OVER_BATCH: usize = 512;
+
+/// Starts the take-overs, the listener, the presence refresher and the
+/// store sweep.
+pub fn start(app: &Arc<App>, cluster: &Cluster, takeovers: mpsc::Receiver<(NodeId, SessionId)>) {
+    tokio::spawn(take_overs(Arc::clone(app), cluster.clone(), takeovers));
     tokio::spawn(listen(Arc::clone(app), cluster.clone()));
     tokio::spawn(refresh_presence(Arc::clone(app), cluster.clone()));
     tokio::spawn(sweep(Arc::clone(app)));
+}
+
+/// Claims nodes whose sessions have started here and loads their open
+/// commands from the store — in that order (see the module's comment). What
+/// queued up meanwhile goes together: a fleet reconnecting costs one Redis
+/// round trip and one query per batch, not one of each per node.
+async fn take_overs(app: Arc<App>, cluster: Cluster, mut rx: mpsc::Receiver<(NodeId, SessionId)>) {
+    let mut batch = Vec::with_capacity(TAKE_OVER_BATCH);
+    while rx.recv_many(&mut batch, TAKE_OVER_BATCH).await > 0 {
+        if let Err(e) = cluster.claim(&batch).await {
+            app.metrics.db_error("redis_claim");
+            tracing::warn!(error = %e, nodes = batch.len(), "cannot claim nodes in Redis; the next presence refresh will");
+        }
+        let nodes: Vec<NodeId> = batch.iter().map(|(n, _)| *n).collect();
+        let mut delay = Duration::from_millis(100);
+        let open = loop {
+            match app.store.open_commands_for(nodes.clone()).await {
+                Ok(open) => break open,
+                Err(e) => {
+                    app.metrics.db_error("open_commands");
+                    tracing::error!(error = %e, nodes = nodes.len(), "cannot load open commands; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        app.submit_open(&batch, open);
+        for (node_id, session_id) in batch.drain(..) {
+            app.emit(AppEvent::TakenOver {
+                node_id,
+                session_id,
+            });
+        }
+    }
 }
 
 /// Receives claims and commands, resubscribing after Redis comes back.

@@ -89,7 +89,7 @@ pub async fn run(
     conn.perform().await;
     drop(permit); // the handshake is over
     app.with_hub(|hub, now| hub.session_opened(now, node_id, session_id));
-    app.take_over(node_id, session_id).await;
+    app.take_over(node_id, session_id);
     let _ = app.store.touch_node(node_id, app.clock.wall(), None).await;
     conn.run(rx).await;
 

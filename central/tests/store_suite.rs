@@ -349,7 +349,7 @@ async fn a_node_s_open_commands_are_found_and_old_queued_ones_expire(store: &imp
             .collect::<Vec<_>>()
     };
     let open = store
-        .open_commands_for(NodeId::from_u128(1))
+        .open_commands_for(vec![NodeId::from_u128(1)])
         .await
         .expect("open");
     assert_eq!(
@@ -361,6 +361,11 @@ async fn a_node_s_open_commands_are_found_and_old_queued_ones_expire(store: &imp
         ],
         "oldest first, only this node's"
     );
+    let both = store
+        .open_commands_for(vec![NodeId::from_u128(2), NodeId::from_u128(1)])
+        .await
+        .expect("open");
+    assert_eq!(both.len(), 4, "one query for several nodes");
 
     // An hour after t0: the queued ones that old expire (node 1's first and
     // node 2's), not the sent one, not the fresh one.
@@ -380,7 +385,7 @@ async fn a_node_s_open_commands_are_found_and_old_queued_ones_expire(store: &imp
         .expect("exists");
     assert_eq!(c.state, "expired");
     let open = store
-        .open_commands_for(NodeId::from_u128(1))
+        .open_commands_for(vec![NodeId::from_u128(1)])
         .await
         .expect("open");
     assert_eq!(

@@ -141,8 +141,8 @@ impl Storage for AnyStore {
     async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.open_commands())
     }
-    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
-        delegate!(self.open_commands_for(node))
+    async fn open_commands_for(&self, nodes: Vec<NodeId>) -> StoreResult<Vec<CommandRecord>> {
+        delegate!(self.open_commands_for(nodes))
     }
     async fn expire_queued_commands(
         &self,

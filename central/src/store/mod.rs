@@ -213,11 +213,12 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<CommandRecord>>> + Send;
     /// Commands not yet delivered or answered, oldest first (to restore the hub).
     fn open_commands(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
-    /// One node's commands not yet delivered or answered, oldest first (for
-    /// the central instance that has just taken the node).
+    /// These nodes' commands not yet delivered or answered, oldest first
+    /// (for the central instance that has just taken the nodes; one query
+    /// for a burst of admissions).
     fn open_commands_for(
         &self,
-        node: NodeId,
+        nodes: Vec<NodeId>,
     ) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
     /// Marks `expired` every command still queued that was created before
     /// `created_before`; returns their ids. (With several central instances

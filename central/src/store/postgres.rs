@@ -840,12 +840,13 @@ impl Storage for PgStore {
         rows.iter().map(command_from_row).collect()
     }
 
-    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
+    async fn open_commands_for(&self, nodes: Vec<NodeId>) -> StoreResult<Vec<CommandRecord>> {
         let client = self.client().await?;
+        let ids: Vec<Uuid> = nodes.iter().map(|n| uuid(n.0)).collect();
         let rows = client
             .query(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = $1 AND state IN ('queued', 'sent') ORDER BY created_at"),
-                &[&uuid(node.0)],
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ANY($1) AND state IN ('queued', 'sent') ORDER BY created_at"),
+                &[&ids],
             )
             .await
             .map_err(db)?;

@@ -625,15 +625,22 @@ impl Storage for SqliteStore {
         .await
     }
 
-    async fn open_commands_for(&self, node: NodeId) -> StoreResult<Vec<CommandRecord>> {
+    async fn open_commands_for(&self, nodes: Vec<NodeId>) -> StoreResult<Vec<CommandRecord>> {
         self.with(move |conn| {
             let mut stmt = conn
-                .prepare(&format!(
+                .prepare_cached(&format!(
                     "SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ?1 AND state IN ('queued', 'sent') ORDER BY created_at, rowid"
                 ))
                 .map_err(db)?;
-            let rows = stmt.query_map([node.to_string()], command_from_row).map_err(db)?;
-            rows.map(|r| r.map_err(db).and_then(finish_command)).collect()
+            let mut open = Vec::new();
+            for node in nodes {
+                let rows = stmt.query_map([node.to_string()], command_from_row).map_err(db)?;
+                for row in rows {
+                    open.push(row.map_err(db).and_then(finish_command)?);
+                }
+            }
+            open.sort_by_key(|c| c.created_at);
+            Ok(open)
         })
         .await
     }
