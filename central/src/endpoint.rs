@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use nap_core::central::{Admission, AuthPolicy, AuthRejection, TokenCheck};
 use nap_core::{SessionId, WallTime};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -36,8 +37,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    // TLS handshakes in flight are bounded at accept: past the bound, new
+    // connections wait in the kernel's listen backlog, which costs nothing,
+    // instead of each costing a full TLS handshake only to be refused with
+    // a 503. A fleet reconnecting at once is then admitted at the rate this
+    // process can handshake, not slowed by handshakes it throws away.
+    let tls_slots = Arc::new(Semaphore::new(app.config.max_handshakes.max(1)));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&tls_slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return, // never closed
+            },
+            () = &mut shutdown => return,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -65,9 +79,10 @@ pub async fn serve(
         let app = Arc::clone(&app);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            drop(slot);
+            let tls = match handshake {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     app.metrics
