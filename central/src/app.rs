@@ -58,6 +58,10 @@ pub enum AppEvent {
     AuthFailed {
         reason: &'static str,
     },
+    /// The agent listener stopped (at capacity) or started again.
+    Listening {
+        accepting: bool,
+    },
     /// A write failed and will be retried (the database is down or refusing).
     StorageError {
         operation: &'static str,

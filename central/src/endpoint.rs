@@ -32,7 +32,7 @@ type Body = Full<Bytes>;
 /// Accepts agent connections until `shutdown` resolves.
 pub async fn serve(
     app: Arc<App>,
-    listener: TcpListener,
+    mut listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -44,7 +44,17 @@ pub async fn serve(
     // process can handshake, not slowed by handshakes it throws away.
     let tls_slots = Arc::new(Semaphore::new(app.config.max_handshakes.max(1)));
     tokio::pin!(shutdown);
+    // Capacity is reached by sessions starting elsewhere, not by accepting:
+    // look again now and then while waiting for a connection.
+    let mut recheck = tokio::time::interval(Duration::from_millis(250));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if at_capacity(&app) {
+            match pause_listening(&app, listener, &mut shutdown).await {
+                Some(reopened) => listener = reopened,
+                None => return,
+            }
+        }
         let slot = tokio::select! {
             slot = Arc::clone(&tls_slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
@@ -62,10 +72,10 @@ pub async fn serve(
                     continue;
                 }
             },
+            _ = recheck.tick() => continue,
             () = &mut shutdown => return,
         };
-        let open = usize::try_from(app.metrics.connections.get()).unwrap_or(0);
-        if open >= app.config.max_connections {
+        if at_capacity(&app) {
             app.metrics
                 .handshakes
                 .get_or_create(&Outcome {
@@ -107,6 +117,49 @@ pub async fn serve(
                 tracing::debug!(%peer, error = %e, "agent HTTP connection ended");
             }
         });
+    }
+}
+
+fn at_capacity(app: &App) -> bool {
+    usize::try_from(app.metrics.connections.get()).unwrap_or(0) >= app.config.max_connections
+}
+
+/// At capacity, this process stops listening until it is back under 95 %.
+/// Processes sharing the port (SO_REUSEPORT) then receive every new
+/// connection between them — a full listener would keep getting its share
+/// and drop it, and a client's SYN retries hash to the same listener — and
+/// a process on its own refuses connections outright, which costs a client
+/// less than an accepted connection that is dropped. `None` on shutdown.
+async fn pause_listening(
+    app: &App,
+    listener: TcpListener,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<TcpListener> {
+    let addr = listener.local_addr().ok()?;
+    drop(listener);
+    tracing::warn!(
+        max = app.config.max_connections,
+        "at capacity: stopped listening for agents"
+    );
+    app.emit(AppEvent::Listening { accepting: false });
+    let resume = app.config.max_connections - app.config.max_connections / 20;
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.as_mut() => return None,
+        }
+        if usize::try_from(app.metrics.connections.get()).unwrap_or(0) >= resume {
+            continue;
+        }
+        match crate::server::bind(addr) {
+            Ok(listener) => {
+                tracing::info!("under capacity again: listening for agents");
+                app.emit(AppEvent::Listening { accepting: true });
+                return Some(listener);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot listen again; retrying"),
+        }
     }
 }
 

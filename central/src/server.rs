@@ -22,7 +22,7 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

@@ -257,3 +257,31 @@ async fn too_many_handshakes_in_flight_get_503_with_retry_after() {
     drop(permit);
     assert!(connect(&central, &good_token(&key)).await.is_ok());
 }
+
+#[tokio::test]
+async fn at_capacity_central_stops_listening_until_a_connection_ends() {
+    let central = central("capacity", |c| c.max_connections = 1).await;
+    let mut events = central.events();
+    let (_first, first_ws) = connected_node(&central).await;
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Listening { accepting: false })
+    })
+    .await;
+
+    // Refused by the kernel: nothing listens (a sibling process on the same
+    // port would get it instead).
+    let refused = tokio::net::TcpStream::connect(central.running.agent_addr).await;
+    assert_eq!(
+        refused.map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+
+    drop(first_ws);
+    wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Listening { accepting: true })
+    })
+    .await;
+    let key = node_key();
+    register(&central, &key).await;
+    assert!(connect(&central, &good_token(&key)).await.is_ok());
+}
