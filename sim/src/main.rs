@@ -81,6 +81,10 @@ enum Command {
         /// Redis for several central processes.
         #[arg(long, default_value = "redis://127.0.0.1:6379")]
         redis: String,
+        /// Start the fleet at this many nodes per second instead of all at
+        /// once (to measure holding N rather than N arriving together).
+        #[arg(long)]
+        ramp_per_s: Option<u32>,
     },
     /// Internal: one worker process of `load`.
     #[command(hide = true)]
@@ -97,6 +101,8 @@ enum Command {
         seed: u64,
         #[arg(long)]
         chaos_mean_ms: Option<u64>,
+        #[arg(long)]
+        start_per_s: Option<f64>,
     },
     /// Internal: central in its own process for `load`.
     #[command(hide = true)]
@@ -154,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             report,
             centrals,
             redis,
+            ramp_per_s,
         } => {
             init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +185,7 @@ fn main() -> anyhow::Result<()> {
                 health_ms,
                 centrals,
                 redis,
+                ramp_per_s,
             };
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());
@@ -211,6 +219,7 @@ fn main() -> anyhow::Result<()> {
             source,
             seed,
             chaos_mean_ms,
+            start_per_s,
         } => {
             init_tracing("error");
             load::prepare_process();
@@ -225,6 +234,7 @@ fn main() -> anyhow::Result<()> {
                 source,
                 seed,
                 chaos: chaos_mean_ms.map(std::time::Duration::from_millis),
+                start_per_s,
             }))?;
         }
         Command::Central { config } => {

@@ -85,6 +85,8 @@ pub struct LoadConfig {
     /// `PER_CENTRAL` each); more than one need `redis` and PostgreSQL.
     pub centrals: usize,
     pub redis: String,
+    /// Nodes started per second across the fleet (all at once when unset).
+    pub ramp_per_s: Option<u32>,
 }
 
 /// Connections one central process is given (of its 20,000 files).
@@ -201,6 +203,7 @@ async fn spawn_worker(
     source: Option<String>,
     seed: u64,
     chaos: Option<Duration>,
+    start_per_s: Option<f64>,
 ) -> anyhow::Result<Worker> {
     let mut command = Command::new(std::env::current_exe()?);
     command
@@ -224,6 +227,9 @@ async fn spawn_worker(
         command
             .arg("--chaos-mean-ms")
             .arg(mean.as_millis().to_string());
+    }
+    if let Some(rate) = start_per_s {
+        command.arg("--start-per-s").arg(rate.to_string());
     }
     let mut child = command.spawn().context("starting a worker")?;
     let stdin = child.stdin.take().context("worker stdin")?;
@@ -402,7 +408,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         std::fs::write(&file, lines.join("\n"))?;
         let source = (i < 250).then(|| format!("127.0.0.{}", i + 2));
         let seed = config.seed.wrapping_mul(1_000_003).wrapping_add(i as u64);
-        workers.push(spawn_worker(&file, &url, &ca, source, seed, chaos).await?);
+        let start_per_s = config
+            .ramp_per_s
+            .map(|r| f64::from(r) * slice.len() as f64 / n.max(1) as f64);
+        workers.push(spawn_worker(&file, &url, &ca, source, seed, chaos, start_per_s).await?);
     }
     let mut run = Run {
         workers,

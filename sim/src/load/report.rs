@@ -191,6 +191,8 @@ pub struct LoadReport {
     pub scenario: &'static str,
     pub database: &'static str,
     pub seed: u64,
+    /// Nodes started per second (`None`: all at once).
+    pub ramp_per_s: Option<u32>,
     pub intervals: Intervals,
     pub time_to_connect_s: f64,
     pub connect_handshakes_per_s: f64,
@@ -308,6 +310,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         scenario: c.scenario.name(),
         database: i.database,
         seed: c.seed,
+        ramp_per_s: c.ramp_per_s,
         intervals: Intervals {
             heartbeat_ms: c.heartbeat_ms,
             telemetry_ms: c.telemetry_ms,
@@ -397,6 +400,9 @@ impl LoadReport {
             self.intervals.telemetry_ms,
             self.intervals.telemetry_compression
         );
+        if let Some(rate) = self.ramp_per_s {
+            s += &format!("started at {rate} nodes/s\n");
+        }
         s += &format!(
             "connected in {:.1} s ({:.0} handshakes/s, peak {} in flight); {} dials, {} failed\n",
             self.time_to_connect_s,

@@ -25,6 +25,8 @@ pub struct WorkerConfig {
     pub source: Option<std::net::IpAddr>,
     pub seed: u64,
     pub chaos: Option<Duration>,
+    /// Nodes started per second (all at once when unset).
+    pub start_per_s: Option<f64>,
 }
 
 fn stats(fleet: &Fleet) -> WorkerStats {
@@ -75,7 +77,21 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut handles = Vec::with_capacity(entries.len());
+    let mut pace = config
+        .start_per_s
+        .filter(|r| *r > 0.0)
+        .map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r)));
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
     for (index, entry) in entries.iter().enumerate() {
+        if let Some(pace) = &mut pace {
+            // Starting at a pace: keep reporting meanwhile.
+            loop {
+                tokio::select! {
+                    _ = pace.tick() => break,
+                    _ = tick.tick() => say(&WorkerLine::Stats(stats(&fleet))),
+                }
+            }
+        }
         let spec = NodeSpec {
             index,
             node_id: entry.id,
@@ -98,7 +114,6 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         }
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tick.tick() => say(&WorkerLine::Stats(stats(&fleet))),
