@@ -230,10 +230,7 @@ impl App {
             return;
         };
         let (here, elsewhere): (Vec<Dispatch>, Vec<Dispatch>) = {
-            let hub = self
-                .hub
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let hub = self.lock_hub();
             commands
                 .into_iter()
                 .partition(|c| hub.live_session(c.node_id).is_some())
@@ -311,10 +308,7 @@ impl App {
             return;
         }
         let live: std::collections::HashSet<NodeId> = {
-            let hub = self
-                .hub
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let hub = self.lock_hub();
             sessions
                 .iter()
                 .filter(|(node, session)| hub.live_session(*node) == Some(*session))
@@ -357,16 +351,21 @@ impl App {
         self.with_hub(|hub, now| hub.session_closed(now, node_id, session_id));
     }
 
+    /// The hub, for a look or a change without outputs (a panic elsewhere
+    /// while holding it leaves it usable: its state is whole between calls).
+    pub fn lock_hub(&self) -> std::sync::MutexGuard<'_, CentralHub> {
+        self.hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Runs `f` on the hub with the current time, then performs its outputs.
     pub fn with_hub<T>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut CentralHub, nap_core::Timestamp) -> T,
     ) -> T {
         let (value, outputs) = {
-            let mut hub = self
-                .hub
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut hub = self.lock_hub();
             let now = self.clock.now();
             hub.set_wall_clock(now, self.clock.wall());
             let value = f(&mut hub, now);
@@ -487,11 +486,7 @@ async fn writer(app: Arc<App>, mut rx: mpsc::Receiver<StateChange>) {
 /// Fires the hub's timers (command expiry and result deadlines).
 async fn hub_timer(app: Arc<App>) {
     loop {
-        let next = app
-            .hub
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .poll_timeout();
+        let next = app.lock_hub().poll_timeout();
         match next {
             Some(at) => {
                 tokio::select! {
@@ -504,10 +499,7 @@ async fn hub_timer(app: Arc<App>) {
             None => app.hub_timers.notified().await,
         }
         // Keep the hub's memory to live commands (the store has the rest).
-        app.hub
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .forget_finished();
+        app.lock_hub().forget_finished();
     }
 }
 
@@ -532,12 +524,7 @@ async fn revocations(app: Arc<App>) {
         match app.store.revoked_nodes().await {
             Ok(revoked) => {
                 for node_id in revoked {
-                    let live = app
-                        .hub
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .live_session(node_id)
-                        .is_some();
+                    let live = app.lock_hub().live_session(node_id).is_some();
                     if live {
                         tracing::info!(node = %node_id, "node revoked: closing its session with 4003");
                         app.with_hub(|hub, _| hub.revoke(node_id));

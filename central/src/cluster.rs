@@ -359,12 +359,7 @@ async fn subscribe(cluster: &Cluster) -> redis::RedisResult<redis::aio::PubSub> 
 async fn on_notice(app: &Arc<App>, cluster: &Cluster, payload: &[u8]) {
     match serde_json::from_slice::<Notice>(payload) {
         Ok(Notice::Claimed { instance, node_id }) if instance != cluster.instance => {
-            let live_here = app
-                .hub
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .live_session(node_id)
-                .is_some();
+            let live_here = app.lock_hub().live_session(node_id).is_some();
             // A node that left for another instance and came straight back
             // must not be sent away by the older claim: ask who holds it now.
             if live_here {
@@ -391,12 +386,7 @@ async fn refresh_presence(app: Arc<App>, cluster: Cluster) {
     let mut every = tokio::time::interval(PRESENCE_TTL / 3);
     loop {
         every.tick().await;
-        let live: Vec<(NodeId, SessionId)> = app
-            .hub
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .live_sessions()
-            .collect();
+        let live: Vec<(NodeId, SessionId)> = app.lock_hub().live_sessions().collect();
         if let Err(e) = cluster.refresh(&live).await {
             app.metrics.db_error("redis_refresh");
             tracing::warn!(error = %e, nodes = live.len(), "cannot refresh presence");
