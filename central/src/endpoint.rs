@@ -152,7 +152,7 @@ async fn pause_listening(
         if usize::try_from(app.metrics.connections.get()).unwrap_or(0) >= resume {
             continue;
         }
-        match crate::server::bind(addr) {
+        match crate::server::bind(addr, app.config.redis.is_some()) {
             Ok(listener) => {
                 tracing::info!("under capacity again: listening for agents");
                 app.emit(AppEvent::Listening { accepting: true });

@@ -22,15 +22,18 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+/// Binds `addr`. `shared`: several central processes of one cluster share
+/// the port (SO_REUSEPORT, DESIGN.md §5). Alone, central binds it
+/// exclusively, so that a second one fails with "address in use" instead of
+/// silently taking half of the connections it cannot route.
+pub(crate) fn bind(addr: SocketAddr, shared: bool) -> anyhow::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    // Several central processes may share the agent port (DESIGN.md §5).
-    socket.set_reuseport(true)?;
+    socket.set_reuseport(shared)?;
     socket
         .bind(addr)
         .with_context(|| format!("binding {addr}"))?;
@@ -40,8 +43,9 @@ pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 /// Opens storage, restores open commands, binds and serves.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
-    let agent_listener = bind(config.listen)?;
-    let api_listener = bind(config.api_listen)?;
+    let shared = config.redis.is_some();
+    let agent_listener = bind(config.listen, shared)?;
+    let api_listener = bind(config.api_listen, shared)?;
     let agent_addr = agent_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let app = App::start(config).await?;

@@ -285,3 +285,19 @@ async fn at_capacity_central_stops_listening_until_a_connection_ends() {
     register(&central, &key).await;
     assert!(connect(&central, &good_token(&key)).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_second_central_without_a_cluster_cannot_take_the_same_port() {
+    let central = central("exclusive_port", |_| {}).await;
+    let mut config = central.running.app.config.clone();
+    config.listen = central.running.agent_addr;
+
+    let err = nap_central::server::start(config)
+        .await
+        .expect_err("the port is taken");
+
+    assert!(
+        format!("{err:#}").contains(&format!("binding {}", central.running.agent_addr)),
+        "{err:#}"
+    );
+}
