@@ -274,6 +274,9 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         "time", "online", "telemetry rows", "alerts"
     );
     let mut tick = tokio::time::interval(Duration::from_secs(5));
+    // SIGTERM too (`timeout`, systemd, `kill`): the in-process agent listens
+    // for it, which takes the default action of ending the process away.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -287,6 +290,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
                 );
             }
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
         }
     }
     println!("stopping: virtual nodes, the agent, then central");
