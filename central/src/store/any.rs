@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use nap_core::central::CommandState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 
@@ -71,15 +70,6 @@ impl Storage for AnyStore {
     async fn revoke_node(&self, id: NodeId) -> StoreResult<bool> {
         delegate!(self.revoke_node(id))
     }
-    async fn record_status(
-        &self,
-        id: NodeId,
-        status: NodeStatus,
-        reason: Option<String>,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        delegate!(self.record_status(id, status, reason, at))
-    }
     async fn touch_node(
         &self,
         id: NodeId,
@@ -115,19 +105,8 @@ impl Storage for AnyStore {
     async fn list_alerts(&self, limit: u32) -> StoreResult<Vec<AlertRecord>> {
         delegate!(self.list_alerts(limit))
     }
-    async fn insert_command(&self, command: CommandRecord) -> StoreResult<()> {
-        delegate!(self.insert_command(command))
-    }
     async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
         delegate!(self.insert_commands(commands))
-    }
-    async fn set_command_state(
-        &self,
-        id: RequestId,
-        state: CommandState,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        delegate!(self.set_command_state(id, state, at))
     }
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
         delegate!(self.apply_state_changes(changes))

@@ -132,7 +132,14 @@ pub trait Storage: Send + Sync + 'static {
         status: NodeStatus,
         reason: Option<String>,
         at: WallTime,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.apply_state_changes(vec![StateChange::Status {
+            node_id: id,
+            status,
+            reason,
+            at,
+        }])
+    }
     /// Updates last-seen (and the agent version, if known).
     fn touch_node(
         &self,
@@ -181,7 +188,9 @@ pub trait Storage: Send + Sync + 'static {
     fn insert_command(
         &self,
         command: CommandRecord,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.insert_commands(vec![command])
+    }
     /// Inserts commands in one transaction: all, or none and `Conflict` if
     /// any request id exists already (a broadcast is one decision).
     fn insert_commands(
@@ -193,7 +202,13 @@ pub trait Storage: Send + Sync + 'static {
         id: RequestId,
         state: CommandState,
         at: WallTime,
-    ) -> impl Future<Output = StoreResult<()>> + Send;
+    ) -> impl Future<Output = StoreResult<()>> + Send {
+        self.apply_state_changes(vec![StateChange::Command {
+            request_id: id,
+            state,
+            at,
+        }])
+    }
     /// Applies status and command-state changes in order, in one
     /// transaction: all or none (one commit for a burst of the hub's
     /// decisions, not one per decision).

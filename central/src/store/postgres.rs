@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use nap_core::central::CommandState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -457,22 +456,6 @@ impl Storage for PgStore {
         Ok(n > 0)
     }
 
-    async fn record_status(
-        &self,
-        id: NodeId,
-        status: NodeStatus,
-        reason: Option<String>,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        let change = StateChange::Status {
-            node_id: id,
-            status,
-            reason,
-            at,
-        };
-        self.apply_state_changes(vec![change]).await
-    }
-
     async fn touch_node(
         &self,
         id: NodeId,
@@ -681,10 +664,6 @@ impl Storage for PgStore {
             .collect()
     }
 
-    async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
-        self.insert_commands(vec![c]).await
-    }
-
     async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
@@ -737,20 +716,6 @@ impl Storage for PgStore {
             }
         }
         tx.commit().await.map_err(db)
-    }
-
-    async fn set_command_state(
-        &self,
-        id: RequestId,
-        state: CommandState,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        let change = StateChange::Command {
-            request_id: id,
-            state,
-            at,
-        };
-        self.apply_state_changes(vec![change]).await
     }
 
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {

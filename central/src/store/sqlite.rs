@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nap_core::central::CommandState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -259,22 +258,6 @@ impl Storage for SqliteStore {
         .await
     }
 
-    async fn record_status(
-        &self,
-        id: NodeId,
-        status: NodeStatus,
-        reason: Option<String>,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        let change = StateChange::Status {
-            node_id: id,
-            status,
-            reason,
-            at,
-        };
-        self.apply_state_changes(vec![change]).await
-    }
-
     async fn touch_node(
         &self,
         id: NodeId,
@@ -484,10 +467,6 @@ impl Storage for SqliteStore {
         .await
     }
 
-    async fn insert_command(&self, c: CommandRecord) -> StoreResult<()> {
-        self.insert_commands(vec![c]).await
-    }
-
     async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db)?;
@@ -522,20 +501,6 @@ impl Storage for SqliteStore {
             tx.commit().map_err(db)
         })
         .await
-    }
-
-    async fn set_command_state(
-        &self,
-        id: RequestId,
-        state: CommandState,
-        at: WallTime,
-    ) -> StoreResult<()> {
-        let change = StateChange::Command {
-            request_id: id,
-            state,
-            at,
-        };
-        self.apply_state_changes(vec![change]).await
     }
 
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
