@@ -219,7 +219,7 @@ impl Driver {
                 } => {
                     if let Some(writer) = self.writers.remove(&epoch) {
                         let frame = CloseFrame {
-                            code: CloseCode::from(code),
+                            code: CloseCode::from(code.as_u16()),
                             reason: reason.into(),
                         };
                         let _ = writer.try_send(Message::Close(Some(frame)));

@@ -276,5 +276,10 @@ pub async fn connect(
         }
     };
     writer.abort();
-    let _ = inputs.send(AgentInput::Closed { epoch, code }).await;
+    let _ = inputs
+        .send(AgentInput::Closed {
+            epoch,
+            code: code.map(nap_core::transport::CloseCode::from),
+        })
+        .await;
 }

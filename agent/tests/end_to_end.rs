@@ -8,10 +8,10 @@ use std::time::Duration;
 use nap_agent::config::{CommandEntry, DeployRecipe, DeployStep, FileConfig};
 use nap_agent::driver::Driver;
 use nap_agent::keys::NodeKey;
-use nap_central::server::{Running, start};
+use nap_central::runtime::{Running, start};
 use nap_central::store::{NodeRecord, Storage};
 use nap_central::{AppEvent, ServeConfig};
-use nap_core::central::CommandState;
+use nap_core::central::{CommandState, HubInput, Submission};
 use nap_core::wire::{CentralMessage, Deploy, Execute, NodeStatus};
 use nap_core::{NodeId, RequestId, WallTime};
 
@@ -45,8 +45,7 @@ async fn setup(test: &str) -> Setup {
     .expect("chmod");
     let node = NodeId::from(uuid::Uuid::new_v4());
     running
-        .app
-        .store
+        .store()
         .add_node(NodeRecord {
             id: node,
             name: test.into(),
@@ -150,8 +149,7 @@ async fn wait_for(
 async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: &str) {
     let now = WallTime::from(chrono::Utc::now());
     s.running
-        .app
-        .store
+        .store()
         .insert_command(nap_central::store::CommandRecord {
             request_id: id,
             node_id: s.node,
@@ -177,9 +175,13 @@ async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
     };
     record(s, id, &message, "queued").await;
     let node = s.node;
-    s.running
-        .app
-        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(10), true));
+    s.running.hub.input(HubInput::Submit(vec![Submission {
+        node_id: node,
+        request_id: id,
+        message: Some(message),
+        timeout: Duration::from_secs(10),
+        known: true,
+    }]));
     id
 }
 
@@ -205,8 +207,7 @@ async fn terminal(
     };
     let record = s
         .running
-        .app
-        .store
+        .store()
         .get_command(id)
         .await
         .expect("get")
@@ -217,7 +218,7 @@ async fn terminal(
 #[tokio::test]
 async fn the_agent_connects_reports_and_runs_only_what_is_allowed() {
     let s = setup("e2e_commands").await;
-    let mut events = s.running.app.events.subscribe();
+    let mut events = s.running.events().subscribe();
     let agent = start_agent(&s.config);
     let node = s.node;
     wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
@@ -228,8 +229,7 @@ async fn the_agent_connects_reports_and_runs_only_what_is_allowed() {
     .await;
     let points = s
         .running
-        .app
-        .store
+        .store()
         .query_telemetry(
             node,
             WallTime::UNIX_EPOCH,
@@ -323,7 +323,7 @@ async fn an_unsigned_update_never_runs() {
     let binary = s.dir.path().join("nap-agent-under-test");
     std::fs::write(&binary, b"old").expect("write");
     s.config.update.binary = Some(binary.clone());
-    let mut events = s.running.app.events.subscribe();
+    let mut events = s.running.events().subscribe();
     let _agent = start_agent(&s.config);
     let node = s.node;
     wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
@@ -333,9 +333,13 @@ async fn an_unsigned_update_never_runs() {
         version: "9.9.9".into(),
     });
     record(&s, id, &message, "queued").await;
-    s.running
-        .app
-        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(60), true));
+    s.running.hub.input(HubInput::Submit(vec![Submission {
+        node_id: node,
+        request_id: id,
+        message: Some(message),
+        timeout: Duration::from_secs(60),
+        known: true,
+    }]));
     let (state, record) = terminal(&s, &mut events, id).await;
     assert_eq!(state, CommandState::Failed);
     let message = record
@@ -377,7 +381,7 @@ async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
     std::fs::write(dir.join(nap_agent::update::TARGET), &new).expect("write");
     std::fs::write(dir.join(format!("{}.sig", nap_agent::update::TARGET)), sig).expect("write");
     // Restart central's config with the artifacts directory.
-    let mut config = s.running.app.config.clone();
+    let mut config = s.running.config.clone();
     config.artifacts = Some(artifacts);
     config.listen = "127.0.0.1:0".parse().expect("addr");
     config.api_listen = "127.0.0.1:0".parse().expect("addr");
@@ -385,7 +389,7 @@ async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
     old.shutdown().await;
     s.config.central = format!("wss://localhost:{}/v1/agent", s.running.agent_addr.port());
 
-    let mut events = s.running.app.events.subscribe();
+    let mut events = s.running.events().subscribe();
     let agent = start_agent(&s.config);
     let node = s.node;
     wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
@@ -394,9 +398,13 @@ async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
         request_id: Some(id),
         version: "9.9.9".into(),
     });
-    s.running
-        .app
-        .with_hub(|hub, now| hub.submit(now, node, id, message, Duration::from_secs(60), true));
+    s.running.hub.input(HubInput::Submit(vec![Submission {
+        node_id: node,
+        request_id: id,
+        message: Some(message),
+        timeout: Duration::from_secs(60),
+        known: true,
+    }]));
     let exit = tokio::time::timeout(Duration::from_secs(20), agent)
         .await
         .expect("the agent exits")
@@ -466,7 +474,7 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
     // Central knows the command (sent before it, too, restarted).
     let message = execute(77, "echo", &["again"]);
     record(&s, id, &message, "sent").await;
-    s.running.app.restore_commands().await.expect("restore");
+    s.running.hub.restore_commands().await.expect("restore");
     // The agent finished it before its restart; the result is in its outbox.
     let result = nap_core::wire::CommandResult {
         request_id: id,
@@ -491,7 +499,7 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
             telemetry: vec![],
         })
         .expect("save the outbox");
-    let mut events = s.running.app.events.subscribe();
+    let mut events = s.running.events().subscribe();
     let agent = start_agent(&s.config);
     let (state, record) = terminal(&s, &mut events, id).await;
     assert_eq!(state, CommandState::Succeeded);
@@ -506,8 +514,7 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
     agent.abort();
     let stored = s
         .running
-        .app
-        .store
+        .store()
         .get_command(id)
         .await
         .expect("get")

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use nap_core::central::{HubConfig, SessionConfig};
 use serde::{Deserialize, Serialize};
 
 /// Everything `serve` needs.
@@ -51,6 +52,21 @@ pub struct ServeConfig {
     pub redis: Option<String>,
     /// Prefix of this deployment's Redis keys and channels.
     pub redis_prefix: String,
+    /// How long a command waits for an offline node before it expires, in seconds.
+    pub command_ttl_s: u64,
+    /// How long past a sent command's own timeout its result is awaited, in seconds.
+    pub result_grace_s: u64,
+    /// Commands queued per offline node; past this, new ones are undeliverable.
+    pub max_queued_per_node: usize,
+    /// A drain (graceful shutdown) spreads the fleet's return at this many nodes per second.
+    pub drain_rate_per_s: u32,
+    /// Messages per second one node may send, and the burst above that.
+    pub rate_per_s: u32,
+    pub rate_burst: u32,
+    /// Invalid messages per minute before a node is closed with 1008.
+    pub invalid_per_minute: u32,
+    /// Refused tokens per minute from one address before its attempts get 429.
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServeConfig {
@@ -76,6 +92,14 @@ impl Default for ServeConfig {
             db_pool: 8,
             redis: None,
             redis_prefix: "nap".into(),
+            command_ttl_s: 3600,
+            result_grace_s: 300,
+            max_queued_per_node: 1000,
+            drain_rate_per_s: 200,
+            rate_per_s: 20,
+            rate_burst: 200,
+            invalid_per_minute: 10,
+            auth_failures_per_minute: 10,
         }
     }
 }
@@ -110,5 +134,29 @@ impl ServeConfig {
     /// Silence after which a node is offline.
     pub fn offline_after(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms.saturating_mul(2) + self.offline_grace_ms)
+    }
+
+    /// The hub's parameters; `seed` drives its PRNG.
+    pub fn hub_config(&self, seed: u64) -> HubConfig {
+        let mut hub = HubConfig::new(self.audience.clone());
+        hub.command_ttl = Duration::from_secs(self.command_ttl_s);
+        hub.result_grace = Duration::from_secs(self.result_grace_s);
+        hub.max_queued_per_node = self.max_queued_per_node;
+        hub.drain_rate_per_sec = self.drain_rate_per_s;
+        hub.admission.throttle_limit = self.auth_failures_per_minute;
+        hub.clustered = self.redis.is_some();
+        hub.seed = seed;
+        hub
+    }
+
+    /// Every session's parameters.
+    pub fn session_config(&self) -> SessionConfig {
+        let mut session = SessionConfig::with_intervals(self.intervals());
+        session.offline_after = self.offline_after();
+        session.limits.max_message_bytes = self.max_message_bytes;
+        session.rate_per_sec = self.rate_per_s;
+        session.rate_burst = self.rate_burst;
+        session.invalid_limit = self.invalid_per_minute;
+        session
     }
 }

@@ -11,7 +11,7 @@ use nap_core::codec::{Limits, decode_bytes};
 use nap_core::wire::AgentMessage;
 use nap_core::{NodeId, WallTime};
 
-use crate::auth::inspect_with;
+use crate::agents::tokens::inspect_with;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{NodeRecord, Storage};
 

@@ -1,22 +1,28 @@
-//! nap-central: a thin tokio driver around `nap-core`'s central session and
-//! hub, with storage, the operator API and the admin tooling.
+//! nap-central: a thin tokio driver around `nap-core`'s central hub and
+//! sessions, with storage, the operator API and the admin tooling.
+//!
+//! The layers, outside in (imports run this way only):
+//!
+//! ```text
+//! runtime ──▶ agents/ (sockets, upgrade, session tasks) ──▶ hub/ (the core's hub, forwarded) ──▶ effects/ ──▶ store/
+//!        └──▶ api/ (operator HTTP) ─────────────────────────┘          └──▶ cluster/ (Redis)
+//! ```
 
+pub mod agents;
 pub mod api;
-pub mod app;
-pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-mod connection;
-mod endpoint;
+pub mod effects;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzz;
-mod ingest;
+pub mod hub;
 pub mod metrics;
-mod notify;
-pub mod server;
+pub mod runtime;
 pub mod store;
 pub mod tls;
 
-pub use app::{App, AppEvent};
 pub use config::ServeConfig;
+pub use events::AppEvent;
+pub use runtime::Running;

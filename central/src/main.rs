@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
-use nap_central::auth::{Role, is_ed25519_public_key, new_api_token, token_hash};
+use nap_central::agents::tokens::is_ed25519_public_key;
+use nap_central::api::tokens::{Role, new_api_token, token_hash};
 use nap_central::config::ServeConfig;
 use nap_central::store::{AnyStore, NodeRecord, Storage, TokenRecord, first_broken};
 use nap_core::NodeId;
@@ -177,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
     let now = nap_core::WallTime::from(chrono::Utc::now());
     match cli.command {
-        Command::Serve(_) => nap_central::server::serve(config).await?,
+        Command::Serve(_) => nap_central::runtime::serve(config).await?,
         Command::DevCerts { out } => {
             let certs = nap_central::tls::write_dev_certs(&out)?;
             println!("CA:          {}", certs.ca.display());

@@ -102,8 +102,7 @@ async fn every_bad_token_is_refused_with_401_and_audited() {
     ];
     let audit_before = central
         .running
-        .app
-        .store
+        .store()
         .all_audit()
         .await
         .expect("audit")
@@ -111,7 +110,7 @@ async fn every_bad_token_is_refused_with_401_and_audited() {
     for (what, token) in &cases {
         assert_eq!(connect(&central, token).await.err(), Some(401), "{what}");
     }
-    let audit = central.running.app.store.all_audit().await.expect("audit");
+    let audit = central.running.store().all_audit().await.expect("audit");
     let refused = audit[audit_before..]
         .iter()
         .filter(|e| e.action == "auth.refused")
@@ -131,19 +130,12 @@ async fn a_revoked_node_is_refused() {
     register(&central, &key).await;
     central
         .running
-        .app
-        .store
+        .store()
         .revoke_node(key.id)
         .await
         .expect("revoke");
     assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(401));
-    let audit = central
-        .running
-        .app
-        .store
-        .list_audit(1)
-        .await
-        .expect("audit");
+    let audit = central.running.store().list_audit(1).await.expect("audit");
     assert_eq!(audit[0].action, "auth.refused");
     assert_eq!(audit[0].detail["reason"], "revoked");
 }
@@ -203,7 +195,7 @@ async fn a_second_connection_supersedes_the_first() {
         next_message(&mut second).await,
         CentralMessage::Pong(_)
     ));
-    let hub = central.running.app.hub.lock().expect("hub");
+    let hub = central.running.hub.read(|hub| hub.clone());
     assert_eq!(hub.live_count(), 1);
 }
 
@@ -235,8 +227,7 @@ async fn revoking_a_node_closes_its_session_with_4003() {
     // As `nap-central node revoke` does, from another process: the store only.
     central
         .running
-        .app
-        .store
+        .store()
         .revoke_node(key.id)
         .await
         .expect("revoke");
@@ -250,7 +241,7 @@ async fn too_many_handshakes_in_flight_get_503_with_retry_after() {
     register(&central, &key).await;
     // Hold the only handshake slot: an upgraded session keeps it until welcome
     // is sent, so take it by hand instead.
-    let permit = std::sync::Arc::clone(&central.running.app.handshakes)
+    let permit = std::sync::Arc::clone(&central.running.handshakes)
         .try_acquire_owned()
         .expect("the slot");
     assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(503));
@@ -289,10 +280,10 @@ async fn at_capacity_central_stops_listening_until_a_connection_ends() {
 #[tokio::test]
 async fn a_second_central_without_a_cluster_cannot_take_the_same_port() {
     let central = central("exclusive_port", |_| {}).await;
-    let mut config = central.running.app.config.clone();
+    let mut config = central.running.config.clone();
     config.listen = central.running.agent_addr;
 
-    let err = nap_central::server::start(config)
+    let err = nap_central::runtime::start(config)
         .await
         .expect_err("the port is taken");
 

@@ -64,7 +64,7 @@ async fn every_named_node_gets_the_command_once_and_it_is_audited_once() {
             other => panic!("expected the health check, got {other:?}"),
         }
     }
-    let audit = central.running.app.store.all_audit().await.expect("audit");
+    let audit = central.running.store().all_audit().await.expect("audit");
     let broadcasts: Vec<_> = audit
         .iter()
         .filter(|e| e.action == "command.broadcast")
@@ -85,7 +85,7 @@ async fn all_means_every_node_not_revoked() {
     let revoked = node_key();
     register(&central, &active).await;
     register(&central, &revoked).await;
-    let store = &central.running.app.store;
+    let store = &central.running.store();
     store.revoke_node(revoked.id).await.expect("revoke");
 
     let (status, body) = broadcast(
@@ -112,7 +112,7 @@ async fn a_broadcast_with_a_bad_entry_is_refused_whole_and_stores_nothing() {
     let revoked = node_key();
     register(&central, &key).await;
     register(&central, &revoked).await;
-    let store = &central.running.app.store;
+    let store = &central.running.store();
     store.revoke_node(revoked.id).await.expect("revoke");
     let good = key.id.to_string();
     let unknown = NodeId::from_u128(5).to_string();

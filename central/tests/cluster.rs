@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use nap_central::AppEvent;
-use nap_central::server::{Running, start};
+use nap_central::runtime::{Running, start};
 use nap_central::store::Storage;
 use nap_core::RequestId;
 use nap_core::central::CommandState;
@@ -44,7 +44,7 @@ async fn pair(test: &str) -> Option<(Central, Running)> {
         c.redis_prefix = prefix;
     })
     .await;
-    let b = start(a.running.app.config.clone())
+    let b = start(a.running.config.clone())
         .await
         .expect("instance B starts");
     Some((a, b))
@@ -53,7 +53,7 @@ async fn pair(test: &str) -> Option<(Central, Running)> {
 /// Connects a registered node to the instance at `running`, reads its
 /// welcome, and waits until that instance has claimed it.
 async fn join(central: &Central, running: &Running, key: &NodeKey) -> Ws {
-    let mut events = running.app.events.subscribe();
+    let mut events = running.events().subscribe();
     let mut ws = connect_at(central, running.agent_addr, &good_token(key))
         .await
         .expect("upgraded");
@@ -116,7 +116,7 @@ async fn a_command_submitted_at_one_instance_reaches_a_node_held_by_the_other() 
     let key = node_key();
     register(&a, &key).await;
     let mut ws = join(&a, &b, &key).await;
-    let mut b_events = b.app.events.subscribe();
+    let mut b_events = b.events().subscribe();
 
     let request_id = submit_health_check(&a, &key).await;
 
@@ -136,7 +136,7 @@ async fn a_command_submitted_at_one_instance_reaches_a_node_held_by_the_other() 
     assert_eq!(status, 200);
     assert_eq!(body["state"], "succeeded", "{body}");
     // A never held the node and holds no trace of its command.
-    let hub = a.running.app.hub.lock().expect("hub");
+    let hub = a.running.hub.read(|hub| hub.clone());
     assert_eq!(hub.live_count(), 0);
     assert!(hub.command(request_id).is_none());
 }
@@ -161,7 +161,7 @@ async fn a_node_that_moves_to_the_other_instance_closes_its_old_session_with_400
         |e| matches!(e, AppEvent::SessionClosed { node_id, .. } if *node_id == node),
     )
     .await;
-    assert_eq!(a.running.app.hub.lock().expect("hub").live_count(), 0);
+    assert_eq!(a.running.hub.read(|hub| hub.clone()).live_count(), 0);
     // A wrote no `offline` for it: a status change A makes afterwards comes
     // out of A's ordered writer after anything A had queued before.
     let other = node_key();
@@ -174,8 +174,7 @@ async fn a_node_that_moves_to_the_other_instance_closes_its_old_session_with_400
     .await;
     let stored = a
         .running
-        .app
-        .store
+        .store()
         .get_node(key.id)
         .await
         .expect("read")
@@ -201,15 +200,14 @@ async fn a_command_for_an_offline_node_waits_in_the_store_and_follows_the_node()
 
     let stored = a
         .running
-        .app
-        .store
+        .store()
         .get_command(request_id)
         .await
         .expect("read")
         .expect("exists");
     assert_eq!(stored.state, "queued");
     assert_eq!(
-        a.running.app.hub.lock().expect("hub").queued_for(key.id),
+        a.running.hub.read(|hub| hub.clone()).queued_for(key.id),
         0,
         "with a cluster the store, not a hub, queues for offline nodes"
     );

@@ -41,12 +41,12 @@ fn random_inputs_pass_every_target() {
 fn the_genuine_token_verifies() {
     let token = nap_central::fuzz::signed_token();
     let node = nap_central::fuzz::node();
-    let check = nap_central::auth::inspect_with(token, Some(&node));
+    let check = nap_central::agents::tokens::inspect_with(token, Some(&node));
     assert!(check.signature_valid);
     // One flipped byte in the signature, and it no longer does.
     let mut forged = token.to_owned().into_bytes();
     let last = forged.len() - 2;
     forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).expect("ascii");
-    assert!(!nap_central::auth::inspect_with(&forged, Some(&node)).signature_valid);
+    assert!(!nap_central::agents::tokens::inspect_with(&forged, Some(&node)).signature_valid);
 }

@@ -50,7 +50,7 @@ async fn telemetry_is_acked_once_durable_and_stored_exactly_once_with_replays() 
             again += 1;
         }
     }
-    let store = &central.running.app.store;
+    let store = &central.running.store();
     assert_eq!(
         store.count_telemetry(key.id).await.expect("count"),
         6,
@@ -84,17 +84,16 @@ async fn a_command_from_the_api_reaches_the_node_and_its_result_comes_back() {
     let (key, mut ws) = connected_node(&central).await;
 
     let operator = {
-        let token = nap_central::auth::new_api_token().expect("token");
+        let token = nap_central::api::tokens::new_api_token().expect("token");
         let record = nap_central::store::TokenRecord {
             name: "ops".into(),
             role: "operator".into(),
         };
         central
             .running
-            .app
-            .store
+            .store()
             .create_api_token(
-                &nap_central::auth::token_hash(&token),
+                &nap_central::api::tokens::token_hash(&token),
                 record,
                 nap_core::WallTime::from(chrono::Utc::now()),
             )
@@ -159,13 +158,7 @@ async fn a_command_from_the_api_reaches_the_node_and_its_result_comes_back() {
     assert_eq!(status, 200, "{command}");
     assert_eq!(command["result"]["result"], "up 3 days\n");
     assert_eq!(command["state"], "succeeded");
-    let audit = central
-        .running
-        .app
-        .store
-        .list_audit(10)
-        .await
-        .expect("audit");
+    let audit = central.running.store().list_audit(10).await.expect("audit");
     assert!(
         audit
             .iter()

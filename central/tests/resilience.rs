@@ -84,7 +84,7 @@ async fn telemetry_waits_out_a_database_outage_and_is_acked_only_once_stored() {
     })
     .await;
     assert!(
-        central.running.app.config.db.contains(&via.to_string()),
+        central.running.config.db.contains(&via.to_string()),
         "the store goes through the proxy"
     );
     let key = node_key();
@@ -117,7 +117,7 @@ async fn telemetry_waits_out_a_database_outage_and_is_acked_only_once_stored() {
         )
     })
     .await;
-    let metrics = central.running.app.metrics.render();
+    let metrics = central.running.metrics().render();
     assert!(
         metrics.contains("nap_db_errors_total{reason=\"insert_telemetry\"}"),
         "{metrics}"
@@ -133,8 +133,7 @@ async fn telemetry_waits_out_a_database_outage_and_is_acked_only_once_stored() {
     }
     let stored = central
         .running
-        .app
-        .store
+        .store()
         .count_telemetry(key.id)
         .await
         .expect("count");

@@ -27,9 +27,11 @@ fn session() -> CentralSession {
     let mut s = CentralSession::new(
         Timestamp::ZERO,
         wall(),
-        NODE,
-        SessionId::from_u128(1),
-        wall().add_millis(3_600_000_000),
+        nap_core::central::Admission {
+            node_id: NODE,
+            session_id: SessionId::from_u128(1),
+            token_expires_at: wall().add_millis(3_600_000_000),
+        },
         config,
     );
     while s.poll_output().is_some() {}

@@ -22,24 +22,75 @@ impl std::fmt::Display for Epoch {
     }
 }
 
-/// WebSocket close codes used by the protocol (spec/protocol.md §10).
-pub mod close {
-    /// Normal closure.
-    pub const NORMAL: u16 = 1000;
-    /// Central shutting down after `drain`; also "going away" for dead transports.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Protocol error (e.g. no `welcome`, or a message out of place).
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// Policy violation: too many invalid messages or over the rate limit.
-    pub const POLICY: u16 = 1008;
-    /// Message too big.
-    pub const TOO_BIG: u16 = 1009;
-    /// Token expired or refresh rejected.
-    pub const TOKEN_EXPIRED: u16 = 4001;
-    /// Superseded by a newer connection of the same node.
-    pub const SUPERSEDED: u16 = 4002;
-    /// Node revoked.
-    pub const REVOKED: u16 = 4003;
+/// The WebSocket close codes of the protocol (spec/protocol.md §10), chosen
+/// by the engines only. A code a peer sends that the protocol does not name
+/// is kept as [`CloseCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(from = "u16", into = "u16")]
+pub enum CloseCode {
+    /// 1000: normal closure.
+    Normal,
+    /// 1001: central shutting down after `drain`; also "going away" for dead transports.
+    GoingAway,
+    /// 1002: protocol error (e.g. no `welcome`, or a message out of place).
+    ProtocolError,
+    /// 1008: policy violation: too many invalid messages or over the rate limit.
+    Policy,
+    /// 1009: message too big.
+    TooBig,
+    /// 4001: token expired or refresh rejected.
+    TokenExpired,
+    /// 4002: superseded by a newer connection of the same node.
+    Superseded,
+    /// 4003: node revoked.
+    Revoked,
+    /// Any other code a peer sent.
+    Other(u16),
+}
+
+impl CloseCode {
+    /// The code on the wire.
+    pub fn as_u16(self) -> u16 {
+        match self {
+            Self::Normal => 1000,
+            Self::GoingAway => 1001,
+            Self::ProtocolError => 1002,
+            Self::Policy => 1008,
+            Self::TooBig => 1009,
+            Self::TokenExpired => 4001,
+            Self::Superseded => 4002,
+            Self::Revoked => 4003,
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl From<u16> for CloseCode {
+    fn from(code: u16) -> Self {
+        match code {
+            1000 => Self::Normal,
+            1001 => Self::GoingAway,
+            1002 => Self::ProtocolError,
+            1008 => Self::Policy,
+            1009 => Self::TooBig,
+            4001 => Self::TokenExpired,
+            4002 => Self::Superseded,
+            4003 => Self::Revoked,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> Self {
+        code.as_u16()
+    }
+}
+
+impl std::fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.as_u16())
+    }
 }
 
 /// Counts invalid messages in a sliding window and says when a peer has sent

@@ -2,8 +2,8 @@
 //! every rule refuses with its own reason; a `jti` is accepted once.
 
 use nap_core::central::{
-    Audience, AuthPolicy, AuthRejection, CentralHub, Claims, HubConfig, NodeLookup, TokenCheck,
-    auth::check_token,
+    Admit, Alarm, Audience, AuthPolicy, AuthRejection, CentralHub, Claims, HubConfig, HubInput,
+    HubOutput, NodeLookup, TokenCheck, TokenIdElsewhere, Upgrade, auth::check_token,
 };
 use nap_core::{NodeId, SessionId, Timestamp, WallTime};
 
@@ -158,24 +158,45 @@ fn an_audience_list_is_accepted_when_it_names_us() {
     assert_eq!(with(|k| claims(k).aud = aud), Ok(()));
 }
 
+/// The hub's verdict on an upgrade with this token: the refusal's reason.
+fn admit(
+    hub: &mut CentralHub,
+    now: Timestamp,
+    token: &TokenCheck,
+    id: u128,
+) -> Result<(), &'static str> {
+    let upgrade = Upgrade {
+        session_id: SessionId::from_u128(id),
+        peer: None,
+        token: Some(token.clone()),
+        elsewhere: TokenIdElsewhere::Unused,
+    };
+    match hub.admit(now, &upgrade) {
+        Admit::Accepted(_) => Ok(()),
+        Admit::Refused(refusal) => Err(refusal.reason),
+    }
+}
+
+fn hub() -> CentralHub {
+    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
+    hub.handle_input(Timestamp::ZERO, HubInput::WallClock(now()));
+    hub
+}
+
 #[test]
 fn a_replayed_jti_is_refused_until_it_can_no_longer_be_presented() {
-    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
-    hub.set_wall_clock(Timestamp::ZERO, now());
-    assert!(
-        hub.admit(Timestamp::ZERO, &good(), SessionId::from_u128(1))
-            .is_ok()
-    );
+    let mut hub = hub();
+    assert_eq!(admit(&mut hub, Timestamp::ZERO, &good(), 1), Ok(()));
     assert_eq!(
-        hub.admit(Timestamp::from_secs(10), &good(), SessionId::from_u128(2)),
-        Err(AuthRejection::Replayed)
+        admit(&mut hub, Timestamp::from_secs(10), &good(), 2),
+        Err(AuthRejection::Replayed.reason())
     );
     assert_eq!(hub.replay_window_len(), 1);
     // Past expiry plus skew the token is refused as expired, and its id forgotten.
     let later = Timestamp::from_secs(3600 + 61);
     assert_eq!(
-        hub.admit(later, &good(), SessionId::from_u128(3)),
-        Err(AuthRejection::Expired)
+        admit(&mut hub, later, &good(), 3),
+        Err(AuthRejection::Expired.reason())
     );
     let mut fresh = good();
     let t = now().unix_seconds() + 3661;
@@ -183,22 +204,52 @@ fn a_replayed_jti_is_refused_until_it_can_no_longer_be_presented() {
     c.iat = t;
     c.exp = t + 600;
     c.jti = "4b9d7c2a-1e4f-4a8b-9c6d-5e7f8a9b0c1d".into();
-    assert!(hub.admit(later, &fresh, SessionId::from_u128(4)).is_ok());
+    assert_eq!(admit(&mut hub, later, &fresh, 4), Ok(()));
     assert_eq!(hub.replay_window_len(), 1, "the old id was pruned");
 }
 
 #[test]
-fn a_refresh_token_must_be_for_the_same_node() {
-    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
-    hub.set_wall_clock(Timestamp::ZERO, now());
-    let other = NodeId::from_u128(7);
-    assert_eq!(
-        hub.check_refresh(Timestamp::ZERO, other, &good()),
-        Err(AuthRejection::WrongNode)
-    );
-    let node = NODE.parse::<NodeId>().expect("uuid");
-    assert!(
-        hub.check_refresh(Timestamp::from_secs(1), node, &good())
-            .is_ok()
-    );
+fn a_token_id_spent_at_another_central_process_is_refused_as_replayed() {
+    let mut hub = hub();
+    let upgrade = Upgrade {
+        session_id: SessionId::from_u128(1),
+        peer: None,
+        token: Some(good()),
+        elsewhere: TokenIdElsewhere::Used,
+    };
+    assert!(matches!(
+        hub.admit(Timestamp::ZERO, &upgrade),
+        Admit::Refused(r) if r.reason == "replayed"
+    ));
+    // If the shared record cannot be asked, this process's window decides.
+    let upgrade = Upgrade {
+        elsewhere: TokenIdElsewhere::Unknown,
+        ..upgrade
+    };
+    assert!(matches!(
+        hub.admit(Timestamp::ZERO, &upgrade),
+        Admit::Accepted(_)
+    ));
+}
+
+#[test]
+fn an_upgrade_without_a_token_is_refused_and_an_administrator_told() {
+    let mut hub = hub();
+    let upgrade = Upgrade {
+        session_id: SessionId::from_u128(1),
+        peer: None,
+        token: None,
+        elsewhere: TokenIdElsewhere::Unused,
+    };
+    assert!(matches!(
+        hub.admit(Timestamp::ZERO, &upgrade),
+        Admit::Refused(r) if r.reason == "missing_token" && r.kind.http_status() == 401
+    ));
+    assert!(matches!(
+        hub.poll_output(),
+        Some(HubOutput::Alarm(Alarm::AuthRefused {
+            reason: "missing_token",
+            ..
+        }))
+    ));
 }

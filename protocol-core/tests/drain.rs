@@ -52,5 +52,5 @@ fn drained_agents_come_back_after_their_spread_delay() {
     );
     // Everyone returns.
     assert!(world.run_until_true(secs(60), |w| (0..w.agents.len()).all(|i| established(w, i))));
-    assert_eq!(world.hub.live_count(), n as usize);
+    assert_eq!(world.central.hub.live_count(), n as usize);
 }

@@ -184,7 +184,7 @@ impl StateMachineTest for FleetTest {
                 world.now
             );
         }
-        for session in world.sessions.values() {
+        for session in world.central.sessions.values() {
             for (timer, at) in session.timers() {
                 assert!(at >= world.now, "session timer {timer:?} armed in the past");
             }
@@ -210,7 +210,7 @@ impl StateMachineTest for FleetTest {
             world.max_outputs_per_call
         );
         assert!(
-            world.hub.live_count() <= 1,
+            world.central.hub.live_count() <= 1,
             "two live sessions for one node"
         );
         for (id, states) in &world.store.command_states {
@@ -315,14 +315,18 @@ impl StateMachineTest for SessionTest {
 
     fn init_test(_: &SessionModel) -> Self::SystemUnderTest {
         let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
-        let session = CentralSession::new(
+        let mut session = CentralSession::new(
             Timestamp::ZERO,
             wall,
-            NODE,
-            SessionId::from_u128(1),
-            wall.add_millis(3_600_000),
+            nap_core::central::Admission {
+                node_id: NODE,
+                session_id: SessionId::from_u128(1),
+                token_expires_at: wall.add_millis(3_600_000),
+            },
             SessionConfig::default(),
         );
+        // `welcome` and the hub's notice that the node is online.
+        while session.poll_output().is_some() {}
         (session, Timestamp::ZERO)
     }
 
@@ -349,7 +353,7 @@ impl StateMachineTest for SessionTest {
         while session.poll_output().is_some() {
             outputs += 1;
         }
-        assert!(outputs <= 4, "{outputs} outputs for one input");
+        assert!(outputs <= 5, "{outputs} outputs for one input");
         assert_eq!(
             session.is_open(),
             model.open,

@@ -44,12 +44,12 @@ fn central_marks_a_silent_node_offline_within_its_bound() {
     world.set_partitioned(true);
     world.run_for(secs(60));
     assert_eq!(
-        world.hub.status(NODE),
+        world.central.hub.status(NODE),
         Some(NodeStatus::Online),
         "not before 75 s"
     );
     world.run_for(secs(16));
-    assert_eq!(world.hub.status(NODE), Some(NodeStatus::Offline));
+    assert_eq!(world.central.hub.status(NODE), Some(NodeStatus::Offline));
     assert!(world.now.saturating_since(cut) <= secs(2 * 30 + 15 + 1));
     assert_eq!(
         world.store.statuses[&NODE],
@@ -99,7 +99,7 @@ fn a_stale_epoch_is_ignored() {
         world.now,
         AgentInput::Closed {
             epoch: stale,
-            code: Some(4003),
+            code: Some(nap_core::transport::CloseCode::Revoked),
         },
     );
     let outputs: Vec<AgentOutput> =

@@ -1,7 +1,9 @@
-//! Scale-out: when another central instance claims a node, this instance's
+//! Scale-out: when another central process claims a node, this process's
 //! hub lets it go — its session closes with 4002, its open commands are
 //! forgotten without a state change (the new holder reports them), and no
-//! status is written (the new holder writes `online`).
+//! status is written (the new holder writes `online`). A claim older than
+//! the node's return here is not honoured. Driven through the central host
+//! (the real hub and sessions, forwarded as the driver does).
 
 mod common;
 
@@ -9,141 +11,273 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use nap_core::central::{CentralHub, CommandState, HubConfig, HubOutput, NodeLookup};
-use nap_core::testing::tokens;
+use nap_core::central::{
+    Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, SessionConfig,
+    SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+};
+use nap_core::testing::{CentralEffect, CentralHost, tokens};
+use nap_core::transport::CloseCode;
 use nap_core::wire::{CentralMessage, HealthCheck, NodeStatus};
 use nap_core::{SessionId, Timestamp, TokenId, WallTime};
 
 const START: i64 = 1_750_000_000;
 
-fn hub() -> CentralHub {
-    let mut hub = CentralHub::new(HubConfig::new(tokens::AUDIENCE));
-    hub.set_wall_clock(
-        Timestamp::ZERO,
-        WallTime::from_unix_millis(START * 1000).expect("valid"),
-    );
-    hub
+fn wall() -> WallTime {
+    WallTime::from_unix_millis(START * 1000).expect("valid")
+}
+
+fn central() -> CentralHost {
+    let mut config = HubConfig::new(tokens::AUDIENCE);
+    config.clustered = true;
+    CentralHost::new(Timestamp::ZERO, wall(), config, SessionConfig::default())
 }
 
 fn session(n: u128) -> SessionId {
     SessionId::from_u128(n)
 }
 
-/// Admits NODE on `session_id` and opens the session.
-fn admit(hub: &mut CentralHub, session_id: SessionId, jti: u128) {
+/// Admits NODE on `session_id` (its session sends `welcome` and the node is
+/// claimed); returns the effects.
+fn admit(central: &mut CentralHost, session_id: SessionId, jti: u128) -> Vec<CentralEffect> {
     let registry = BTreeMap::from([(NODE, NodeLookup::Active)]);
     let token = tokens::mint(NODE, TokenId::from_u128(jti), START, START + 3600, true);
-    hub.admit(
-        Timestamp::ZERO,
-        &tokens::check(&token, &registry),
+    let upgrade = Upgrade {
         session_id,
-    )
-    .expect("admitted");
-    hub.session_opened(Timestamp::ZERO, NODE, session_id);
+        peer: None,
+        token: Some(tokens::check(&token, &registry)),
+        elsewhere: TokenIdElsewhere::Unused,
+    };
+    assert!(matches!(
+        central.admit(Timestamp::ZERO, wall(), &upgrade),
+        Admit::Accepted(_)
+    ));
+    effects(central)
 }
 
-fn health_check(n: u128) -> CentralMessage {
-    CentralMessage::HealthCheck(HealthCheck {
+fn effects(central: &mut CentralHost) -> Vec<CentralEffect> {
+    std::iter::from_fn(|| central.poll_effect()).collect()
+}
+
+fn hub_effects(central: &mut CentralHost) -> Vec<HubOutput> {
+    effects(central)
+        .into_iter()
+        .filter_map(|e| match e {
+            CentralEffect::Hub(output) => Some(output),
+            CentralEffect::Session { .. } => None,
+        })
+        .collect()
+}
+
+fn closes(effects: &[CentralEffect]) -> Vec<(SessionId, CloseCode)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            CentralEffect::Session {
+                session_id,
+                output: SessionOutput::Close { code, .. },
+                ..
+            } => Some((*session_id, *code)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn health_check(n: u128) -> Submission {
+    Submission {
+        node_id: NODE,
         request_id: request(n),
-    })
+        message: Some(CentralMessage::HealthCheck(HealthCheck {
+            request_id: request(n),
+        })),
+        timeout: Duration::from_secs(30),
+        known: true,
+    }
 }
 
-fn outputs(hub: &mut CentralHub) -> Vec<HubOutput> {
-    std::iter::from_fn(|| hub.poll_output()).collect()
+/// Another process claims NODE, and presence says it holds it.
+fn claimed_elsewhere(central: &mut CentralHost) -> Vec<CentralEffect> {
+    central.hub_input(Timestamp::ZERO, HubInput::ClaimedElsewhere(NODE));
+    let asked = hub_effects(central);
+    assert_eq!(asked, vec![HubOutput::Locate { node_id: NODE }]);
+    let located = HubInput::Located {
+        node_id: NODE,
+        presence: Some(Presence::Elsewhere),
+    };
+    central.hub_input(Timestamp::ZERO, located);
+    effects(central)
+}
+
+#[test]
+fn a_node_s_session_is_claimed_in_presence_when_it_opens() {
+    let mut central = central();
+    let effects = admit(&mut central, session(1), 1);
+    assert!(effects.contains(&CentralEffect::Hub(HubOutput::Claim {
+        node_id: NODE,
+        session_id: session(1),
+    })));
 }
 
 #[test]
 fn a_claimed_node_s_session_closes_with_4002_and_no_status_is_written() {
-    let mut hub = hub();
-    admit(&mut hub, session(1), 1);
-    outputs(&mut hub);
+    let mut central = central();
+    admit(&mut central, session(1), 1);
 
-    hub.release(NODE);
+    let effects = claimed_elsewhere(&mut central);
 
-    let out = outputs(&mut hub);
+    assert_eq!(closes(&effects), vec![(session(1), CloseCode::Superseded)]);
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, CentralEffect::Hub(HubOutput::StatusChanged { .. }))),
+        "{effects:?}"
+    );
+    assert_eq!(central.hub.live_session(NODE), None);
+}
+
+#[test]
+fn a_claim_older_than_the_node_s_return_here_is_not_honoured() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    central.hub_input(Timestamp::ZERO, HubInput::ClaimedElsewhere(NODE));
+    hub_effects(&mut central);
+    let located = HubInput::Located {
+        node_id: NODE,
+        presence: Some(Presence::Here(session(1))),
+    };
+    central.hub_input(Timestamp::ZERO, located);
+    assert!(closes(&effects(&mut central)).is_empty());
+    assert_eq!(central.hub.live_session(NODE), Some(session(1)));
+}
+
+#[test]
+fn a_session_that_ends_while_another_process_holds_the_node_writes_no_offline() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    central.session_input(
+        Timestamp::ZERO,
+        session(1),
+        nap_core::central::SessionInput::Closed { code: None },
+    );
     assert_eq!(
-        out,
-        vec![HubOutput::Terminate {
+        hub_effects(&mut central),
+        vec![HubOutput::Vacate {
+            node_id: NODE,
             session_id: session(1),
-            code: 4002,
-            reason: "superseded by a connection to another central instance",
         }]
     );
-    assert_eq!(hub.live_session(NODE), None);
-    // The session's own end afterwards changes nothing either.
-    hub.session_closed(Timestamp::ZERO, NODE, session(1));
-    assert_eq!(outputs(&mut hub), vec![]);
+    let vacated = HubInput::Vacated {
+        node_id: NODE,
+        session_id: session(1),
+        presence: Some(Presence::Elsewhere),
+    };
+    central.hub_input(Timestamp::ZERO, vacated);
+    assert_eq!(hub_effects(&mut central), vec![]);
+    assert_eq!(central.hub.live_session(NODE), None);
+}
+
+#[test]
+fn a_session_that_ends_with_nobody_else_holding_the_node_marks_it_offline() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    central.session_input(
+        Timestamp::ZERO,
+        session(1),
+        nap_core::central::SessionInput::Closed { code: None },
+    );
+    hub_effects(&mut central);
+    // Presence could not be asked: this process's view decides.
+    let vacated = HubInput::Vacated {
+        node_id: NODE,
+        session_id: session(1),
+        presence: None,
+    };
+    central.hub_input(Timestamp::ZERO, vacated);
+    assert_eq!(
+        hub_effects(&mut central),
+        vec![HubOutput::StatusChanged {
+            node_id: NODE,
+            status: NodeStatus::Offline,
+            reason: Some("disconnected".into()),
+        }]
+    );
 }
 
 #[test]
 fn a_claimed_node_s_open_commands_are_forgotten_without_a_state_change() {
-    let mut hub = hub();
-    admit(&mut hub, session(1), 1);
-    let timeout = Duration::from_secs(30);
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    central.hub_input(Timestamp::ZERO, HubInput::Submit(vec![health_check(1)]));
     assert_eq!(
-        hub.submit(
-            Timestamp::ZERO,
-            NODE,
-            request(1),
-            health_check(1),
-            timeout,
-            true
-        ),
-        CommandState::Sent
+        central.hub.command(request(1)).map(|c| c.state),
+        Some(CommandState::Sent)
     );
-    outputs(&mut hub);
+    effects(&mut central);
 
-    hub.release(NODE);
-    outputs(&mut hub);
+    claimed_elsewhere(&mut central);
 
-    assert!(hub.command(request(1)).is_none());
-    assert_eq!(hub.poll_timeout(), None, "no deadline left for it");
-    // Long past its deadline: no timed_out from this instance.
-    hub.handle_timeout(Timestamp::ZERO + Duration::from_secs(3600));
-    assert_eq!(outputs(&mut hub), vec![]);
+    assert!(central.hub.command(request(1)).is_none());
+    // Long past its deadline: no timed_out from this process.
+    central.handle_timeout(Timestamp::ZERO + Duration::from_secs(3600));
+    assert!(
+        !hub_effects(&mut central)
+            .iter()
+            .any(|o| matches!(o, HubOutput::CommandChanged { .. }))
+    );
 }
 
 #[test]
 fn a_node_that_comes_back_is_reported_online_again() {
-    let mut hub = hub();
-    admit(&mut hub, session(1), 1);
-    outputs(&mut hub);
-    hub.release(NODE);
-    outputs(&mut hub);
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    claimed_elsewhere(&mut central);
 
-    admit(&mut hub, session(2), 2);
+    let effects = admit(&mut central, session(2), 2);
 
-    assert!(outputs(&mut hub).contains(&HubOutput::StatusChanged {
-        node_id: NODE,
-        status: NodeStatus::Online,
-        reason: None,
-    }));
+    assert!(
+        effects.contains(&CentralEffect::Hub(HubOutput::StatusChanged {
+            node_id: NODE,
+            status: NodeStatus::Online,
+            reason: None,
+        }))
+    );
     assert_eq!(
-        hub.live_sessions().collect::<Vec<_>>(),
+        central.hub.live_sessions().collect::<Vec<_>>(),
         vec![(NODE, session(2))]
     );
 }
 
 #[test]
 fn releasing_a_node_leaves_other_nodes_alone() {
-    let mut hub = hub();
-    admit(&mut hub, session(1), 1);
+    let mut central = central();
+    admit(&mut central, session(1), 1);
     let other = nap_core::NodeId::from_u128(7);
-    hub.submit(
-        Timestamp::ZERO,
-        other,
-        request(2),
-        health_check(2),
-        Duration::from_secs(30),
-        true,
-    );
-    outputs(&mut hub);
+    let command = Submission {
+        node_id: other,
+        ..health_check(2)
+    };
+    central.hub_input(Timestamp::ZERO, HubInput::Submit(vec![command]));
+    effects(&mut central);
 
-    hub.release(NODE);
+    claimed_elsewhere(&mut central);
 
-    assert_eq!(hub.queued_for(other), 1);
+    assert_eq!(central.hub.queued_for(other), 1);
     assert_eq!(
-        hub.command(request(2)).map(|c| c.state),
+        central.hub.command(request(2)).map(|c| c.state),
         Some(CommandState::Queued)
+    );
+}
+
+#[test]
+fn a_clustered_hub_sweeps_the_store_for_expired_queued_commands() {
+    let mut central = central();
+    let every = central.hub.config().sweep_every;
+    central.handle_timeout(Timestamp::ZERO + every);
+    let ttl = i64::try_from(central.hub.config().command_ttl.as_millis()).expect("fits");
+    assert_eq!(
+        hub_effects(&mut central),
+        vec![HubOutput::ExpireQueued {
+            created_before: wall()
+                .add_millis(-ttl + i64::try_from(every.as_millis()).expect("fits")),
+        }]
     );
 }

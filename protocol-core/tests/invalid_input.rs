@@ -14,9 +14,11 @@ fn session() -> CentralSession {
     let mut s = CentralSession::new(
         Timestamp::ZERO,
         wall,
-        NODE,
-        SessionId::from_u128(1),
-        wall.add_millis(3_600_000),
+        nap_core::central::Admission {
+            node_id: NODE,
+            session_id: SessionId::from_u128(1),
+            token_expires_at: wall.add_millis(3_600_000),
+        },
         SessionConfig::default(),
     );
     while s.poll_output().is_some() {}
@@ -60,8 +62,13 @@ fn garbage_is_ignored_until_the_threshold_then_closed_with_1008() {
     s.handle_input(Timestamp::from_secs(11), SessionInput::Frame("nope".into()));
     let out = outputs(&mut s);
     assert!(
-        out.iter()
-            .any(|o| matches!(o, SessionOutput::Close { code: 1008, .. })),
+        out.iter().any(|o| matches!(
+            o,
+            SessionOutput::Close {
+                code: nap_core::transport::CloseCode::Policy,
+                ..
+            }
+        )),
         "{out:?}"
     );
     assert!(!s.is_open());
@@ -92,8 +99,13 @@ fn an_oversize_message_closes_with_1009() {
     s.handle_input(Timestamp::from_secs(1), SessionInput::Frame(big));
     let out = outputs(&mut s);
     assert!(
-        out.iter()
-            .any(|o| matches!(o, SessionOutput::Close { code: 1009, .. })),
+        out.iter().any(|o| matches!(
+            o,
+            SessionOutput::Close {
+                code: nap_core::transport::CloseCode::TooBig,
+                ..
+            }
+        )),
         "{out:?}"
     );
 }
@@ -112,10 +124,7 @@ fn a_node_cannot_report_for_another_node() {
             .any(|o| matches!(o, SessionOutput::Event(SessionEvent::Refused { .. }))),
         "{out:?}"
     );
-    assert!(
-        !out.iter()
-            .any(|o| matches!(o, SessionOutput::Status { .. }))
-    );
+    assert!(!out.iter().any(|o| matches!(o, SessionOutput::ToHub(_))));
 }
 
 #[test]

@@ -16,7 +16,7 @@ fn queued_commands_are_delivered_in_order_on_reconnect() {
         let state = world.submit(NODE, execute(id, "uptime", &[], None), secs(30));
         assert_eq!(state, CommandState::Queued);
     }
-    assert_eq!(world.hub.queued_for(NODE), 3);
+    assert_eq!(world.central.hub.queued_for(NODE), 3);
     world.start(0);
     world.run_for(secs(5));
     let delivered: Vec<_> = world.agents[0]
@@ -44,7 +44,7 @@ fn queued_commands_are_delivered_in_order_on_reconnect() {
 fn a_queued_command_expires_if_the_node_stays_away() {
     let mut world = World::new(72);
     world.hub_config.command_ttl = secs(600);
-    world.hub = nap_core::central::CentralHub::new(world.hub_config.clone());
+    world.restart_central();
     world.add_agent(NODE, config(72));
     let id = request(1);
     world.submit(NODE, execute(id, "uptime", &[], None), secs(30));

@@ -15,15 +15,15 @@ fn a_second_connection_supersedes_the_first() {
     let second = world.add_agent(NODE, config(92));
     world.start(first);
     assert!(world.run_until_true(secs(5), |w| established(w, first)));
-    let old_session = world.hub.live_session(NODE).expect("live");
+    let old_session = world.central.hub.live_session(NODE).expect("live");
     world.start(second);
     assert!(world.run_until_true(secs(5), |w| established(w, second)));
     world.run_for(secs(1));
 
-    let new_session = world.hub.live_session(NODE).expect("live");
+    let new_session = world.central.hub.live_session(NODE).expect("live");
     assert_ne!(old_session, new_session);
     assert_eq!(
-        world.hub.live_count(),
+        world.central.hub.live_count(),
         1,
         "never two live sessions for one node"
     );
@@ -32,14 +32,14 @@ fn a_second_connection_supersedes_the_first() {
         matches!(
             e,
             AgentEvent::Disconnected {
-                reason: Disconnect::Closed(Some(4002)),
+                reason: Disconnect::Closed(Some(nap_core::transport::CloseCode::Superseded)),
                 ..
             }
         )
     });
     assert!(superseded);
     // The end of the superseded session does not make the node offline.
-    assert_eq!(world.hub.status(NODE), Some(NodeStatus::Online));
+    assert_eq!(world.central.hub.status(NODE), Some(NodeStatus::Online));
     assert_eq!(world.store.statuses[&NODE], vec![NodeStatus::Online]);
 }
 
@@ -72,7 +72,7 @@ fn the_superseded_agent_waits_at_the_cap() {
             matches!(
                 e,
                 AgentEvent::Disconnected {
-                    reason: Disconnect::Closed(Some(4002)),
+                    reason: Disconnect::Closed(Some(nap_core::transport::CloseCode::Superseded)),
                     ..
                 }
             )
@@ -82,7 +82,7 @@ fn the_superseded_agent_waits_at_the_cap() {
         supersessions <= 3600 / 150 + 1,
         "{supersessions} supersessions in an hour"
     );
-    assert_eq!(world.hub.live_count(), 1);
+    assert_eq!(world.central.hub.live_count(), 1);
 }
 
 #[test]
@@ -105,6 +105,6 @@ fn a_revoked_node_is_closed_with_4003_and_never_returns() {
         1,
         "it never dialled again"
     );
-    assert_eq!(world.hub.status(NODE), Some(NodeStatus::Offline));
+    assert_eq!(world.central.hub.status(NODE), Some(NodeStatus::Offline));
     assert_eq!(world.agents[0].engine.poll_timeout(), None, "nothing armed");
 }

@@ -21,7 +21,7 @@ fn closes_with(world: &nap_core::testing::World, code: u16) -> usize {
         .events
         .iter()
         .filter(|(_, e)| {
-            matches!(e, AgentEvent::Disconnected { reason: Disconnect::Closed(Some(c)), .. } if *c == code)
+            matches!(e, AgentEvent::Disconnected { reason: Disconnect::Closed(Some(c)), .. } if c.as_u16() == code)
         })
         .count()
 }
@@ -62,4 +62,20 @@ fn a_rejected_refresh_closes_with_4001_and_the_agent_reconnects() {
     world.agents[0].signs_validly = true;
     assert!(world.run_until_true(secs(600), |w| established(w, 0)));
     assert!(world.agents[0].engine.epoch().0 >= 2);
+}
+
+#[test]
+fn a_refresh_with_another_node_s_token_closes_with_4001() {
+    let mut world = connected(34);
+    let other = nap_core::NodeId::from_u128(0x99);
+    world
+        .registry
+        .insert(other, nap_core::central::NodeLookup::Active);
+    let iat = world.wall().unix_seconds();
+    let jti = nap_core::TokenId::from_u128(0x777);
+    let token = nap_core::testing::tokens::mint(other, jti, iat, iat + 600, true);
+    let frame = format!(r#"{{"type":"token_refresh","token":"{token}"}}"#);
+    world.frame_to_central(0, &frame);
+    world.run_for(secs(1));
+    assert_eq!(closes_with(&world, 4001), 1);
 }

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nap_agent::config::{CommandEntry, FileConfig};
 use nap_agent::keys::NodeKey;
 use nap_central::AppEvent;
-use nap_central::auth::{Role, new_api_token, token_hash};
+use nap_central::api::tokens::{Role, new_api_token, token_hash};
 use nap_central::store::{NodeRecord, Storage, TokenRecord};
 use nap_core::NodeId;
 
@@ -89,13 +89,14 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         health_ms: 60_000,
         ..nap_central::ServeConfig::default()
     };
-    let running = nap_central::server::start(central_config)
+    let running = nap_central::runtime::start(central_config)
         .await
         .context("starting central (is another one using the ports? see --listen/--api-listen)")?;
-    let app = Arc::clone(&running.app);
+    let store = running.store().clone();
+    let hub = running.hub.clone();
     let url = format!("wss://localhost:{}/v1/agent", running.agent_addr.port());
-    let viewer = token(&app.store, Role::Viewer, "demo-viewer").await?;
-    let operator = token(&app.store, Role::Operator, "demo").await?;
+    let viewer = token(&store, Role::Viewer, "demo-viewer").await?;
+    let operator = token(&store, Role::Operator, "demo").await?;
     println!(
         "central: agents at {url}, operator API at http://{}",
         running.api_addr
@@ -116,7 +117,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     register(
-        &app.store,
+        &store,
         agent_id,
         hostname.clone(),
         &agent_key,
@@ -175,7 +176,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             ("kind".into(), "virtual".into()),
             ("rack".into(), format!("r{}", k % 8)),
         ]);
-        register(&app.store, id, format!("virtual-{k:04}"), &key, labels).await?;
+        register(&store, id, format!("virtual-{k:04}"), &key, labels).await?;
         let spec = virtual_node::NodeSpec {
             index: k,
             node_id: id,
@@ -197,18 +198,19 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         ProgressStyle::with_template("connecting {bar:40} {pos}/{len} nodes online {elapsed}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    let online =
-        |app: &nap_central::App| usize::try_from(app.metrics.connections.get()).unwrap_or(0);
+    let online = |hub: &nap_central::hub::HubHandle| {
+        usize::try_from(hub.effects().metrics.connections.get()).unwrap_or(0)
+    };
     let started = std::time::Instant::now();
-    while online(&app) < total && started.elapsed() < Duration::from_secs(120) {
-        bar.set_position(online(&app) as u64);
+    while online(&hub) < total && started.elapsed() < Duration::from_secs(120) {
+        bar.set_position(online(&hub) as u64);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    bar.set_position(online(&app) as u64);
+    bar.set_position(online(&hub) as u64);
     bar.finish();
 
     // A command through the operator API to the real agent, and a forbidden one.
-    let mut events = app.events.subscribe();
+    let mut events = hub.effects().events.subscribe();
     for (command, args) in [
         ("uptime", vec![]),
         ("rm", vec!["-rf".to_owned(), "/".to_owned()]),
@@ -242,7 +244,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             }
         })
         .await;
-        let record = app.store.get_command(request_id).await?;
+        let record = store.get_command(request_id).await?;
         let shown = record
             .and_then(|c| c.result)
             .map(|r| match r.error {
@@ -280,12 +282,12 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let alerts = app.store.list_alerts(1000).await.map(|a| a.len()).unwrap_or(0);
+                let alerts = store.list_alerts(1000).await.map(|a| a.len()).unwrap_or(0);
                 println!(
                     "{:>7}s  {:>8}  {:>14}  {:>7}",
                     started.elapsed().as_secs(),
-                    online(&app),
-                    app.metrics.telemetry_rows.get(),
+                    online(&hub),
+                    hub.effects().metrics.telemetry_rows.get(),
                     alerts
                 );
             }

@@ -172,10 +172,10 @@ fn check(world: &World, nodes: u32) -> Result<(), String> {
     if let Some(v) = world.violations.first() {
         return Err(v.clone());
     }
-    if world.hub.live_count() > nodes as usize {
+    if world.central.hub.live_count() > nodes as usize {
         return Err(format!(
             "{} live sessions for {nodes} nodes",
-            world.hub.live_count()
+            world.central.hub.live_count()
         ));
     }
     if world.max_outputs_per_call > 10_000 {

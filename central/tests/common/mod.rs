@@ -8,8 +8,8 @@ use std::time::Duration;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use futures_util::{SinkExt as _, StreamExt as _};
-use nap_central::auth::{Role, new_api_token, token_hash};
-use nap_central::server::{Running, start};
+use nap_central::api::tokens::{Role, new_api_token, token_hash};
+use nap_central::runtime::{Running, start};
 use nap_central::store::postgres::PgStore;
 use nap_central::store::{NodeRecord, Storage, TokenRecord};
 use nap_central::{AppEvent, ServeConfig};
@@ -39,7 +39,7 @@ impl Central {
     }
 
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<AppEvent> {
-        self.running.app.events.subscribe()
+        self.running.events().subscribe()
     }
 }
 
@@ -102,8 +102,7 @@ async fn api_token(running: &Running, role: Role, name: &str) -> String {
         role: role.as_str().into(),
     };
     running
-        .app
-        .store
+        .store()
         .create_api_token(
             &token_hash(&token),
             record,
@@ -164,8 +163,7 @@ pub async fn register(central: &Central, key: &NodeKey) {
     };
     central
         .running
-        .app
-        .store
+        .store()
         .add_node(record)
         .await
         .expect("register");

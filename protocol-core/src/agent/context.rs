@@ -12,7 +12,7 @@ use crate::alerts::AlertEngine;
 use crate::backoff::Backoff;
 use crate::rng::Prng;
 use crate::timer::Timers;
-use crate::transport::{Epoch, InvalidBudget};
+use crate::transport::{CloseCode, Epoch, InvalidBudget};
 use crate::wire::{AgentMessage, Intervals, NodeStatus, Status};
 use crate::{RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
@@ -140,7 +140,7 @@ impl Ctx {
         self.timers.set(timer, self.now + after);
     }
 
-    pub(crate) fn close(&mut self, code: u16, reason: &'static str) {
+    pub(crate) fn close(&mut self, code: CloseCode, reason: &'static str) {
         if self.transport != Transport::None {
             self.out.push_back(AgentOutput::Close {
                 epoch: self.epoch,

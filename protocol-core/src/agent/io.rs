@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::policy::{Approved, Refusal};
-use crate::transport::Epoch;
+use crate::transport::{CloseCode, Epoch};
 use crate::wire::{
     AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, TelemetryData,
 };
@@ -28,7 +28,10 @@ pub enum AgentInput {
     /// A text frame arrived on `epoch`.
     Frame { epoch: Epoch, text: String },
     /// The transport of `epoch` closed, with the peer's close code if it sent one.
-    Closed { epoch: Epoch, code: Option<u16> },
+    Closed {
+        epoch: Epoch,
+        code: Option<CloseCode>,
+    },
     /// The sample asked for by [`AgentOutput::SampleTelemetry`].
     TelemetrySample(TelemetryData),
     /// Health check results, for a request or for the periodic report.
@@ -61,6 +64,25 @@ pub enum DialFailure {
     Network,
 }
 
+impl DialFailure {
+    /// How long to wait when a 429 or 503 names no readable `Retry-After`.
+    pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+    /// What an HTTP answer to the upgrade means (spec/protocol.md §4):
+    /// 401 and 403 refuse the token; 429 and 503 ask to come back after
+    /// `Retry-After` seconds; anything else counts as a network failure.
+    pub fn from_http_status(status: u16, retry_after_secs: Option<u64>) -> Self {
+        match status {
+            401 | 403 => Self::Unauthorized,
+            429 | 503 => Self::Unavailable {
+                retry_after: retry_after_secs
+                    .map_or(Self::DEFAULT_RETRY_AFTER, Duration::from_secs),
+            },
+            _ => Self::Network,
+        }
+    }
+}
+
 /// How a task ended, as the driver saw it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommandOutcome {
@@ -90,7 +112,7 @@ pub enum AgentOutput {
     /// Close the transport of `epoch` with this code.
     Close {
         epoch: Epoch,
-        code: u16,
+        code: CloseCode,
         reason: &'static str,
     },
     /// Take a telemetry sample and answer with [`AgentInput::TelemetrySample`].
@@ -203,7 +225,7 @@ pub enum Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Disconnect {
     /// The peer or the network closed it, with this close code if any.
-    Closed(Option<u16>),
+    Closed(Option<CloseCode>),
     /// No `welcome` in time.
     NoWelcome,
     /// No pong in time, or no traffic for two heartbeat intervals.

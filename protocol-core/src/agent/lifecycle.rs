@@ -15,7 +15,7 @@ use statig::prelude::*;
 
 use super::context::{AgentTimer, Ctx, Transport};
 use super::io::{AgentEvent, AgentOutput, DialFailure, Disconnect};
-use crate::transport::close;
+use crate::transport::CloseCode;
 use crate::wire::{NodeStatus, Ping, Status, TokenRefresh, Welcome};
 
 /// What the lifecycle reacts to. Frames are decoded and filtered by the
@@ -27,7 +27,7 @@ pub(crate) enum Event {
     TokenMinted,
     Connected,
     DialFailed(DialFailure),
-    Closed(Option<u16>),
+    Closed(Option<CloseCode>),
     Welcome(Welcome),
     Drain(Duration),
     Pong(u64),
@@ -104,7 +104,7 @@ impl Lifecycle {
                 Transition(State::backoff())
             }
             Event::Timer(AgentTimer::Connect) => {
-                context.close(close::GOING_AWAY, "connect timeout");
+                context.close(CloseCode::GoingAway, "connect timeout");
                 Transition(State::backoff())
             }
             _ => Super,
@@ -172,8 +172,8 @@ impl Lifecycle {
                     reason: Disconnect::Closed(*code),
                 });
                 match *code {
-                    Some(close::REVOKED) => return Transition(State::revoked()),
-                    Some(close::SUPERSEDED) => {
+                    Some(CloseCode::Revoked) => return Transition(State::revoked()),
+                    Some(CloseCode::Superseded) => {
                         // Another connection of this node is live: never fight it.
                         let delay = context
                             .backoff
@@ -184,7 +184,9 @@ impl Lifecycle {
                 }
                 Transition(State::backoff())
             }
-            Event::TooManyInvalid => context.drop_connection(close::POLICY, Disconnect::Invalid),
+            Event::TooManyInvalid => {
+                context.drop_connection(CloseCode::Policy, Disconnect::Invalid)
+            }
             Event::Shutdown => Transition(State::stopped()),
             _ => Handled,
         }
@@ -203,10 +205,10 @@ impl Lifecycle {
                 Transition(State::established())
             }
             Event::Welcome(_) => {
-                context.drop_connection(close::PROTOCOL_ERROR, Disconnect::NoWelcome)
+                context.drop_connection(CloseCode::ProtocolError, Disconnect::NoWelcome)
             }
             Event::Timer(AgentTimer::Welcome) => {
-                context.drop_connection(close::PROTOCOL_ERROR, Disconnect::NoWelcome)
+                context.drop_connection(CloseCode::ProtocolError, Disconnect::NoWelcome)
             }
             _ => Super,
         }
@@ -256,7 +258,7 @@ impl Lifecycle {
                 Handled
             }
             Event::Timer(AgentTimer::Pong | AgentTimer::Silence) => {
-                context.drop_connection(close::GOING_AWAY, Disconnect::Dead)
+                context.drop_connection(CloseCode::GoingAway, Disconnect::Dead)
             }
             Event::Timer(AgentTimer::HealthyReset) => {
                 context.backoff.reset();
@@ -275,7 +277,7 @@ impl Lifecycle {
             }
             Event::Drain(delay) => {
                 context.next_delay = Some(*delay);
-                context.drop_connection(close::NORMAL, Disconnect::Drained)
+                context.drop_connection(CloseCode::Normal, Disconnect::Drained)
             }
             _ => Super,
         }
@@ -353,7 +355,7 @@ impl Lifecycle {
                 reason: Disconnect::Shutdown,
             });
         }
-        context.close(close::NORMAL, "agent shutting down");
+        context.close(CloseCode::Normal, "agent shutting down");
         context.timers.retain(|_| false);
         context.event(AgentEvent::Stopped);
     }
@@ -361,7 +363,7 @@ impl Lifecycle {
 
 impl Ctx {
     /// Closes the transport on our side and backs off.
-    fn drop_connection(&mut self, code: u16, reason: Disconnect) -> Outcome<State> {
+    fn drop_connection(&mut self, code: CloseCode, reason: Disconnect) -> Outcome<State> {
         let epoch = self.epoch;
         self.close(
             code,

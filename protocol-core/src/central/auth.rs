@@ -62,6 +62,8 @@ pub enum NodeLookup {
 /// Why a token was refused. Each has a stable name for metrics and audit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, thiserror::Error)]
 pub enum AuthRejection {
+    #[error("no bearer token")]
+    Missing,
     #[error("token is malformed")]
     Malformed,
     #[error("algorithm is not EdDSA")]
@@ -94,6 +96,7 @@ impl AuthRejection {
     /// A short stable name.
     pub fn reason(&self) -> &'static str {
         match self {
+            Self::Missing => "missing_token",
             Self::Malformed => "malformed",
             Self::Algorithm => "algorithm",
             Self::UnknownNode => "unknown_node",

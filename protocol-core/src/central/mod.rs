@@ -1,15 +1,25 @@
 //! Central's engines: one [`CentralSession`] per connection and one
 //! [`CentralHub`] for what spans connections (the quinn split of endpoint
-//! and connection). Authentication is decided in [`auth`] on injected
-//! wall-clock time; signature verification is the driver's.
+//! and connection). They talk only through the opaque [`ToHub`] and
+//! [`ToSession`] events, which drivers forward unread. Authentication is
+//! decided in [`auth`] on injected wall-clock time; signature verification
+//! is the driver's.
 
+mod alarm;
 pub mod auth;
+mod command;
+mod events;
 mod hub;
+mod rate;
 mod session;
 
+pub use alarm::Alarm;
 pub use auth::{Audience, AuthPolicy, AuthRejection, Claims, NodeLookup, TokenCheck};
+pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};
+pub use events::{ToHub, ToSession};
 pub use hub::{
-    Admission, CentralHub, CommandState, HubConfig, HubOutput, ResultOutcome, TrackedCommand,
+    Admission, AdmissionConfig, Admit, CentralHub, HubConfig, HubInput, HubOutput, HubTimer,
+    Presence, Refusal, RefusalKind, TokenIdElsewhere, Upgrade,
 };
 pub use session::{
     CentralSession, SessionConfig, SessionEvent, SessionInput, SessionOutput, SessionTimer,

@@ -1,21 +1,26 @@
 //! One central session: one authenticated connection of one node. It owns
 //! the connection's liveness, token expiry, rate limit and invalid-message
 //! accounting, checks that what the node sends is about itself, acks what
-//! the driver has made durable, and sends what the hub routes to it.
+//! the driver has made durable, and sends what the hub routes to it. It
+//! talks to the hub only through [`ToHub`] and [`ToSession`].
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::codec::{DecodeError, Limits, decode};
 use crate::timer::Timers;
-use crate::transport::{InvalidBudget, close};
+use crate::transport::{CloseCode, InvalidBudget};
 use crate::wire::{
-    Ack, AgentMessage, CentralMessage, CommandResult, Drain, Intervals, NodeStatus, Pong,
-    Telemetry, Welcome,
+    Ack, AgentMessage, AlertState, CentralMessage, Drain, Intervals, Pong, Severity, Telemetry,
+    Welcome,
 };
-use crate::{NodeId, PROTOCOL_VERSION, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
+use crate::{NodeId, PROTOCOL_VERSION, SessionId, Timestamp, WallAnchor, WallTime};
 
-use super::auth::AuthRejection;
+use super::alarm::Alarm;
+use super::auth::TokenCheck;
+use super::events::{ToHub, ToHubKind, ToSession, ToSessionKind};
+use super::hub::Admission;
+use super::rate::TokenBucket;
 
 /// Parameters of every session.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,6 +35,9 @@ pub struct SessionConfig {
     /// Sustained messages per second, and the burst above it.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// How long a closing session waits for the node's close frame before
+    /// the transport is dropped.
+    pub close_linger: Duration,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +59,7 @@ impl SessionConfig {
             invalid_window: Duration::from_secs(60),
             rate_per_sec: 20,
             rate_burst: 200,
+            close_linger: Duration::from_secs(2),
         }
     }
 }
@@ -62,20 +71,17 @@ pub enum SessionInput {
     Frame(String),
     /// A binary frame (never valid in this protocol).
     BinaryFrame,
+    /// The transport refused a frame over the size limit before reading it.
+    FrameTooLarge { size: usize },
     /// The transport closed.
-    Closed { code: Option<u16> },
-    /// The hub routes a message to this node.
-    Deliver(CentralMessage),
-    /// The driver made this result durable: ack it.
-    ResultStored(RequestId),
+    Closed { code: Option<CloseCode> },
+    /// An event from the hub.
+    FromHub(ToSession),
     /// The driver made this sample durable: ack it.
     TelemetryStored(WallTime),
-    /// The outcome of checking a `token_refresh` token.
-    RefreshChecked(Result<WallTime, AuthRejection>),
-    /// The hub (or an operator) ends the session with this code.
-    Terminate { code: u16, reason: &'static str },
-    /// Central is shutting down: ask the node to come back after `reconnect_after`.
-    Drain { reconnect_after: Duration },
+    /// The driver's findings on the token asked for with
+    /// [`SessionOutput::VerifyToken`].
+    TokenVerified(Box<TokenCheck>),
     /// A wall-clock reading at this call's `now`.
     WallClock(WallTime),
 }
@@ -85,24 +91,26 @@ pub enum SessionInput {
 pub enum SessionOutput {
     /// Send this message to the node.
     Send(CentralMessage),
-    /// Close the transport with this code; the session is over.
-    Close { code: u16, reason: &'static str },
+    /// Close the transport with this code, waiting up to `linger` for the
+    /// node's close frame; the session is over.
+    Close {
+        code: CloseCode,
+        reason: &'static str,
+        linger: Duration,
+    },
+    /// Give this to the hub as [`super::HubInput::FromSession`].
+    ToHub(ToHub),
     /// Store this sample; answer with `TelemetryStored` once durable.
     /// (The large payloads are boxed: a session's output queue keeps its
     /// capacity, and every idle connection holds one.)
     StoreTelemetry(Box<Telemetry>),
-    /// Record this result; answer with `ResultStored` once durable.
-    StoreResult(Box<CommandResult>),
-    /// Check this token (signature, claims, replay, same node); answer with
-    /// `RefreshChecked`.
-    CheckRefresh { token: String },
-    /// The node reported its status.
-    Status {
-        status: NodeStatus,
-        reason: Option<String>,
-    },
-    /// Anything else the node sent that central keeps (alert, health, log line).
+    /// Verify this token's signature against the node's registered key and
+    /// answer with [`SessionInput::TokenVerified`].
+    VerifyToken { token: String },
+    /// Keep this (alert, health, log line).
     Record(Box<AgentMessage>),
+    /// Tell an administrator.
+    Alarm(Alarm),
     /// Something worth a log line or a metric.
     Event(SessionEvent),
 }
@@ -122,9 +130,11 @@ pub enum SessionEvent {
     /// Over the rate limit; the message was dropped (the node re-sends what
     /// is not acked).
     RateLimited,
+    /// A `token_refresh` was refused (the session closes with 4001).
+    RefreshRefused { reason: &'static str },
     /// The session ended.
     Ended {
-        code: Option<u16>,
+        code: Option<CloseCode>,
         reason: &'static str,
     },
 }
@@ -155,15 +165,19 @@ pub struct CentralSession {
 }
 
 impl CentralSession {
-    /// A session for an authenticated upgrade; queues `welcome` at once.
+    /// A session for an admitted upgrade; queues `welcome` at once, then
+    /// tells the hub the node is online.
     pub fn new(
         now: Timestamp,
         wall: WallTime,
-        node_id: NodeId,
-        session_id: SessionId,
-        token_expires_at: WallTime,
+        admission: Admission,
         config: SessionConfig,
     ) -> Self {
+        let Admission {
+            node_id,
+            session_id,
+            token_expires_at,
+        } = admission;
         let max_message_bytes = u32::try_from(config.limits.max_message_bytes).unwrap_or(u32::MAX);
         let mut session = Self {
             node_id,
@@ -188,6 +202,7 @@ impl CentralSession {
                 intervals: session.config.intervals,
                 max_message_bytes,
             })));
+        session.tell_hub(ToHubKind::Opened { node_id });
         session
             .timers
             .set(SessionTimer::Liveness, now + session.config.offline_after);
@@ -226,34 +241,17 @@ impl CentralSession {
         match input {
             SessionInput::Frame(text) => self.on_frame(&text),
             SessionInput::BinaryFrame => self.on_invalid(DecodeError::NotAnObject),
-            SessionInput::Closed { code } => {
-                self.open = false;
-                self.timers.retain(|_| false);
-                self.event(SessionEvent::Ended {
-                    code,
-                    reason: "transport closed",
-                });
-            }
-            SessionInput::Deliver(message) => self.send(message),
-            SessionInput::ResultStored(request_id) => self.send(Ack::result(request_id)),
+            SessionInput::FrameTooLarge { size } => self.on_invalid(DecodeError::TooLarge {
+                size,
+                limit: self.config.limits.max_message_bytes,
+            }),
+            SessionInput::Closed { code } => self.end(code, "transport closed"),
+            SessionInput::FromHub(event) => self.on_hub(event.0),
             SessionInput::TelemetryStored(timestamp) => self.send(Ack::telemetry(timestamp)),
-            SessionInput::RefreshChecked(verdict) => {
-                self.refresh_pending = false;
-                match verdict {
-                    Ok(expires_at) => self.arm_token_expiry(expires_at),
-                    Err(_) => self.close(close::TOKEN_EXPIRED, "token refresh rejected"),
-                }
-            }
-            SessionInput::Terminate { code, reason } => self.close(code, reason),
-            SessionInput::Drain { reconnect_after } => {
-                let reconnect_after =
-                    u64::try_from(reconnect_after.as_millis()).unwrap_or(u64::MAX);
-                self.send(Drain {
-                    reconnect_after,
-                    reason: Some("central is shutting down".into()),
-                });
-                self.close(close::GOING_AWAY, "central shutting down");
-            }
+            SessionInput::TokenVerified(check) => self.tell_hub(ToHubKind::Refresh {
+                node_id: self.node_id,
+                check,
+            }),
             SessionInput::WallClock(wall) => self.anchor = WallAnchor::new(self.now, wall),
         }
     }
@@ -262,12 +260,13 @@ impl CentralSession {
         self.now = self.now.max(now);
         while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
-                SessionTimer::Liveness => self.close(close::GOING_AWAY, "node silent"),
-                SessionTimer::TokenExpiry => self.close(close::TOKEN_EXPIRED, "token expired"),
+                SessionTimer::Liveness => self.close(CloseCode::GoingAway, "node silent"),
+                SessionTimer::TokenExpiry => self.close(CloseCode::TokenExpired, "token expired"),
             }
         }
     }
 
+    #[must_use]
     pub fn poll_output(&mut self) -> Option<SessionOutput> {
         self.out.pop_front()
     }
@@ -284,16 +283,66 @@ impl CentralSession {
         self.out.push_back(SessionOutput::Event(event));
     }
 
-    fn close(&mut self, code: u16, reason: &'static str) {
+    fn tell_hub(&mut self, event: ToHubKind) {
+        self.out.push_back(SessionOutput::ToHub(ToHub(event)));
+    }
+
+    fn on_hub(&mut self, event: ToSessionKind) {
+        match event {
+            ToSessionKind::Deliver(message) => self.send(*message),
+            ToSessionKind::ResultStored(request_id) => self.send(Ack::result(request_id)),
+            ToSessionKind::ResultRefused(request_id) => {
+                // Acked all the same, so that the node stops sending it.
+                self.send(Ack::result(request_id));
+                self.refuse("command_result", "result for another node's command");
+            }
+            ToSessionKind::RefreshChecked(verdict) => {
+                self.refresh_pending = false;
+                match verdict {
+                    Ok(expires_at) => self.arm_token_expiry(expires_at),
+                    Err(rejection) => {
+                        self.event(SessionEvent::RefreshRefused {
+                            reason: rejection.reason(),
+                        });
+                        self.close(CloseCode::TokenExpired, "token refresh rejected");
+                    }
+                }
+            }
+            ToSessionKind::Terminate { code, reason } => self.close(code, reason),
+            ToSessionKind::Drain { reconnect_after } => {
+                let reconnect_after =
+                    u64::try_from(reconnect_after.as_millis()).unwrap_or(u64::MAX);
+                self.send(Drain {
+                    reconnect_after,
+                    reason: Some("central is shutting down".into()),
+                });
+                self.close(CloseCode::GoingAway, "central shutting down");
+            }
+        }
+    }
+
+    fn close(&mut self, code: CloseCode, reason: &'static str) {
+        if !self.open {
+            return;
+        }
+        self.out.push_back(SessionOutput::Close {
+            code,
+            reason,
+            linger: self.config.close_linger,
+        });
+        self.end(Some(code), reason);
+    }
+
+    /// The session is over: its timers stop and the hub is told, once.
+    fn end(&mut self, code: Option<CloseCode>, reason: &'static str) {
         if !self.open {
             return;
         }
         self.open = false;
         self.timers.retain(|_| false);
-        self.out.push_back(SessionOutput::Close { code, reason });
-        self.event(SessionEvent::Ended {
-            code: Some(code),
-            reason,
+        self.event(SessionEvent::Ended { code, reason });
+        self.tell_hub(ToHubKind::Closed {
+            node_id: self.node_id,
         });
     }
 
@@ -312,16 +361,16 @@ impl CentralSession {
         let too_big = matches!(error, DecodeError::TooLarge { .. });
         self.event(SessionEvent::Invalid { error });
         if too_big {
-            self.close(close::TOO_BIG, "message too big");
+            self.close(CloseCode::TooBig, "message too big");
         } else if self.invalid.record(self.now) {
-            self.close(close::POLICY, "too many invalid messages");
+            self.close(CloseCode::Policy, "too many invalid messages");
         }
     }
 
     fn refuse(&mut self, message_type: &'static str, why: &'static str) {
         self.event(SessionEvent::Refused { message_type, why });
         if self.invalid.record(self.now) {
-            self.close(close::POLICY, "too many invalid messages");
+            self.close(CloseCode::Policy, "too many invalid messages");
         }
     }
 
@@ -329,7 +378,7 @@ impl CentralSession {
         if !self.bucket.take(self.now) {
             self.event(SessionEvent::RateLimited);
             if self.invalid.record(self.now) {
-                self.close(close::POLICY, "over the message rate limit");
+                self.close(CloseCode::Policy, "over the message rate limit");
             }
             return;
         }
@@ -353,13 +402,15 @@ impl CentralSession {
                 self.out
                     .push_back(SessionOutput::StoreTelemetry(Box::new(t)));
             }
-            AgentMessage::CommandResult(r) => {
-                self.out.push_back(SessionOutput::StoreResult(Box::new(r)));
-            }
+            AgentMessage::CommandResult(r) => self.tell_hub(ToHubKind::Result {
+                node_id: self.node_id,
+                result: Box::new(r),
+            }),
             AgentMessage::Status(s) if s.node_id != self.node_id => {
                 self.refuse(message_type, "status for another node");
             }
-            AgentMessage::Status(s) => self.out.push_back(SessionOutput::Status {
+            AgentMessage::Status(s) => self.tell_hub(ToHubKind::Status {
+                node_id: self.node_id,
                 status: s.status,
                 reason: s.reason,
             }),
@@ -372,47 +423,23 @@ impl CentralSession {
             AgentMessage::TokenRefresh(r) => {
                 self.refresh_pending = true;
                 self.out
-                    .push_back(SessionOutput::CheckRefresh { token: r.token });
+                    .push_back(SessionOutput::VerifyToken { token: r.token });
             }
-            other @ (AgentMessage::Alert(_)
-            | AgentMessage::Health(_)
-            | AgentMessage::LogLine(_)) => {
-                self.out.push_back(SessionOutput::Record(Box::new(other)));
+            AgentMessage::Alert(alert) => {
+                if alert.severity == Severity::Critical && alert.state == AlertState::Firing {
+                    self.out
+                        .push_back(SessionOutput::Alarm(Alarm::CriticalAlert {
+                            node_id: self.node_id,
+                            alert: Box::new(alert.clone()),
+                        }));
+                }
+                self.record(AgentMessage::Alert(alert));
             }
-        }
-    }
-}
-
-/// A token bucket on the monotonic clock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct TokenBucket {
-    /// Tokens in thousandths, so refill needs no floats.
-    milli_tokens: u64,
-    per_sec: u64,
-    burst: u64,
-    last: Timestamp,
-}
-
-impl TokenBucket {
-    fn new(now: Timestamp, per_sec: u32, burst: u32) -> Self {
-        Self {
-            milli_tokens: u64::from(burst) * 1000,
-            per_sec: u64::from(per_sec),
-            burst: u64::from(burst),
-            last: now,
+            other @ (AgentMessage::Health(_) | AgentMessage::LogLine(_)) => self.record(other),
         }
     }
 
-    fn take(&mut self, now: Timestamp) -> bool {
-        let elapsed_us = now.as_micros().saturating_sub(self.last.as_micros());
-        self.last = now;
-        let refill = elapsed_us.saturating_mul(self.per_sec) / 1000;
-        self.milli_tokens = (self.milli_tokens.saturating_add(refill)).min(self.burst * 1000);
-        if self.milli_tokens >= 1000 {
-            self.milli_tokens -= 1000;
-            true
-        } else {
-            false
-        }
+    fn record(&mut self, message: AgentMessage) {
+        self.out.push_back(SessionOutput::Record(Box::new(message)));
     }
 }

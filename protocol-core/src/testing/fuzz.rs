@@ -8,8 +8,8 @@ use arbitrary::{Arbitrary, Unstructured};
 
 use crate::agent::{AgentConfig, AgentEngine, AgentInput, AgentOutput, DialFailure};
 use crate::central::{
-    Audience, AuthPolicy, CentralSession, Claims, NodeLookup, SessionConfig, SessionInput,
-    TokenCheck, auth,
+    Admission, Audience, AuthPolicy, CentralSession, Claims, NodeLookup, SessionConfig,
+    SessionInput, TokenCheck, auth,
 };
 use crate::codec::{Limits, decode, decode_bytes, encode};
 
@@ -78,7 +78,10 @@ pub fn agent_engine(data: &[u8]) {
                     },
                 },
             }),
-            AgentStep::Closed(code) => Some(AgentInput::Closed { epoch, code }),
+            AgentStep::Closed(code) => Some(AgentInput::Closed {
+                epoch,
+                code: code.map(crate::transport::CloseCode::from),
+            }),
             AgentStep::Frame(text) => Some(AgentInput::Frame { epoch, text }),
             AgentStep::Welcome => Some(AgentInput::Frame {
                 epoch,
@@ -133,14 +136,12 @@ pub fn agent_engine(data: &[u8]) {
 pub fn central_session(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let wall = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
-    let mut s = CentralSession::new(
-        Timestamp::ZERO,
-        wall,
-        NodeId::from_u128(1),
-        SessionId::from_u128(1),
-        wall.add_millis(3_600_000),
-        SessionConfig::default(),
-    );
+    let admission = Admission {
+        node_id: NodeId::from_u128(1),
+        session_id: SessionId::from_u128(1),
+        token_expires_at: wall.add_millis(3_600_000),
+    };
+    let mut s = CentralSession::new(Timestamp::ZERO, wall, admission, SessionConfig::default());
     let mut now = Timestamp::ZERO;
     for _ in 0..500 {
         let Ok((advance, text)) = <(u16, String)>::arbitrary(&mut u) else {
@@ -287,24 +288,36 @@ enum HubStep {
     Drain,
 }
 
-/// The hub fed arbitrary admissions, session ends, commands, results and
-/// time steps: at most one live session per node (a newer one supersedes
-/// the older with a `Terminate`), each command reaches a terminal state at
-/// most once, no timer in the past, bounded outputs.
+/// Central (the hub and its real sessions, forwarded as the driver does)
+/// fed arbitrary admissions, session ends, commands, results and time steps:
+/// at most one open session per node (a newer one supersedes the older),
+/// each command reaches a terminal state at most once, no timer in the
+/// past, bounded effects.
 pub fn hub(data: &[u8]) {
-    use crate::central::{CentralHub, CommandState, HubConfig, HubOutput};
+    use crate::central::{
+        Admit, CommandState, HubConfig, HubInput, HubOutput, ResultRecord, SessionInput,
+        SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+    };
+    use crate::testing::central::{CentralEffect, CentralHost};
     use crate::wire::{CommandResult, Execute};
     use std::collections::{BTreeMap, BTreeSet};
 
     let mut u = Unstructured::new(data);
-    let wall = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
-    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
-    hub.set_wall_clock(Timestamp::ZERO, wall);
+    let wall0 = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
+    let wall = |now: Timestamp| {
+        wall0.add_millis(i64::try_from(now.as_micros() / 1000).unwrap_or(i64::MAX))
+    };
+    let mut central = CentralHost::new(
+        Timestamp::ZERO,
+        wall0,
+        HubConfig::new("nap-central"),
+        SessionConfig::default(),
+    );
     let mut now = Timestamp::ZERO;
     let mut next_session = 0u128;
-    // Sessions the hub admitted and has not ended, by node.
-    let mut open: BTreeMap<NodeId, BTreeSet<SessionId>> = BTreeMap::new();
     let mut terminal: BTreeSet<crate::RequestId> = BTreeSet::new();
+    let mut owners: BTreeMap<crate::RequestId, NodeId> = BTreeMap::new();
+    let mut stored: BTreeSet<crate::RequestId> = BTreeSet::new();
     let node = |n: u8| NodeId::from_u128(u128::from(n % 4) + 1);
     let request = |r: u8| crate::RequestId::from_u128(u128::from(r % 16) + 1);
     for _ in 0..300 {
@@ -318,7 +331,7 @@ pub fn hub(data: &[u8]) {
                 valid,
                 jti,
             } => {
-                let iat = hub.wall_at(now).unix_seconds();
+                let iat = wall(now).unix_seconds();
                 let check = TokenCheck {
                     alg: "EdDSA".into(),
                     claims: Some(Claims {
@@ -334,21 +347,29 @@ pub fn hub(data: &[u8]) {
                     signature_valid: valid,
                 };
                 next_session += 1;
-                let id = SessionId::from_u128(next_session);
-                if let Ok(admission) = hub.admit(now, &check, id) {
+                let upgrade = Upgrade {
+                    session_id: SessionId::from_u128(next_session),
+                    peer: None,
+                    token: Some(check),
+                    elsewhere: TokenIdElsewhere::Unused,
+                };
+                if let Admit::Accepted(_) = central.admit(now, wall(now), &upgrade) {
                     assert!(valid, "an invalid signature was admitted");
-                    open.entry(admission.node_id).or_default().insert(id);
-                    hub.session_opened(now, admission.node_id, id);
                 }
             }
             HubStep::Opened(n) => {
-                if let Some(id) = hub.live_session(node(n)) {
-                    hub.session_opened(now, node(n), id);
+                // A status report on the node's live session, if any.
+                if let Some(id) = central.hub.live_session(node(n)) {
+                    let text = format!(
+                        r#"{{"type":"status","nodeId":"{}","status":"online"}}"#,
+                        node(n)
+                    );
+                    central.session_input(now, id, SessionInput::Frame(text));
                 }
             }
             HubStep::Closed(n) => {
-                if let Some(id) = open.get_mut(&node(n)).and_then(|s| s.pop_first()) {
-                    hub.session_closed(now, node(n), id);
+                if let Some(id) = central.hub.live_session(node(n)) {
+                    central.session_input(now, id, SessionInput::Closed { code: None });
                 }
             }
             HubStep::Submit {
@@ -364,69 +385,100 @@ pub fn hub(data: &[u8]) {
                     requires_approval: false,
                     approver: None,
                 });
-                hub.submit(
-                    now,
-                    node(n),
-                    request(r),
-                    message,
-                    Duration::from_secs(5),
+                owners.entry(request(r)).or_insert(node(n));
+                // The store refuses a request id it already holds; the hub
+                // forgets finished ones after a while.
+                if terminal.contains(&request(r)) {
+                    continue;
+                }
+                let submission = Submission {
+                    node_id: node(n),
+                    request_id: request(r),
+                    message: Some(message),
+                    timeout: Duration::from_secs(5),
                     known,
-                );
+                };
+                central.hub_input(now, HubInput::Submit(vec![submission]));
             }
             HubStep::Result {
                 node: n,
                 request: r,
                 success,
             } => {
-                let result = CommandResult {
-                    request_id: request(r),
-                    success,
-                    result: String::new(),
-                    timestamp: hub.wall_at(now),
-                    exit_code: Some(i32::from(!success)),
-                    stderr: None,
-                    duration_ms: Some(1),
-                    truncated: false,
-                    error: None,
-                };
-                hub.result_received(now, node(n), &result);
+                if let Some(id) = central.hub.live_session(node(n)) {
+                    let result = CommandResult {
+                        request_id: request(r),
+                        success,
+                        result: String::new(),
+                        timestamp: wall(now),
+                        exit_code: Some(i32::from(!success)),
+                        stderr: None,
+                        duration_ms: Some(1),
+                        truncated: false,
+                        error: None,
+                    };
+                    let text = encode(&AgentMessage::CommandResult(result)).unwrap_or_default();
+                    central.session_input(now, id, SessionInput::Frame(text));
+                }
             }
-            HubStep::Revoke(n) => hub.revoke(node(n)),
-            HubStep::Drain => hub.drain(now),
+            HubStep::Revoke(n) => central.hub_input(now, HubInput::Revoke(node(n))),
+            HubStep::Drain => central.hub_input(now, HubInput::Drain),
         }
         // What is due now fires now, as the drivers arrange.
-        hub.handle_timeout(now);
-        let mut outputs = 0;
-        while let Some(output) = hub.poll_output() {
-            outputs += 1;
-            match output {
-                HubOutput::Terminate { session_id, .. } => {
-                    for sessions in open.values_mut() {
-                        sessions.remove(&session_id);
-                    }
-                }
-                HubOutput::CommandChanged {
+        central.handle_timeout(now);
+        let mut effects = 0;
+        while let Some(effect) = central.poll_effect() {
+            effects += 1;
+            match effect {
+                CentralEffect::Hub(HubOutput::CommandChanged {
                     request_id, state, ..
-                } if state.is_terminal() => {
+                }) if state.is_terminal() => {
                     assert!(
                         terminal.insert(request_id),
                         "{request_id} reached a terminal state twice"
                     );
                     assert_ne!(state, CommandState::Queued);
                 }
+                CentralEffect::Hub(HubOutput::RecordResult {
+                    session_id,
+                    node_id,
+                    result,
+                }) => {
+                    let record = if owners
+                        .get(&result.request_id)
+                        .is_some_and(|o| *o != node_id)
+                    {
+                        ResultRecord::WrongNode
+                    } else {
+                        ResultRecord::Stored {
+                            first: stored.insert(result.request_id),
+                        }
+                    };
+                    let input = HubInput::ResultRecorded {
+                        session_id,
+                        node_id,
+                        result,
+                        record,
+                    };
+                    central.hub_input(now, input);
+                }
+                CentralEffect::Session {
+                    session_id,
+                    output: SessionOutput::StoreTelemetry(t),
+                    ..
+                } => {
+                    let input = SessionInput::TelemetryStored(t.timestamp);
+                    central.session_input(now, session_id, input);
+                }
                 _ => {}
             }
         }
-        assert!(outputs <= 64, "{outputs} outputs for one step");
-        for (n, sessions) in &open {
-            assert!(
-                sessions.len() <= 1,
-                "node {n} holds {} live sessions",
-                sessions.len()
-            );
+        assert!(effects <= 128, "{effects} effects for one step");
+        for (n, sessions) in central.open_sessions() {
+            assert!(sessions <= 1, "node {n} holds {sessions} open sessions");
         }
         assert!(
-            hub.poll_timeout().is_none_or(|deadline| deadline > now),
+            central.poll_timeout().is_none_or(|deadline| deadline > now),
             "a timer due at {now} is still armed"
         );
     }

@@ -4,6 +4,7 @@
 //! stand-ins for crypto, processes and storage, so every behaviour of the
 //! engines can be driven deterministically from a seed.
 
+pub mod central;
 pub mod fuzz;
 #[cfg(feature = "model")]
 pub mod model;
@@ -11,5 +12,6 @@ mod network;
 pub mod tokens;
 pub(crate) mod world;
 
+pub use central::{CentralEffect, CentralHost};
 pub use network::{NetConfig, NetFaults};
 pub use world::{AgentNode, Behaviour, Store, TelemetryRows, World, sample};

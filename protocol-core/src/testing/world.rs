@@ -1,18 +1,21 @@
 //! The world: agents, central, the network between them, and a clock that
 //! jumps from one deadline to the next.
 
+use core::net::{IpAddr, Ipv4Addr};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::time::Duration;
 
+use super::central::{CentralEffect, CentralHost};
 use super::network::NetConfig;
 use crate::agent::{
     AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentOutput, CommandOutcome, DialFailure,
     Task,
 };
 use crate::central::{
-    CentralHub, CentralSession, CommandState, HubConfig, HubOutput, NodeLookup, ResultOutcome,
-    SessionConfig, SessionInput, SessionOutput, TokenCheck,
+    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, ResultRecord,
+    SessionConfig, SessionInput, SessionOutput, Submission, ToSession, TokenCheck,
+    TokenIdElsewhere, Upgrade,
 };
 use crate::codec::{Limits, encode};
 use crate::rng::Prng;
@@ -74,6 +77,9 @@ pub struct AgentNode {
     pub events: Vec<(Timestamp, AgentEvent)>,
     /// Telemetry samples the agent took.
     pub samples_taken: u64,
+    /// The address its connections come from (agents may share one, as
+    /// behind a NAT).
+    pub peer: IpAddr,
 }
 
 /// Stored telemetry keys, compact enough for millions of rows: per node, a
@@ -145,6 +151,11 @@ pub struct Store {
     pub records: Vec<(NodeId, AgentMessage)>,
     /// Refused upgrades, by reason.
     pub auth_failures: Vec<&'static str>,
+    /// Which node each submitted command is for (as the operator API
+    /// stores it before the hub sees it).
+    pub commands: BTreeMap<RequestId, NodeId>,
+    /// What central told an administrator.
+    pub alarms: Vec<Alarm>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,11 +178,11 @@ enum Pending {
     },
     ClosedToCentral {
         conn: u64,
-        code: Option<u16>,
+        code: Option<crate::transport::CloseCode>,
     },
     ClosedToAgent {
         conn: u64,
-        code: Option<u16>,
+        code: Option<crate::transport::CloseCode>,
     },
     TaskDone {
         agent: usize,
@@ -200,10 +211,10 @@ pub struct World {
     pub wall0: WallTime,
     pub net: NetConfig,
     pub agents: Vec<AgentNode>,
-    pub hub: CentralHub,
+    /// Central: the real hub and sessions, run as its driver runs them.
+    pub central: CentralHost,
+    /// What a restarted central starts with.
     pub hub_config: HubConfig,
-    pub session_config: SessionConfig,
-    pub sessions: BTreeMap<SessionId, CentralSession>,
     pub registry: BTreeMap<NodeId, NodeLookup>,
     pub store: Store,
     /// Every output of every engine, stamped: two runs with one seed give the same trace.
@@ -228,8 +239,6 @@ pub struct World {
     /// Each engine's next deadline, indexed so a step does not scan them all.
     agent_due: Vec<Option<Timestamp>>,
     agent_index: BTreeSet<(Timestamp, usize)>,
-    session_due: BTreeMap<SessionId, Timestamp>,
-    session_index: BTreeSet<(Timestamp, SessionId)>,
     pending: BTreeMap<u64, Pending>,
     seq: u64,
     next_conn: u64,
@@ -281,17 +290,19 @@ impl World {
         let wall0 = WallTime::from_unix_millis(1_760_522_400_000).unwrap_or(WallTime::UNIX_EPOCH);
         let mut hub_config = HubConfig::new(AUDIENCE);
         hub_config.seed = seed ^ 0x5eed;
-        let mut hub = CentralHub::new(hub_config.clone());
-        hub.set_wall_clock(Timestamp::ZERO, wall0);
+        let central = CentralHost::new(
+            Timestamp::ZERO,
+            wall0,
+            hub_config.clone(),
+            SessionConfig::default(),
+        );
         Self {
             now: Timestamp::ZERO,
             wall0,
             net: NetConfig::default(),
             agents: Vec::new(),
-            hub,
+            central,
             hub_config,
-            session_config: SessionConfig::default(),
-            sessions: BTreeMap::new(),
             registry: BTreeMap::new(),
             store: Store::default(),
             trace: Vec::new(),
@@ -309,8 +320,6 @@ impl World {
             last_arrival: BTreeMap::new(),
             agent_due: Vec::new(),
             agent_index: BTreeSet::new(),
-            session_due: BTreeMap::new(),
-            session_index: BTreeSet::new(),
             seq: 0,
             next_conn: 0,
             next_id: 1,
@@ -319,7 +328,7 @@ impl World {
 
     /// Sets central's server-set intervals (before agents connect).
     pub fn set_intervals(&mut self, intervals: Intervals) {
-        self.session_config = SessionConfig::with_intervals(intervals);
+        self.central.session_config = SessionConfig::with_intervals(intervals);
     }
 
     /// The wall clock now.
@@ -357,6 +366,9 @@ impl World {
             saved: None,
             events: Vec::new(),
             samples_taken: 0,
+            peer: IpAddr::V4(Ipv4Addr::from(
+                0x0a00_0002_u32.wrapping_add(u32::try_from(self.agents.len()).unwrap_or(0)),
+            )),
         });
         self.agent_due.push(None);
         let i = self.agents.len() - 1;
@@ -375,23 +387,6 @@ impl World {
                 self.agent_index.insert((new, i));
             }
             self.agent_due[i] = next;
-        }
-    }
-
-    /// Records a session's next deadline in the index (or forgets it).
-    fn index_session(&mut self, id: SessionId) {
-        let next = self
-            .sessions
-            .get(&id)
-            .and_then(CentralSession::poll_timeout);
-        if self.session_due.get(&id).copied() != next {
-            if let Some(old) = self.session_due.remove(&id) {
-                self.session_index.remove(&(old, id));
-            }
-            if let Some(new) = next {
-                self.session_index.insert((new, id));
-                self.session_due.insert(id, new);
-            }
         }
     }
 
@@ -455,23 +450,41 @@ impl World {
         {
             return *state;
         }
+        self.store.commands.insert(request_id, node_id);
         let known = self.registry.get(&node_id) == Some(&NodeLookup::Active);
-        let state = self
-            .hub
-            .submit(self.now, node_id, request_id, message, timeout, known);
-        self.settle();
-        state
+        let submission = Submission {
+            node_id,
+            request_id,
+            message: Some(message),
+            timeout,
+            known,
+        };
+        self.hub_input(HubInput::Submit(vec![submission]));
+        self.store
+            .command_states
+            .get(&request_id)
+            .and_then(|s| s.last())
+            .copied()
+            .unwrap_or(CommandState::Undeliverable)
     }
 
     /// Delivers a message straight to the node's live session, bypassing the
     /// hub's tracker (a duplicate, or a message the hub never sends).
     pub fn deliver_to(&mut self, node_id: NodeId, message: CentralMessage) -> bool {
-        let Some(session_id) = self.hub.live_session(node_id) else {
+        let Some(session_id) = self.central.hub.live_session(node_id) else {
             return false;
         };
-        self.session_input(session_id, SessionInput::Deliver(message));
-        self.settle();
+        let event = ToSession::deliver_untracked(message);
+        self.central
+            .session_input(self.now, session_id, SessionInput::FromHub(event));
+        self.perform_central();
         true
+    }
+
+    /// Gives central's hub an input now and performs what follows.
+    pub fn hub_input(&mut self, input: HubInput) {
+        self.central.hub_input(self.now, input);
+        self.perform_central();
     }
 
     /// Sends a raw text frame from agent `i`'s current transport to central.
@@ -491,14 +504,12 @@ impl World {
     /// Revokes a node: its live session closes with 4003 and it can no longer connect.
     pub fn revoke(&mut self, node_id: NodeId) {
         self.registry.insert(node_id, NodeLookup::Revoked);
-        self.hub.revoke(node_id);
-        self.settle();
+        self.hub_input(HubInput::Revoke(node_id));
     }
 
     /// Drains central, as before a graceful shutdown.
     pub fn drain(&mut self) {
-        self.hub.drain(self.now);
-        self.settle();
+        self.hub_input(HubInput::Drain);
     }
 
     /// Cuts every transport abruptly: both ends see a close without a code.
@@ -539,12 +550,14 @@ impl World {
                 Pending::ClosedToAgent { conn, code: None },
             );
         }
-        self.sessions.clear();
         self.session_conn.clear();
-        self.session_due.clear();
-        self.session_index.clear();
-        self.hub = CentralHub::new(self.hub_config.clone());
-        self.hub.set_wall_clock(self.now, self.wall());
+        let session_config = self.central.session_config.clone();
+        self.central = CentralHost::new(
+            self.now,
+            self.wall(),
+            self.hub_config.clone(),
+            session_config,
+        );
     }
 
     /// Starts or ends a partition.
@@ -555,9 +568,8 @@ impl World {
     /// When the next thing happens.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let agents = self.agent_index.first().map(|(t, _)| *t);
-        let sessions = self.session_index.first().map(|(t, _)| *t);
         let queue = self.queue.peek().map(|Reverse((t, _, _))| *t);
-        [agents, sessions, queue, self.hub.poll_timeout()]
+        [agents, queue, self.central.poll_timeout()]
             .into_iter()
             .flatten()
             .min()
@@ -596,22 +608,10 @@ impl World {
                 break;
             }
         }
-        let due: Vec<SessionId> = self
-            .session_index
-            .iter()
-            .take_while(|(t, _)| *t <= now)
-            .map(|(_, id)| *id)
-            .collect();
-        for id in due {
-            if let Some(s) = self.sessions.get_mut(&id) {
-                s.handle_timeout(now);
-            }
-            self.drain_session(id);
+        if self.central.poll_timeout().is_some_and(|t| t <= now) {
+            self.central.handle_timeout(now);
         }
-        if self.hub.poll_timeout().is_some_and(|t| t <= now) {
-            self.hub.handle_timeout(now);
-        }
-        self.settle();
+        self.perform_central();
         true
     }
 
@@ -938,11 +938,9 @@ impl World {
                     return;
                 };
                 if let (true, Some(session)) = (c.central_open, c.session) {
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        s.handle_input(self.now, SessionInput::Frame(text));
-                    }
-                    self.drain_session(session);
-                    self.settle();
+                    self.central
+                        .session_input(self.now, session, SessionInput::Frame(text));
+                    self.perform_central();
                 }
             }
             Pending::ToAgent { conn, text } => {
@@ -974,12 +972,9 @@ impl World {
                 }
                 c.central_open = false;
                 if let Some(session) = c.session {
-                    if let Some(s) = self.sessions.get_mut(&session) {
-                        s.handle_input(self.now, SessionInput::Closed { code });
-                    }
-                    self.drain_session(session);
-                    self.session_ended(session);
-                    self.settle();
+                    self.central
+                        .session_input(self.now, session, SessionInput::Closed { code });
+                    self.perform_central();
                 }
             }
             Pending::ClosedToAgent { conn, code } => {
@@ -1030,22 +1025,25 @@ impl World {
         if !c.agent_open {
             return;
         }
-        let check = self.check_token(token);
+        let peer = Some(self.agents[c.agent].peer);
         let session_id = SessionId::from_u128(self.fresh_id());
-        match self.hub.admit(self.now, &check, session_id) {
-            Ok(admission) => {
-                let session = CentralSession::new(
-                    self.now,
-                    self.wall(),
-                    admission.node_id,
+        let verdict = match self.central.hub.screen(self.now, peer) {
+            Some(refusal) => Admit::Refused(refusal),
+            None => {
+                let upgrade = Upgrade {
                     session_id,
-                    admission.token_expires_at,
-                    self.session_config.clone(),
-                );
-                self.sessions.insert(session_id, session);
-                self.session_conn.insert(session_id, conn);
+                    peer,
+                    token: Some(self.check_token(token)),
+                    elsewhere: TokenIdElsewhere::Unused,
+                };
+                self.central.admit(self.now, self.wall(), &upgrade)
+            }
+        };
+        match verdict {
+            Admit::Accepted(admission) => {
+                self.session_conn.insert(admission.session_id, conn);
                 if let Some(c) = self.conns.get_mut(&conn) {
-                    c.session = Some(session_id);
+                    c.session = Some(admission.session_id);
                     c.central_open = true;
                 }
                 self.schedule(
@@ -1055,58 +1053,93 @@ impl World {
                         failure: None,
                     },
                 );
-                self.drain_session(session_id);
-                self.hub
-                    .session_opened(self.now, admission.node_id, session_id);
-                self.settle();
             }
-            Err(rejection) => {
-                self.store.auth_failures.push(rejection.reason());
-                self.trace_line(|| format!("central refused {rejection:?}"));
+            Admit::Refused(refusal) => {
+                self.store.auth_failures.push(refusal.reason);
+                self.trace_line(|| format!("central refused {refusal:?}"));
+                // As the agent's transport reads the HTTP answer.
+                let retry_after = refusal.retry_after.map(|d| d.as_secs());
+                let failure =
+                    DialFailure::from_http_status(refusal.kind.http_status(), retry_after);
                 self.schedule(
-                    self.net.latency,
+                    self.net.latency + refusal.hold,
                     Pending::DialAnswer {
                         conn,
-                        failure: Some(DialFailure::Unauthorized),
+                        failure: Some(failure),
                     },
                 );
             }
         }
+        self.perform_central();
     }
 
-    fn session_ended(&mut self, session_id: SessionId) {
-        if let Some(s) = self.sessions.remove(&session_id) {
-            self.hub.session_closed(self.now, s.node_id(), session_id);
+    /// Performs central's effects with the world's stand-ins until none
+    /// are left. (Events between the hub and the sessions never come out
+    /// here: the central host forwards them.)
+    fn perform_central(&mut self) {
+        while let Some(effect) = self.central.poll_effect() {
+            self.trace_line(|| format!("central {effect:?}"));
+            match effect {
+                CentralEffect::Session {
+                    session_id,
+                    node_id,
+                    output,
+                } => self.perform_session(session_id, node_id, output),
+                CentralEffect::Hub(output) => self.perform_hub(output),
+            }
         }
-        self.index_session(session_id);
     }
 
-    /// Performs the hub's outputs until none are left. (A session's outputs
-    /// are performed as soon as it is given an input.)
-    fn settle(&mut self) {
-        while let Some(output) = self.hub.poll_output() {
-            self.trace_line(|| format!("hub {output:?}"));
-            self.perform_hub(output);
+    fn perform_session(&mut self, session_id: SessionId, node_id: NodeId, output: SessionOutput) {
+        let conn = self.session_conn.get(&session_id).copied();
+        match output {
+            SessionOutput::Send(message) => {
+                if !conn
+                    .and_then(|c| self.conns.get(&c))
+                    .is_some_and(|c| c.central_open)
+                {
+                    let text =
+                        format!("session {session_id} sent {message:?} on a closed transport");
+                    self.violations.push(text);
+                }
+                if let Some(conn) = conn {
+                    let text = encode(&message).unwrap_or_default();
+                    self.transmit(Pending::ToAgent { conn, text });
+                }
+            }
+            SessionOutput::Close { code, .. } => {
+                self.session_conn.remove(&session_id);
+                if let Some(conn) = conn {
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.central_open = false;
+                    }
+                    if !self.net.partitioned {
+                        self.transmit_close(Pending::ClosedToAgent {
+                            conn,
+                            code: Some(code),
+                        });
+                    }
+                }
+            }
+            SessionOutput::StoreTelemetry(t) => {
+                self.store.telemetry_received += 1;
+                self.store.telemetry.insert((t.node_id, t.timestamp));
+                let input = SessionInput::TelemetryStored(t.timestamp);
+                self.central.session_input(self.now, session_id, input);
+            }
+            SessionOutput::VerifyToken { token } => {
+                let check = Box::new(self.check_token(&token));
+                let input = SessionInput::TokenVerified(check);
+                self.central.session_input(self.now, session_id, input);
+            }
+            SessionOutput::Record(message) => self.store.records.push((node_id, *message)),
+            SessionOutput::Alarm(alarm) => self.store.alarms.push(alarm),
+            SessionOutput::ToHub(_) | SessionOutput::Event(_) => {}
         }
     }
 
     fn perform_hub(&mut self, output: HubOutput) {
         match output {
-            HubOutput::Deliver {
-                session_id,
-                message,
-            } => {
-                self.session_input(session_id, SessionInput::Deliver(message));
-            }
-            HubOutput::Terminate {
-                session_id,
-                code,
-                reason,
-            } => self.session_input(session_id, SessionInput::Terminate { code, reason }),
-            HubOutput::Drain {
-                session_id,
-                reconnect_after,
-            } => self.session_input(session_id, SessionInput::Drain { reconnect_after }),
             HubOutput::StatusChanged {
                 node_id, status, ..
             } => {
@@ -1121,93 +1154,68 @@ impl World {
                     .or_default()
                     .push(state);
             }
-        }
-    }
-
-    fn session_input(&mut self, session_id: SessionId, input: SessionInput) {
-        if let Some(s) = self.sessions.get_mut(&session_id) {
-            s.handle_input(self.now, input);
-        }
-        self.drain_session(session_id);
-    }
-
-    /// Performs one session's outputs; true if there were any.
-    fn drain_session(&mut self, session_id: SessionId) -> bool {
-        let any = self.drain_session_outputs(session_id);
-        self.index_session(session_id);
-        any
-    }
-
-    fn drain_session_outputs(&mut self, session_id: SessionId) -> bool {
-        let mut any = false;
-        loop {
-            let Some(s) = self.sessions.get_mut(&session_id) else {
-                return any;
-            };
-            let node_id = s.node_id();
-            let Some(output) = s.poll_output() else {
-                return any;
-            };
-            any = true;
-            self.trace_line(|| format!("session {output:?}"));
-            let conn = self.session_conn.get(&session_id).copied();
-            match output {
-                SessionOutput::Send(message) => {
-                    if !conn
-                        .and_then(|c| self.conns.get(&c))
-                        .is_some_and(|c| c.central_open)
-                    {
-                        let text =
-                            format!("session {session_id} sent {message:?} on a closed transport");
-                        self.violations.push(text);
-                    }
-                    if let Some(conn) = conn {
-                        let text = encode(&message).unwrap_or_default();
-                        self.transmit(Pending::ToAgent { conn, text });
-                    }
-                }
-                SessionOutput::Close { code, .. } => {
-                    if let Some(conn) = conn {
-                        if let Some(c) = self.conns.get_mut(&conn) {
-                            c.central_open = false;
-                        }
-                        if !self.net.partitioned {
-                            self.transmit_close(Pending::ClosedToAgent {
-                                conn,
-                                code: Some(code),
-                            });
-                        }
-                    }
-                    self.session_ended(session_id);
-                }
-                SessionOutput::StoreTelemetry(t) => {
-                    self.store.telemetry_received += 1;
-                    self.store.telemetry.insert((t.node_id, t.timestamp));
-                    self.session_input(session_id, SessionInput::TelemetryStored(t.timestamp));
-                }
-                SessionOutput::StoreResult(r) => {
-                    self.store.results_received += 1;
-                    let outcome = self.hub.result_received(self.now, node_id, &r);
-                    if matches!(outcome, ResultOutcome::Recorded(_) | ResultOutcome::Unknown) {
+            HubOutput::RecordResult {
+                session_id,
+                node_id,
+                result,
+            } => {
+                self.store.results_received += 1;
+                let owner = self.store.commands.get(&result.request_id).copied();
+                let record = if owner.is_some_and(|owner| owner != node_id) {
+                    ResultRecord::WrongNode
+                } else {
+                    let first = !self.store.results.contains_key(&result.request_id);
+                    if first {
                         self.store
                             .results
-                            .entry(r.request_id)
-                            .or_insert_with(|| (*r).clone());
+                            .insert(result.request_id, (*result).clone());
                     }
-                    self.session_input(session_id, SessionInput::ResultStored(r.request_id));
-                }
-                SessionOutput::CheckRefresh { token } => {
-                    let check = self.check_token(&token);
-                    let verdict = self.hub.check_refresh(self.now, node_id, &check);
-                    self.session_input(session_id, SessionInput::RefreshChecked(verdict));
-                }
-                SessionOutput::Status { status, reason } => {
-                    self.hub
-                        .status_reported(node_id, session_id, status, reason);
-                }
-                SessionOutput::Record(message) => self.store.records.push((node_id, *message)),
-                SessionOutput::Event(_) => {}
+                    ResultRecord::Stored { first }
+                };
+                let input = HubInput::ResultRecorded {
+                    session_id,
+                    node_id,
+                    result,
+                    record,
+                };
+                self.central.hub_input(self.now, input);
             }
+            HubOutput::Alarm(alarm) => self.store.alarms.push(alarm),
+            // One central process: presence is this hub's own.
+            HubOutput::Claim {
+                node_id,
+                session_id,
+            } => {
+                let input = HubInput::TakenOver {
+                    sessions: vec![(node_id, session_id)],
+                    commands: vec![],
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::Vacate {
+                node_id,
+                session_id,
+            } => {
+                let input = HubInput::Vacated {
+                    node_id,
+                    session_id,
+                    presence: Some(Presence::Nobody),
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::Locate { node_id } => {
+                let presence = self
+                    .central
+                    .hub
+                    .live_session(node_id)
+                    .map_or(Presence::Nobody, Presence::Here);
+                let input = HubInput::Located {
+                    node_id,
+                    presence: Some(presence),
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::ExpireQueued { .. } | HubOutput::ToSession { .. } => {}
         }
     }
 }

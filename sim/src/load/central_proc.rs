@@ -16,7 +16,7 @@ use super::proto::process_usage;
 /// The child side: serves `config` until killed or told to stop on stdin.
 pub async fn serve(config_json: &str) -> anyhow::Result<()> {
     let config: ServeConfig = serde_json::from_str(config_json).context("central config")?;
-    let running = nap_central::server::start(config).await?;
+    let running = nap_central::runtime::start(config).await?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(

@@ -268,14 +268,14 @@ async fn spawn_worker(
 }
 
 async fn operator_token(store: &AnyStore) -> anyhow::Result<String> {
-    let token = nap_central::auth::new_api_token()?;
+    let token = nap_central::api::tokens::new_api_token()?;
     let record = TokenRecord {
         name: "nap-sim-load".into(),
-        role: nap_central::auth::Role::Operator.as_str().into(),
+        role: nap_central::api::tokens::Role::Operator.as_str().into(),
     };
     store
         .create_api_token(
-            &nap_central::auth::token_hash(&token),
+            &nap_central::api::tokens::token_hash(&token),
             record,
             nap_core::WallTime::from(chrono::Utc::now()),
         )

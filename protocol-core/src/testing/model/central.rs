@@ -1,6 +1,6 @@
-//! Central as an actor: the real [`CentralHub`] and one [`CentralSession`]
-//! per accepted connection, with a driver that does what central's own
-//! driver does and a store that survives a crash.
+//! Central as an actor: the real hub and one real session per accepted
+//! connection, forwarded by the same [`CentralHost`] as `World` uses, with
+//! stand-in effects and a store that survives a crash.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -11,10 +11,11 @@ use stateright::actor::{Id, Out};
 use super::wire::{Conn, Packet, Tick, Wire};
 use super::{ModelActor, ModelSpec, ModelStorage, instant, send, wall_at};
 use crate::central::{
-    CentralHub, CentralSession, CommandState, HubConfig, HubOutput, NodeLookup, ResultOutcome,
-    SessionConfig, SessionInput, SessionOutput,
+    Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, ResultRecord,
+    SessionConfig, SessionInput, SessionOutput, Submission, TokenIdElsewhere, Upgrade,
 };
 use crate::codec::encode;
+use crate::testing::central::{CentralEffect, CentralHost};
 use crate::testing::tokens;
 use crate::wire::{CentralMessage, Execute};
 use crate::{NodeId, RequestId, SessionId, Timestamp};
@@ -67,19 +68,12 @@ impl Hash for CentralStore {
     }
 }
 
-/// A session and the connection it lives on.
-#[derive(Debug, Clone)]
-pub struct Live {
-    pub agent: Id,
-    pub conn: Conn,
-    pub session: CentralSession,
-}
-
 /// One central process.
 #[derive(Debug, Clone)]
 pub struct CentralState {
-    pub hub: CentralHub,
-    pub sessions: BTreeMap<SessionId, Live>,
+    pub central: CentralHost,
+    /// Each session's agent and connection.
+    links: BTreeMap<SessionId, (Id, Conn)>,
     conns: BTreeMap<(Id, Conn), SessionId>,
     /// Connections this process closed (frames still arriving on them are
     /// dropped, not answered with a reset).
@@ -87,7 +81,6 @@ pub struct CentralState {
     pub now: Timestamp,
     pub store: CentralStore,
     registry: BTreeMap<NodeId, NodeLookup>,
-    session_config: SessionConfig,
     next_session: u64,
 }
 
@@ -108,8 +101,12 @@ impl CentralActor {
         store.generation += 1;
         let mut hub_config = HubConfig::new(tokens::AUDIENCE);
         hub_config.seed = u64::from(store.generation);
-        let mut hub = CentralHub::new(hub_config);
-        hub.set_wall_clock(store.now, wall_at(store.now));
+        let central = CentralHost::new(
+            store.now,
+            wall_at(store.now),
+            hub_config,
+            SessionConfig::with_intervals(self.spec.intervals),
+        );
         let mut registry: BTreeMap<NodeId, NodeLookup> = self
             .spec
             .agents
@@ -120,14 +117,13 @@ impl CentralActor {
             registry.insert(*node, NodeLookup::Revoked);
         }
         let mut state = CentralState {
-            hub,
-            sessions: BTreeMap::new(),
+            central,
+            links: BTreeMap::new(),
             conns: BTreeMap::new(),
             closed: BTreeSet::new(),
             now: store.now,
             store,
             registry,
-            session_config: SessionConfig::with_intervals(self.spec.intervals),
             next_session: 0,
         };
         if first {
@@ -151,26 +147,27 @@ impl CentralActor {
                 );
             }
         }
-        // As central's `restore_commands`: what was open is submitted again.
-        let open: Vec<(RequestId, StoredCommand)> = state
+        // As central's start-up: what was open is submitted again.
+        let open: Vec<Submission> = state
             .store
             .commands
             .iter()
             .filter(|(_, c)| !c.state.is_terminal())
-            .map(|(id, c)| (*id, c.clone()))
+            .map(|(id, c)| Submission {
+                node_id: c.node_id,
+                request_id: *id,
+                message: Some(c.message.clone()),
+                timeout: c.timeout,
+                known: state.registry.get(&c.node_id) == Some(&NodeLookup::Active),
+            })
             .collect();
-        for (request_id, c) in open {
-            let known = state.registry.get(&c.node_id) == Some(&NodeLookup::Active);
-            state.hub.submit(
-                state.now, c.node_id, request_id, c.message, c.timeout, known,
-            );
-        }
+        state.central.hub_input(state.now, HubInput::Submit(open));
         if let Some(node) = self.spec.revoke
             && !state.store.revoked.contains(&node)
         {
             o.set_timer(Tick::Revoke, instant());
         }
-        state.settle(o);
+        state.perform(o);
         state.finish(o);
         state
     }
@@ -190,17 +187,23 @@ impl CentralActor {
                     state.reset(src, conn, o);
                     return;
                 };
-                state.session_input(session_id, SessionInput::Frame(text), o);
+                state
+                    .central
+                    .session_input(state.now, session_id, SessionInput::Frame(text));
             }
             Wire::Closed { conn, code } => {
                 if let Some(session_id) = state.conns.get(&(src, conn)).copied() {
-                    state.session_input(session_id, SessionInput::Closed { code }, o);
-                    state.session_ended(session_id);
+                    state.unlink(session_id);
+                    state.central.session_input(
+                        state.now,
+                        session_id,
+                        SessionInput::Closed { code },
+                    );
                 }
             }
             Wire::Accepted { .. } | Wire::Refused { .. } => {}
         }
-        state.settle(o);
+        state.perform(o);
         state.finish(o);
     }
 
@@ -212,36 +215,21 @@ impl CentralActor {
     ) {
         match tick {
             Tick::Engine => {
-                if let Some(next) = state.next_deadline() {
+                if let Some(next) = state.central.poll_timeout() {
                     state.now = state.now.max(next);
                 }
-                let now = state.now;
-                if state.hub.poll_timeout().is_some_and(|t| t <= now) {
-                    state.hub.handle_timeout(now);
-                }
-                let due: Vec<SessionId> = state
-                    .sessions
-                    .iter()
-                    .filter(|(_, l)| l.session.poll_timeout().is_some_and(|t| t <= now))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for session_id in due {
-                    if let Some(live) = state.sessions.get_mut(&session_id) {
-                        live.session.handle_timeout(now);
-                    }
-                    state.drain_session(session_id, o);
-                }
+                state.central.handle_timeout(state.now);
             }
             Tick::Revoke => {
                 if let Some(node) = self.spec.revoke {
                     state.registry.insert(node, NodeLookup::Revoked);
                     state.store.revoked.insert(node);
-                    state.hub.revoke(node);
+                    state.central.hub_input(state.now, HubInput::Revoke(node));
                 }
             }
             Tick::Finish(_) => return,
         }
-        state.settle(o);
+        state.perform(o);
         state.finish(o);
     }
 }
@@ -251,41 +239,27 @@ impl CentralState {
         if !self.store.seen.insert((agent, conn)) {
             return; // a duplicate of a handshake already answered
         }
-        let check = tokens::check(token, &self.registry);
         self.next_session += 1;
-        let session_id = SessionId::from_u128(
-            (u128::from(self.store.generation) << 64) | u128::from(self.next_session),
-        );
-        match self.hub.admit(self.now, &check, session_id) {
-            Ok(admission) => {
-                let session = CentralSession::new(
-                    self.now,
-                    wall_at(self.now),
-                    admission.node_id,
-                    session_id,
-                    admission.token_expires_at,
-                    self.session_config.clone(),
-                );
+        let upgrade = Upgrade {
+            session_id: SessionId::from_u128(
+                (u128::from(self.store.generation) << 64) | u128::from(self.next_session),
+            ),
+            peer: None,
+            token: Some(tokens::check(token, &self.registry)),
+            elsewhere: TokenIdElsewhere::Unused,
+        };
+        match self.central.admit(self.now, wall_at(self.now), &upgrade) {
+            Admit::Accepted(admission) => {
                 let revoked = self.store.revoked.contains(&admission.node_id);
                 self.store.admitted.insert(
-                    session_id,
+                    admission.session_id,
                     (admission.node_id, self.store.generation, revoked),
                 );
-                self.sessions.insert(
-                    session_id,
-                    Live {
-                        agent,
-                        conn,
-                        session,
-                    },
-                );
-                self.conns.insert((agent, conn), session_id);
+                self.links.insert(admission.session_id, (agent, conn));
+                self.conns.insert((agent, conn), admission.session_id);
                 send(o, agent, self.now, Wire::Accepted { conn });
-                self.drain_session(session_id, o);
-                self.hub
-                    .session_opened(self.now, admission.node_id, session_id);
             }
-            Err(_) => send(o, agent, self.now, Wire::Refused { conn }),
+            Admit::Refused(_) => send(o, agent, self.now, Wire::Refused { conn }),
         }
     }
 
@@ -299,115 +273,140 @@ impl CentralState {
         send(o, agent, self.now, Wire::Closed { conn, code: None });
     }
 
-    fn session_input(
+    /// The session's connection is gone (closed by either side).
+    fn unlink(&mut self, session_id: SessionId) -> Option<(Id, Conn)> {
+        let link = self.links.remove(&session_id)?;
+        self.conns.remove(&link);
+        self.closed.insert(link);
+        Some(link)
+    }
+
+    /// Performs central's effects with the model's stand-ins.
+    fn perform(&mut self, o: &mut Out<ModelActor>) {
+        while let Some(effect) = self.central.poll_effect() {
+            match effect {
+                CentralEffect::Session {
+                    session_id, output, ..
+                } => self.perform_session(session_id, output, o),
+                CentralEffect::Hub(output) => self.perform_hub(output),
+            }
+        }
+    }
+
+    fn perform_session(
         &mut self,
         session_id: SessionId,
-        input: SessionInput,
+        output: SessionOutput,
         o: &mut Out<ModelActor>,
     ) {
-        if let Some(live) = self.sessions.get_mut(&session_id) {
-            live.session.handle_input(self.now, input);
-        }
-        self.drain_session(session_id, o);
-    }
-
-    fn session_ended(&mut self, session_id: SessionId) {
-        if let Some(live) = self.sessions.remove(&session_id) {
-            self.conns.remove(&(live.agent, live.conn));
-            self.closed.insert((live.agent, live.conn));
-            self.hub
-                .session_closed(self.now, live.session.node_id(), session_id);
-        }
-    }
-
-    fn drain_session(&mut self, session_id: SessionId, o: &mut Out<ModelActor>) {
-        loop {
-            let Some(live) = self.sessions.get_mut(&session_id) else {
-                return;
-            };
-            let (agent, conn, node_id) = (live.agent, live.conn, live.session.node_id());
-            let Some(output) = live.session.poll_output() else {
-                return;
-            };
-            match output {
-                SessionOutput::Send(message) => {
+        match output {
+            SessionOutput::Send(message) => {
+                if let Some((agent, conn)) = self.links.get(&session_id).copied() {
                     let text = encode(&message).unwrap_or_default();
                     send(o, agent, self.now, Wire::Text { conn, text });
                 }
-                SessionOutput::Close { code, .. } => {
-                    send(
-                        o,
-                        agent,
-                        self.now,
-                        Wire::Closed {
-                            conn,
-                            code: Some(code),
-                        },
-                    );
-                    self.session_ended(session_id);
-                }
-                SessionOutput::StoreTelemetry(t) => {
-                    self.session_input(session_id, SessionInput::TelemetryStored(t.timestamp), o);
-                }
-                SessionOutput::StoreResult(result) => {
-                    // Recorded and Unknown results are stored (keyed by
-                    // request id); a duplicate changes nothing.
-                    let _: ResultOutcome = self.hub.result_received(self.now, node_id, &result);
-                    self.session_input(
-                        session_id,
-                        SessionInput::ResultStored(result.request_id),
-                        o,
-                    );
-                }
-                SessionOutput::CheckRefresh { token } => {
-                    let check = tokens::check(&token, &self.registry);
-                    let verdict = self.hub.check_refresh(self.now, node_id, &check);
-                    self.session_input(session_id, SessionInput::RefreshChecked(verdict), o);
-                }
-                SessionOutput::Status { status, reason } => {
-                    self.hub
-                        .status_reported(node_id, session_id, status, reason);
-                }
-                SessionOutput::Record(_) | SessionOutput::Event(_) => {}
             }
+            SessionOutput::Close { code, .. } => {
+                if let Some((agent, conn)) = self.unlink(session_id) {
+                    let closed = Wire::Closed {
+                        conn,
+                        code: Some(code),
+                    };
+                    send(o, agent, self.now, closed);
+                }
+            }
+            SessionOutput::StoreTelemetry(t) => {
+                let input = SessionInput::TelemetryStored(t.timestamp);
+                self.central.session_input(self.now, session_id, input);
+            }
+            SessionOutput::VerifyToken { token } => {
+                let check = Box::new(tokens::check(&token, &self.registry));
+                let input = SessionInput::TokenVerified(check);
+                self.central.session_input(self.now, session_id, input);
+            }
+            SessionOutput::ToHub(_)
+            | SessionOutput::Record(_)
+            | SessionOutput::Alarm(_)
+            | SessionOutput::Event(_) => {}
         }
     }
 
-    /// Performs the hub's outputs until none are left.
-    fn settle(&mut self, o: &mut Out<ModelActor>) {
-        while let Some(output) = self.hub.poll_output() {
-            match output {
-                HubOutput::Deliver {
-                    session_id,
-                    message,
-                } => self.session_input(session_id, SessionInput::Deliver(message), o),
-                HubOutput::Terminate {
-                    session_id,
-                    code,
-                    reason,
-                } => self.session_input(session_id, SessionInput::Terminate { code, reason }, o),
-                HubOutput::Drain {
-                    session_id,
-                    reconnect_after,
-                } => self.session_input(session_id, SessionInput::Drain { reconnect_after }, o),
-                HubOutput::StatusChanged { .. } => {}
-                HubOutput::CommandChanged {
-                    request_id, state, ..
-                } => {
-                    if let Some(c) = self.store.commands.get_mut(&request_id) {
-                        c.state = state;
-                    }
-                    if state.is_terminal() {
-                        *self.store.terminal_writes.entry(request_id).or_default() += 1;
-                    }
+    fn perform_hub(&mut self, output: HubOutput) {
+        match output {
+            HubOutput::CommandChanged {
+                request_id, state, ..
+            } => {
+                if let Some(c) = self.store.commands.get_mut(&request_id) {
+                    c.state = state;
+                }
+                if state.is_terminal() {
+                    *self.store.terminal_writes.entry(request_id).or_default() += 1;
                 }
             }
+            HubOutput::RecordResult {
+                session_id,
+                node_id,
+                result,
+            } => {
+                let owner = self
+                    .store
+                    .commands
+                    .get(&result.request_id)
+                    .map(|c| c.node_id);
+                let record = if owner.is_some_and(|owner| owner != node_id) {
+                    ResultRecord::WrongNode
+                } else {
+                    // Which result was first does not change what follows.
+                    ResultRecord::Stored { first: true }
+                };
+                let input = HubInput::ResultRecorded {
+                    session_id,
+                    node_id,
+                    result,
+                    record,
+                };
+                self.central.hub_input(self.now, input);
+            }
+            // One central process: presence is this hub's own.
+            HubOutput::Claim {
+                node_id,
+                session_id,
+            } => {
+                let input = HubInput::TakenOver {
+                    sessions: vec![(node_id, session_id)],
+                    commands: vec![],
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::Vacate {
+                node_id,
+                session_id,
+            } => {
+                let input = HubInput::Vacated {
+                    node_id,
+                    session_id,
+                    presence: Some(Presence::Nobody),
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::Locate { node_id } => {
+                let presence = self.central.hub.live_session(node_id).map(Presence::Here);
+                let input = HubInput::Located {
+                    node_id,
+                    presence: Some(presence.unwrap_or(Presence::Nobody)),
+                };
+                self.central.hub_input(self.now, input);
+            }
+            HubOutput::StatusChanged { .. }
+            | HubOutput::ExpireQueued { .. }
+            | HubOutput::Alarm(_)
+            | HubOutput::ToSession { .. } => {}
         }
     }
 
     /// Re-arms the engine timer and saves the store.
     fn finish(&mut self, o: &mut Out<ModelActor>) {
-        if self.next_deadline().is_some() {
+        if self.central.poll_timeout().is_some() {
             o.set_timer(Tick::Engine, instant());
         } else {
             o.cancel_timer(Tick::Engine);
@@ -416,52 +415,38 @@ impl CentralState {
         o.save(ModelStorage::Central(self.store.clone()));
     }
 
-    fn next_deadline(&self) -> Option<Timestamp> {
-        self.sessions
-            .values()
-            .filter_map(|l| l.session.poll_timeout())
-            .chain(self.hub.poll_timeout())
-            .min()
-    }
-
     /// How long until the next deadline.
     pub fn next_delay(&self) -> Option<Duration> {
-        self.next_deadline().map(|t| t.saturating_since(self.now))
+        self.central
+            .poll_timeout()
+            .map(|t| t.saturating_since(self.now))
     }
 
     /// Live (open) sessions per node.
     pub fn open_sessions(&self) -> BTreeMap<NodeId, usize> {
-        let mut open = BTreeMap::new();
-        for live in self.sessions.values().filter(|l| l.session.is_open()) {
-            *open.entry(live.session.node_id()).or_default() += 1;
-        }
-        open
+        self.central.open_sessions()
     }
 
     fn key(&self) -> impl Hash + Eq + '_ {
         let sessions: Vec<_> = self
+            .central
             .sessions
-            .values()
-            .map(|l| {
-                let timers: Vec<_> = l
-                    .session
+            .iter()
+            .map(|(id, s)| {
+                let timers: Vec<_> = s
                     .timers()
                     .map(|(t, at)| (*t, at.saturating_since(self.now)))
                     .collect();
-                (
-                    l.agent,
-                    l.conn,
-                    l.session.node_id(),
-                    l.session.is_open(),
-                    timers,
-                )
+                (self.links.get(id), s.node_id(), s.is_open(), timers)
             })
             .collect();
-        let hub_due = self
+        let hub_timers: Vec<_> = self
+            .central
             .hub
-            .poll_timeout()
-            .map(|t| t.saturating_since(self.now));
-        (sessions, hub_due, self.store.key(), &self.closed)
+            .timers()
+            .map(|(t, at)| (*t, at.saturating_since(self.now)))
+            .collect();
+        (sessions, hub_timers, self.store.key(), &self.closed)
     }
 }
 

@@ -38,7 +38,10 @@ pub enum Wire {
     /// A text frame, either way.
     Text { conn: Conn, text: String },
     /// A close frame (with a code) or a reset (without), either way.
-    Closed { conn: Conn, code: Option<u16> },
+    Closed {
+        conn: Conn,
+        code: Option<crate::transport::CloseCode>,
+    },
 }
 
 /// The actors' timers.

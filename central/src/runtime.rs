@@ -1,4 +1,5 @@
-//! `nap-central serve`: binds the agent and API listeners, runs until a
+//! `nap-central serve`: opens the store, wires the handles (effects, hub,
+//! cluster link, agent endpoint, API), binds the listeners, runs until a
 //! signal, then drains agents, closes with 1001 and flushes storage.
 
 use std::net::SocketAddr;
@@ -6,16 +7,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use nap_core::central::HubInput;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
-use crate::app::App;
+use crate::agents::AgentEndpoint;
+use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::ServeConfig;
+use crate::effects::Effects;
+use crate::events::Events;
+use crate::hub::{ClusterLink, HubHandle};
+use crate::metrics::Metrics;
+use crate::store::{AnyStore, Storage};
 
 /// A started central.
 #[derive(Debug)]
 pub struct Running {
-    pub app: Arc<App>,
+    pub hub: HubHandle,
+    pub config: ServeConfig,
+    /// Upgrades in flight; exhausted, new ones get 503.
+    pub handshakes: Arc<Semaphore>,
     pub agent_addr: SocketAddr,
     pub api_addr: SocketAddr,
     stop: watch::Sender<bool>,
@@ -40,6 +52,15 @@ pub(crate) fn bind(addr: SocketAddr, shared: bool) -> anyhow::Result<TcpListener
     Ok(socket.listen(4096)?)
 }
 
+/// A seed for the hub's PRNG: each process draws differently.
+fn seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::warn!("no randomness for the hub's seed; using 0");
+    }
+    u64::from_le_bytes(bytes)
+}
+
 /// Opens storage, restores open commands, binds and serves.
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
@@ -48,22 +69,54 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let api_listener = bind(config.api_listen, shared)?;
     let agent_addr = agent_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
-    let app = App::start(config).await?;
-    let restored = app.restore_commands().await?;
+
+    let store = AnyStore::open(&config.db, config.db_pool).await?;
+    store.migrate().await?;
+    let cluster = match &config.redis {
+        Some(url) => Some(
+            Cluster::connect(url, &config.redis_prefix)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to Redis at {url}: {e}"))?,
+        ),
+        None => None,
+    };
+    let clock = Clock::default();
+    let effects = Effects::start(
+        &config,
+        store,
+        Arc::new(Metrics::new()),
+        Events::new(),
+        clock,
+    );
+    let link = cluster.map(|c| ClusterLink::new(c, config.max_connections));
+    let hub = HubHandle::start(config.hub_config(seed()), effects, link);
+    hub.watch_revocations();
+    let restored = hub.restore_commands().await?;
     if restored > 0 {
         tracing::info!(restored, "open commands restored from the store");
     }
+
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes.max(1)));
+    let endpoint = Arc::new(AgentEndpoint {
+        hub: hub.clone(),
+        session_config: config.session_config(),
+        handshakes: Arc::clone(&handshakes),
+        max_handshakes: config.max_handshakes,
+        max_connections: config.max_connections,
+        shared_port: shared,
+        artifacts: config.artifacts.clone(),
+    });
     let (stop, stopped) = watch::channel(false);
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let agents = tokio::spawn(crate::endpoint::serve(
-        Arc::clone(&app),
+    let agents = tokio::spawn(crate::agents::serve(
+        endpoint,
         agent_listener,
         tls,
         wait(stopped.clone()),
     ));
-    let router = crate::api::router(Arc::clone(&app));
+    let router = crate::api::router(hub.clone());
     let api_stop = wait(stopped);
     let api = tokio::spawn(async move {
         if let Err(e) = axum::serve(api_listener, router)
@@ -75,7 +128,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     });
     tracing::info!(%agent_addr, %api_addr, "nap-central is serving");
     Ok(Running {
-        app,
+        hub,
+        config,
+        handshakes,
         agent_addr,
         api_addr,
         stop,
@@ -84,16 +139,29 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 }
 
 impl Running {
+    pub fn store(&self) -> &AnyStore {
+        &self.hub.effects().store
+    }
+
+    pub fn events(&self) -> &Events {
+        &self.hub.effects().events
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.hub.effects().metrics
+    }
+
     /// Graceful shutdown: stop accepting, drain every agent (each is told
     /// when to come back, then closed with 1001), flush telemetry.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        self.app.with_hub(|hub, now| hub.drain(now));
+        self.hub.input(HubInput::Drain);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while self.app.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+        let effects = self.hub.effects();
+        while effects.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        while self.app.ingest.depth() > 0 && tokio::time::Instant::now() < deadline {
+        while effects.telemetry.depth() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for task in self.tasks {

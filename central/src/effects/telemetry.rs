@@ -12,14 +12,20 @@ use nap_core::central::SessionInput;
 use nap_core::wire::Telemetry;
 use tokio::sync::mpsc;
 
-use crate::app::{App, AppEvent};
-use crate::store::Storage;
+use crate::events::{AppEvent, Events};
+use crate::metrics::Metrics;
+use crate::store::{AnyStore, Storage};
+
+/// Where a session's inputs go. Inputs travel boxed: a channel allocates its
+/// slots 32 at a time, and 32 unboxed inputs are kilobytes that every idle
+/// connection would hold; boxed, a quarter of a KiB.
+pub type Inbox = mpsc::Sender<Box<SessionInput>>;
 
 /// One queued sample and where its ack goes.
 #[derive(Debug)]
 pub struct Pending {
     pub telemetry: Telemetry,
-    pub session: crate::connection::Inbox,
+    pub session: Inbox,
     pub received: Instant,
 }
 
@@ -28,18 +34,36 @@ pub struct Pending {
 pub struct Ingest {
     tx: mpsc::Sender<Pending>,
     capacity: usize,
+    metrics: Arc<Metrics>,
+}
+
+/// Starts the writer.
+pub(super) fn start(
+    capacity: usize,
+    batch: usize,
+    store: AnyStore,
+    metrics: Arc<Metrics>,
+    events: Events,
+) -> Ingest {
+    let capacity = capacity.max(1);
+    let (tx, rx) = mpsc::channel(capacity);
+    let ingest = Ingest {
+        tx,
+        capacity,
+        metrics: Arc::clone(&metrics),
+    };
+    tokio::spawn(run(ingest.clone(), batch, store, metrics, events, rx));
+    ingest
 }
 
 impl Ingest {
-    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Pending>) {
-        let capacity = capacity.max(1);
-        let (tx, rx) = mpsc::channel(capacity);
-        (Self { tx, capacity }, rx)
-    }
-
     /// Queues a sample; false when the queue is full (the sample is refused).
     pub fn submit(&self, pending: Pending) -> bool {
-        self.tx.try_send(pending).is_ok()
+        let accepted = self.tx.try_send(pending).is_ok();
+        if !accepted {
+            self.metrics.telemetry_refused.inc();
+        }
+        accepted
     }
 
     /// Samples waiting.
@@ -49,8 +73,15 @@ impl Ingest {
 }
 
 /// The writer task.
-pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Pending>) {
-    let max = app.config.ingest_batch.max(1);
+async fn run(
+    ingest: Ingest,
+    max: usize,
+    store: AnyStore,
+    metrics: Arc<Metrics>,
+    events: Events,
+    mut rx: mpsc::Receiver<Pending>,
+) {
+    let max = max.max(1);
     let mut batch: Vec<Pending> = Vec::with_capacity(max);
     loop {
         let Some(first) = rx.recv().await else { return };
@@ -63,19 +94,19 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Pending>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        app.metrics
+        metrics
             .ingest_queue_depth
-            .set(i64::try_from(app.ingest.depth()).unwrap_or(i64::MAX));
-        write_with_retries(&app, &batch).await;
+            .set(i64::try_from(ingest.depth()).unwrap_or(i64::MAX));
+        write_with_retries(&ingest, &store, &metrics, &events, &batch).await;
         for p in batch.drain(..) {
             let timestamp = p.telemetry.timestamp;
             let _ = p
                 .session
                 .try_send(Box::new(SessionInput::TelemetryStored(timestamp)));
-            app.metrics
+            metrics
                 .ingest_latency
                 .observe(p.received.elapsed().as_secs_f64());
-            app.emit(AppEvent::TelemetryStored {
+            events.emit(AppEvent::TelemetryStored {
                 node_id: p.telemetry.node_id,
                 timestamp,
             });
@@ -83,24 +114,32 @@ pub async fn run(app: Arc<App>, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-async fn write_with_retries(app: &App, batch: &[Pending]) {
+/// Retried for as long as the database refuses: the samples stay unacked
+/// meanwhile, and past the queue's bound new ones are refused (not acked).
+async fn write_with_retries(
+    ingest: &Ingest,
+    store: &AnyStore,
+    metrics: &Metrics,
+    events: &Events,
+    batch: &[Pending],
+) {
     let rows: Vec<Telemetry> = batch.iter().map(|p| p.telemetry.clone()).collect();
     let mut delay = Duration::from_millis(100);
     loop {
-        match app.store.insert_telemetry(&rows).await {
+        match store.insert_telemetry(&rows).await {
             Ok(inserted) => {
-                app.metrics.telemetry_rows.inc_by(inserted);
+                metrics.telemetry_rows.inc_by(inserted);
                 return;
             }
             Err(e) => {
-                app.metrics.db_error("insert_telemetry");
-                app.emit(AppEvent::StorageError {
+                metrics.db_error("insert_telemetry");
+                events.emit(AppEvent::StorageError {
                     operation: "insert_telemetry",
                 });
                 tracing::error!(
                     error = %e,
                     rows = rows.len(),
-                    queued = app.ingest.depth(),
+                    queued = ingest.depth(),
                     "telemetry write failed; retrying in {delay:?} (samples stay unacked meanwhile)"
                 );
                 tokio::time::sleep(delay).await;

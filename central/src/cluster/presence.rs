@@ -1,47 +1,35 @@
-//! Several central processes as one (DESIGN.md §5). Redis holds presence —
-//! which instance, and which of its sessions, holds each node, with a time
-//! to live the holder keeps refreshing — and carries notices between
-//! instances over pub/sub: a node's claim by the instance it has just
-//! connected to (the previous holder lets go: its session closes with 4002
-//! and its hub forgets the node's commands), and commands for a node that
-//! another instance holds.
+//! Presence and the notices between central processes, in Redis
+//! (DESIGN.md §5). Redis holds which process, and which of its sessions,
+//! holds each node, with a time to live the holder keeps refreshing, and
+//! carries notices over pub/sub: a node's claim by the process it has just
+//! connected to, and commands for a node that another process holds.
 //!
-//! The store stays the authority on commands. An instance that takes a node
-//! claims it in Redis first and then loads the node's open commands from the
-//! store; an instance that submits a command writes it to the store first
-//! and then reads presence. Whichever comes second sees the other's write,
-//! so a command never waits in the store for a node that is online. The
-//! store writes a command's terminal state at most once, whichever instance
-//! reports it. Commands for offline nodes wait in the store, not in a hub;
-//! a sweep expires the old ones.
+//! This module only talks to Redis. What a claim or a vacated presence
+//! means is the hub's decision (nap-core); the driver turns answers into hub
+//! inputs. The store stays the authority on commands: a process that takes
+//! a node claims it here first and then loads the node's open commands; a
+//! process that submits a command writes it to the store first and then
+//! reads presence, so whichever comes second sees the other's write.
 //!
 //! Redis going away does not stop central: admissions and local commands go
 //! on, presence is written again by the next refresh, and commands for nodes
-//! on other instances wait in the store until their nodes reconnect.
+//! on other processes wait in the store until their nodes reconnect.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt as _;
-use nap_core::central::CommandState;
+use nap_core::central::Presence;
 use nap_core::wire::CentralMessage;
 use nap_core::{NodeId, RequestId, SessionId, WallTime};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-
-use crate::app::{App, AppEvent};
-use crate::store::Storage;
 
 /// How long a presence entry lives without a refresh. Holders refresh every
 /// third of it, so an instance that dies leaves entries for at most this long.
-const PRESENCE_TTL: Duration = Duration::from_secs(60);
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
 
 /// Keys per refresh call and per presence lookup.
 const CHUNK: usize = 1000;
-
-/// How often the store is swept for commands nobody will deliver.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Sets each key to its value if it is unset, extends it if it holds that
 /// value, and leaves it alone if another holder has it.
@@ -81,7 +69,7 @@ pub struct Dispatch {
 /// What instances tell each other.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Notice {
+pub enum Notice {
     /// `instance` has just taken the node.
     Claimed { instance: String, node_id: NodeId },
     /// Commands for nodes the receiving instance holds.
@@ -98,12 +86,23 @@ pub enum Holder {
     Elsewhere(String),
 }
 
+impl Holder {
+    /// What the hub needs to know of it.
+    pub fn presence(&self) -> Presence {
+        match self {
+            Self::Nobody => Presence::Nobody,
+            Self::Here(session) => Presence::Here(*session),
+            Self::Elsewhere(_) => Presence::Elsewhere,
+        }
+    }
+}
+
 /// This instance's handle on the cluster.
 #[derive(Clone)]
 pub struct Cluster {
     instance: String,
     prefix: String,
-    client: redis::Client,
+    pub(super) client: redis::Client,
     conn: ConnectionManager,
     refresh: Arc<redis::Script>,
     vacate: Arc<redis::Script>,
@@ -168,11 +167,11 @@ impl Cluster {
         }
     }
 
-    fn claims_channel(&self) -> String {
+    pub(super) fn claims_channel(&self) -> String {
         format!("{}:claims", self.prefix)
     }
 
-    fn inbox(&self, instance: &str) -> String {
+    pub(super) fn inbox(&self, instance: &str) -> String {
         format!("{}:instance:{instance}", self.prefix)
     }
 
@@ -273,149 +272,7 @@ impl Cluster {
     }
 }
 
+/// A notice's wire form.
 fn encode(notice: &Notice) -> String {
     serde_json::to_string(notice).unwrap_or_default()
-}
-
-/// Sessions started here, waiting to be claimed.
-pub type TakeOvers = mpsc::Sender<(NodeId, SessionId)>;
-
-/// Admissions claimed and loaded per batch.
-const TAKE_OVER_BATCH: usize = 512;
-
-/// Starts the take-overs, the listener, the presence refresher and the
-/// store sweep.
-pub fn start(app: &Arc<App>, cluster: &Cluster, takeovers: mpsc::Receiver<(NodeId, SessionId)>) {
-    tokio::spawn(take_overs(Arc::clone(app), cluster.clone(), takeovers));
-    tokio::spawn(listen(Arc::clone(app), cluster.clone()));
-    tokio::spawn(refresh_presence(Arc::clone(app), cluster.clone()));
-    tokio::spawn(sweep(Arc::clone(app)));
-}
-
-/// Claims nodes whose sessions have started here and loads their open
-/// commands from the store — in that order (see the module's comment). What
-/// queued up meanwhile goes together: a fleet reconnecting costs one Redis
-/// round trip and one query per batch, not one of each per node.
-async fn take_overs(app: Arc<App>, cluster: Cluster, mut rx: mpsc::Receiver<(NodeId, SessionId)>) {
-    let mut batch = Vec::with_capacity(TAKE_OVER_BATCH);
-    while rx.recv_many(&mut batch, TAKE_OVER_BATCH).await > 0 {
-        if let Err(e) = cluster.claim(&batch).await {
-            app.metrics.db_error("redis_claim");
-            tracing::warn!(error = %e, nodes = batch.len(), "cannot claim nodes in Redis; the next presence refresh will");
-        }
-        let nodes: Vec<NodeId> = batch.iter().map(|(n, _)| *n).collect();
-        let mut delay = Duration::from_millis(100);
-        let open = loop {
-            match app.store.open_commands_for(nodes.clone()).await {
-                Ok(open) => break open,
-                Err(e) => {
-                    app.metrics.db_error("open_commands");
-                    tracing::error!(error = %e, nodes = nodes.len(), "cannot load open commands; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        };
-        app.submit_open(&batch, open);
-        for (node_id, session_id) in batch.drain(..) {
-            app.emit(AppEvent::TakenOver {
-                node_id,
-                session_id,
-            });
-        }
-    }
-}
-
-/// Receives claims and commands, resubscribing after Redis comes back.
-async fn listen(app: Arc<App>, cluster: Cluster) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match subscribe(&cluster).await {
-            Ok(mut pubsub) => {
-                delay = Duration::from_millis(250);
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    on_notice(&app, &cluster, message.get_payload_bytes()).await;
-                }
-                tracing::warn!("the Redis subscription ended; subscribing again");
-            }
-            Err(e) => {
-                app.metrics.db_error("redis_subscribe");
-                tracing::warn!(error = %e, "cannot subscribe to Redis; retrying in {delay:?}");
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
-    }
-}
-
-async fn subscribe(cluster: &Cluster) -> redis::RedisResult<redis::aio::PubSub> {
-    let mut pubsub = cluster.client.get_async_pubsub().await?;
-    pubsub.subscribe(cluster.claims_channel()).await?;
-    pubsub.subscribe(cluster.inbox(&cluster.instance)).await?;
-    Ok(pubsub)
-}
-
-async fn on_notice(app: &Arc<App>, cluster: &Cluster, payload: &[u8]) {
-    match serde_json::from_slice::<Notice>(payload) {
-        Ok(Notice::Claimed { instance, node_id }) if instance != cluster.instance => {
-            let live_here = app.lock_hub().live_session(node_id).is_some();
-            // A node that left for another instance and came straight back
-            // must not be sent away by the older claim: ask who holds it now.
-            if live_here {
-                match cluster.locate(&[node_id]).await {
-                    Ok(holders) if matches!(holders.first(), Some(Holder::Here(_))) => return,
-                    Ok(_) => {}
-                    Err(e) => {
-                        app.metrics.db_error("redis_locate");
-                        tracing::warn!(error = %e, node = %node_id, "cannot confirm a claim; honouring it");
-                    }
-                }
-                tracing::info!(node = %node_id, %instance, "node taken by another instance: closing its session here with 4002");
-            }
-            app.with_hub(|hub, _| hub.release(node_id));
-        }
-        Ok(Notice::Claimed { .. }) => {}
-        Ok(Notice::Commands { commands }) => app.submit_here(commands),
-        Err(e) => tracing::warn!(error = %e, "an unreadable notice on the cluster channel"),
-    }
-}
-
-/// Refreshes the presence of every node held here, every third of its TTL.
-async fn refresh_presence(app: Arc<App>, cluster: Cluster) {
-    let mut every = tokio::time::interval(PRESENCE_TTL / 3);
-    loop {
-        every.tick().await;
-        let live: Vec<(NodeId, SessionId)> = app.lock_hub().live_sessions().collect();
-        if let Err(e) = cluster.refresh(&live).await {
-            app.metrics.db_error("redis_refresh");
-            tracing::warn!(error = %e, nodes = live.len(), "cannot refresh presence");
-        }
-    }
-}
-
-/// Expires commands that waited in the store for an offline node longer than
-/// their time to live. Every instance sweeps; the store changes each once.
-async fn sweep(app: Arc<App>) {
-    let ttl = nap_core::central::HubConfig::new("").command_ttl;
-    let mut every = tokio::time::interval(SWEEP_EVERY);
-    loop {
-        every.tick().await;
-        let now = app.clock.wall();
-        let before = now.add_millis(-i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-        match app.store.expire_queued_commands(before, now).await {
-            Ok(expired) => {
-                for request_id in expired {
-                    app.emit(AppEvent::Command {
-                        request_id,
-                        state: CommandState::Expired,
-                    });
-                }
-            }
-            Err(e) => {
-                app.metrics.db_error("expire_commands");
-                tracing::warn!(error = %e, "cannot expire old queued commands");
-            }
-        }
-    }
 }

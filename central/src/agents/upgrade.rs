@@ -1,0 +1,254 @@
+//! The agent endpoint's HTTP side: a request must be a WebSocket upgrade to
+//! `/v1/agent` with subprotocol `nap.v1` and a node token. The hub decides
+//! on it before the upgrade completes — an address that failed too often is
+//! refused (429), saturated handshakes get 503 with the hub's `Retry-After`,
+//! a refused token gets 401 after the hub's penalty delay — and this file
+//! only reads the request and writes the answer. The same listener serves
+//! agent update artifacts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use nap_core::central::{
+    Admission, Admit, Refusal, RefusalKind, TokenCheck, TokenIdElsewhere, Upgrade,
+};
+use nap_core::{SessionId, WallTime};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::AgentEndpoint;
+use crate::events::AppEvent;
+use crate::metrics::{Outcome, Reason};
+
+pub(super) type Body = Full<Bytes>;
+
+pub(super) fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
+    response(status, serde_json::json!({ "error": message }).to_string())
+}
+
+pub(super) async fn handle(
+    endpoint: Arc<AgentEndpoint>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let path = req.uri().path().to_owned();
+    let response = if path == nap_core::AGENT_PATH {
+        upgrade(endpoint, peer, req).await
+    } else if let Some(rest) = path.strip_prefix("/v1/artifacts/nap-agent/") {
+        super::artifacts::serve(&endpoint, peer, &req, rest).await
+    } else {
+        error(StatusCode::NOT_FOUND, "no such endpoint")
+    };
+    Ok(response)
+}
+
+pub(super) fn bearer(req: &Request<Incoming>) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|part| part.trim().eq_ignore_ascii_case(token))
+        })
+    })
+}
+
+/// The answer to a refused upgrade, held as long as the hub says.
+pub(super) async fn refused(endpoint: &AgentEndpoint, refusal: Refusal) -> Response<Body> {
+    let metrics = endpoint.metrics();
+    let outcome = match refusal.kind {
+        RefusalKind::Unauthorized => {
+            metrics
+                .auth_failures
+                .get_or_create(&Reason {
+                    reason: refusal.reason.into(),
+                })
+                .inc();
+            endpoint.hub.effects().events.emit(AppEvent::AuthFailed {
+                reason: refusal.reason,
+            });
+            "unauthorized"
+        }
+        RefusalKind::Throttled => "throttled",
+        RefusalKind::Busy => "busy",
+    };
+    metrics
+        .handshakes
+        .get_or_create(&Outcome {
+            outcome: outcome.into(),
+        })
+        .inc();
+    if !refusal.hold.is_zero() {
+        tokio::time::sleep(refusal.hold).await;
+    }
+    let status =
+        StatusCode::from_u16(refusal.kind.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let message = match refusal.kind {
+        RefusalKind::Unauthorized => refusal.reason,
+        RefusalKind::Throttled => "too many failed attempts from this address",
+        RefusalKind::Busy => "too many handshakes in flight",
+    };
+    let mut r = error(status, message);
+    if let Some(after) = refusal.retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
+    }
+    r
+}
+
+async fn upgrade(
+    endpoint: Arc<AgentEndpoint>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    if let Some(refusal) = endpoint.hub.screen(Some(peer.ip())) {
+        return refused(&endpoint, refusal).await;
+    }
+    let Ok(permit) = Arc::clone(&endpoint.handshakes).try_acquire_owned() else {
+        let refusal = endpoint.hub.busy();
+        return refused(&endpoint, refusal).await;
+    };
+    let metrics = endpoint.metrics();
+    metrics.handshakes_in_flight.inc();
+    let outcome = admit(&endpoint, peer, &mut req).await;
+    metrics.handshakes_in_flight.dec();
+    let (response, admission) = match outcome {
+        Ok(pair) => pair,
+        Err(response) => return response,
+    };
+    let upgrade = hyper::upgrade::on(req);
+    let session = Arc::clone(&endpoint);
+    tokio::spawn(async move {
+        match upgrade.await {
+            Ok(upgraded) => {
+                let config = session.session_config.clone();
+                super::session::run(session.hub.clone(), config, upgraded, admission, permit).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade did not complete");
+                super::session::never_opened(&session.hub, admission);
+            }
+        }
+    });
+    metrics
+        .handshakes
+        .get_or_create(&Outcome {
+            outcome: "accepted".into(),
+        })
+        .inc();
+    response
+}
+
+async fn admit(
+    endpoint: &AgentEndpoint,
+    peer: SocketAddr,
+    req: &mut Request<Incoming>,
+) -> Result<(Response<Body>, Admission), Response<Body>> {
+    let is_upgrade = header_has(req, header::CONNECTION, "upgrade")
+        && header_has(req, header::UPGRADE, "websocket");
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let (true, Some(key), true) = (
+        is_upgrade && req.method() == hyper::Method::GET,
+        key,
+        version_ok,
+    ) else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)",
+        ));
+    };
+    if !header_has(
+        req,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        nap_core::PROTOCOL_VERSION,
+    ) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "subprotocol nap.v1 is required",
+        ));
+    }
+    let token = match bearer(req) {
+        Some(token) => Some(super::tokens::inspect(&endpoint.hub.effects().store, token).await),
+        None => None,
+    };
+    let elsewhere = match &token {
+        Some(check) => token_id_elsewhere(endpoint, check).await,
+        None => TokenIdElsewhere::Unused,
+    };
+    let upgrade = Upgrade {
+        session_id: SessionId::from(uuid::Uuid::new_v4()),
+        peer: Some(peer.ip()),
+        token,
+        elsewhere,
+    };
+    let admission = match endpoint.hub.admit(&upgrade) {
+        Admit::Accepted(admission) => admission,
+        Admit::Refused(refusal) => return Err(refused(endpoint, refusal).await),
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = r.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(nap_core::PROTOCOL_VERSION),
+    );
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept)
+            .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "bad key"))?,
+    );
+    Ok((r, admission))
+}
+
+/// With several processes, a verified token's id is spent in Redis too; the
+/// hub decides what the answer means (and what to do when Redis cannot say).
+async fn token_id_elsewhere(endpoint: &AgentEndpoint, check: &TokenCheck) -> TokenIdElsewhere {
+    let (Some(link), Some(claims), true) =
+        (endpoint.hub.cluster(), &check.claims, check.signature_valid)
+    else {
+        return TokenIdElsewhere::Unused;
+    };
+    let Some(expires_at) = WallTime::from_unix_millis(claims.exp.saturating_mul(1000)) else {
+        return TokenIdElsewhere::Unused; // the hub refuses it
+    };
+    let skew = endpoint.hub.read(|hub| hub.config().auth.max_skew);
+    match link
+        .cluster()
+        .consume_token_id(&claims.jti, expires_at, skew)
+        .await
+    {
+        Ok(true) => TokenIdElsewhere::Unused,
+        Ok(false) => TokenIdElsewhere::Used,
+        Err(e) => {
+            endpoint.metrics().db_error("redis_jti");
+            tracing::warn!(error = %e, "cannot check the token id across the cluster");
+            TokenIdElsewhere::Unknown
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The operator HTTP API under `/api/v1` (spec/openapi.json): one file per
+//! resource. Bearer API tokens carry a role: viewers read, operators also
+//! send commands, admins also manage nodes. Every error is JSON
+//! `{"error": "..."}`.
+
+mod caller;
+mod commands;
+mod error;
+mod nodes;
+mod records;
+mod system;
+pub mod tokens;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::hub::HubHandle;
+
+pub use error::ApiError;
+
+/// The committed OpenAPI document, served as is.
+pub const OPENAPI: &str = include_str!("../../../spec/openapi.json");
+
+/// The API router.
+pub fn router(hub: HubHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/api/v1/openapi.json", get(system::openapi))
+        .route("/api/v1/nodes", get(nodes::list_nodes))
+        .route("/api/v1/nodes/{id}", get(nodes::get_node))
+        .route("/api/v1/nodes/{id}/telemetry", get(nodes::telemetry))
+        .route(
+            "/api/v1/nodes/{id}/commands",
+            post(commands::submit_command),
+        )
+        .route(
+            "/api/v1/commands/broadcast",
+            post(commands::broadcast).layer(DefaultBodyLimit::max(commands::BROADCAST_BODY_LIMIT)),
+        )
+        .route("/api/v1/commands/{id}", get(commands::get_command))
+        .route("/api/v1/alerts", get(records::alerts))
+        .route("/api/v1/audit", get(records::audit))
+        .with_state(hub)
+}
+
+/// Route paths, for the test that the OpenAPI document covers them all.
+pub const ROUTES: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/nodes",
+    "/api/v1/nodes/{id}",
+    "/api/v1/nodes/{id}/telemetry",
+    "/api/v1/nodes/{id}/commands",
+    "/api/v1/commands/broadcast",
+    "/api/v1/commands/{id}",
+    "/api/v1/alerts",
+    "/api/v1/audit",
+];

@@ -1,0 +1,134 @@
+//! Administrator alarms (refused node tokens, critical alerts): stored as
+//! events — a refused token also in the audit chain — and, when a webhook is
+//! configured, POSTed to it as JSON: queued (bounded), retried with backoff,
+//! never blocking the caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use nap_core::central::Alarm;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::clock::Clock;
+use crate::metrics::{Metrics, Outcome};
+use crate::store::{AnyStore, Storage};
+
+/// Webhook deliveries waiting.
+const QUEUE: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub(super) struct Alarms {
+    webhook: Option<mpsc::Sender<Value>>,
+    store: AnyStore,
+    metrics: Arc<Metrics>,
+    clock: Clock,
+}
+
+impl Alarms {
+    pub(super) fn start(
+        webhook: Option<String>,
+        store: AnyStore,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        let webhook = webhook.map(|url| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(deliver(Arc::clone(&metrics), url, rx));
+            tx
+        });
+        Self {
+            webhook,
+            store,
+            metrics,
+            clock,
+        }
+    }
+
+    pub(super) fn raise(&self, alarm: Alarm) {
+        let at = self.clock.wall();
+        let kind = alarm.kind();
+        let detail = detail(&alarm);
+        let body = json!({ "kind": kind, "at": at, "detail": detail });
+        if let Some(tx) = &self.webhook
+            && tx.try_send(body).is_err()
+        {
+            self.metrics
+                .notifications
+                .get_or_create(&Outcome {
+                    outcome: "dropped".into(),
+                })
+                .inc();
+            tracing::warn!(
+                kind,
+                "admin notification queue full; webhook delivery dropped (the event is stored)"
+            );
+        }
+        let (store, metrics) = (self.store.clone(), Arc::clone(&self.metrics));
+        tokio::spawn(async move {
+            if let Alarm::AuthRefused { peer, .. } = &alarm {
+                let subject = peer.map(|p| p.to_string()).unwrap_or_default();
+                if let Err(e) = store
+                    .append_audit("agent", "auth.refused", &subject, detail.clone(), at)
+                    .await
+                {
+                    metrics.db_error("audit");
+                    tracing::error!(error = %e, "could not audit a refused token");
+                }
+            }
+            if let Err(e) = store.insert_event(kind, detail, at).await {
+                metrics.db_error("insert_event");
+                tracing::error!(error = %e, kind, "could not store an admin event");
+            }
+        });
+    }
+}
+
+fn detail(alarm: &Alarm) -> Value {
+    match alarm {
+        Alarm::AuthRefused { reason, peer } => {
+            json!({ "reason": reason, "peer": peer.map(|p| p.to_string()) })
+        }
+        Alarm::CriticalAlert { node_id, alert } => json!({ "nodeId": node_id, "alert": alert }),
+    }
+}
+
+async fn deliver(metrics: Arc<Metrics>, url: String, mut rx: mpsc::Receiver<Value>) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    while let Some(body) = rx.recv().await {
+        let mut delay = Duration::from_secs(1);
+        let mut outcome = "failed";
+        for _attempt in 0..5 {
+            let request = hyper::Request::post(&url)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())));
+            let Ok(request) = request else {
+                outcome = "bad_url";
+                break;
+            };
+            match tokio::time::timeout(Duration::from_secs(10), client.request(request)).await {
+                Ok(Ok(response)) if response.status().is_success() => {
+                    outcome = "delivered";
+                    break;
+                }
+                Ok(Ok(response)) => {
+                    tracing::warn!(status = %response.status(), "webhook refused a notification")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "webhook unreachable"),
+                Err(_) => tracing::warn!("webhook timed out"),
+            }
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+        metrics
+            .notifications
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+}

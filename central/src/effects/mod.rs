@@ -1,0 +1,117 @@
+//! What the engines ask central to do, performed: store writes (state
+//! changes, telemetry, results, records), administrator alarms, and upkeep.
+//! Every effect that must not be lost retries with the one policy in
+//! [`retry`]; none decides anything about the protocol.
+
+mod alarms;
+mod maintenance;
+mod records;
+mod results;
+mod retry;
+mod state;
+pub mod telemetry;
+
+use std::sync::Arc;
+
+use nap_core::central::{Alarm, ResultRecord};
+use nap_core::wire::{AgentMessage, CommandResult};
+use nap_core::{NodeId, WallTime};
+
+use crate::clock::Clock;
+use crate::config::ServeConfig;
+use crate::events::{AppEvent, Events};
+use crate::metrics::Metrics;
+use crate::store::{AnyStore, StateChange, Storage};
+
+pub use retry::{RetryPolicy, retry};
+pub use telemetry::{Inbox, Ingest, Pending};
+
+/// The handle every driver performs effects through; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Effects {
+    pub store: AnyStore,
+    pub metrics: Arc<Metrics>,
+    pub events: Events,
+    pub clock: Clock,
+    pub telemetry: Ingest,
+    state: state::StateWriter,
+    alarms: alarms::Alarms,
+}
+
+impl Effects {
+    /// Starts the writers (state changes, telemetry), the webhook worker and
+    /// the store's upkeep.
+    pub fn start(
+        config: &ServeConfig,
+        store: AnyStore,
+        metrics: Arc<Metrics>,
+        events: Events,
+        clock: Clock,
+    ) -> Self {
+        let state = state::StateWriter::start(store.clone(), Arc::clone(&metrics), events.clone());
+        let telemetry = telemetry::start(
+            config.ingest_queue,
+            config.ingest_batch,
+            store.clone(),
+            Arc::clone(&metrics),
+            events.clone(),
+        );
+        let alarms = alarms::Alarms::start(
+            config.webhook.clone(),
+            store.clone(),
+            Arc::clone(&metrics),
+            clock,
+        );
+        maintenance::start(store.clone(), Arc::clone(&metrics), clock);
+        Self {
+            store,
+            metrics,
+            events,
+            clock,
+            telemetry,
+            state,
+            alarms,
+        }
+    }
+
+    /// Records a state change of the hub's, in order with the others.
+    pub fn state_change(&self, change: StateChange) {
+        self.state.queue(change);
+    }
+
+    /// Stores a command result unless its command belongs to another node.
+    pub async fn record_result(&self, node_id: NodeId, result: &CommandResult) -> ResultRecord {
+        results::record(self, node_id, result).await
+    }
+
+    /// Keeps an alert, a health report or a log line.
+    pub fn record(&self, node_id: NodeId, message: AgentMessage) {
+        records::record(self, node_id, message);
+    }
+
+    /// Tells an administrator.
+    pub fn alarm(&self, alarm: Alarm) {
+        self.alarms.raise(alarm);
+    }
+
+    /// Expires the commands still queued in the store that were created
+    /// before `created_before` (with several processes the store is the
+    /// offline queue).
+    pub async fn expire_queued(&self, created_before: WallTime) {
+        let now = self.clock.wall();
+        match self.store.expire_queued_commands(created_before, now).await {
+            Ok(expired) => {
+                for request_id in expired {
+                    self.events.emit(AppEvent::Command {
+                        request_id,
+                        state: nap_core::central::CommandState::Expired,
+                    });
+                }
+            }
+            Err(e) => {
+                self.metrics.db_error("expire_commands");
+                tracing::warn!(error = %e, "cannot expire old queued commands");
+            }
+        }
+    }
+}

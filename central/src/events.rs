@@ -1,0 +1,77 @@
+//! What central reports as it works, for tests and the simulator to wait on
+//! instead of sleeping. Status and command events are sent once the change
+//! is stored.
+
+use nap_core::central::CommandState;
+use nap_core::wire::NodeStatus;
+use nap_core::{NodeId, RequestId, SessionId, WallTime};
+use tokio::sync::broadcast;
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    SessionOpened {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    SessionClosed {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    Status {
+        node_id: NodeId,
+        status: NodeStatus,
+    },
+    Command {
+        request_id: RequestId,
+        state: CommandState,
+    },
+    /// With a cluster: this process has claimed the node and loaded its
+    /// open commands.
+    TakenOver {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    TelemetryStored {
+        node_id: NodeId,
+        timestamp: WallTime,
+    },
+    ResultStored {
+        request_id: RequestId,
+    },
+    AuthFailed {
+        reason: &'static str,
+    },
+    /// The agent listener stopped (at capacity) or started again.
+    Listening {
+        accepting: bool,
+    },
+    /// A write failed and will be retried (the database is down or refusing).
+    StorageError {
+        operation: &'static str,
+    },
+}
+
+/// Where events go; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events(broadcast::Sender<AppEvent>);
+
+impl Events {
+    pub fn new() -> Self {
+        Self(broadcast::channel(4096).0)
+    }
+
+    pub fn emit(&self, event: AppEvent) {
+        let _ = self.0.send(event);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
+        self.0.subscribe()
+    }
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}

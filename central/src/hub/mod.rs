@@ -1,0 +1,11 @@
+//! The driver side of the core's hub: the one lock around it, the routes to
+//! the sessions, the performing of its outputs, and the links that turn the
+//! store's and the cluster's news into hub inputs.
+
+mod cluster_link;
+mod dispatch;
+mod handle;
+mod watch;
+
+pub use cluster_link::ClusterLink;
+pub use handle::{HubHandle, inbox};

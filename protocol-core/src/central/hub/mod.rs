@@ -1,0 +1,829 @@
+//! The hub: what spans sessions. Admission (token checks, `jti` replay, the
+//! per-address penalty, the answer when saturated), the one live session per
+//! node (a newer one supersedes the older with 4002), node status, the
+//! command tracker with its terminal states, the offline queue, drain, and
+//! — with several central processes — when a node is let go to another.
+//!
+//! Sessions are separate engines owned by their connections; the hub names
+//! them by `SessionId` and talks to them only through [`ToHub`] and
+//! [`ToSession`]. What it needs done (store, claim, alarm) it asks for as
+//! [`HubOutput`]s and hears the outcome back as a [`HubInput`].
+
+mod admission;
+
+use core::net::IpAddr;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use crate::rng::Prng;
+use crate::timer::Timers;
+use crate::transport::CloseCode;
+use crate::wire::{CommandResult, NodeStatus};
+use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
+
+use super::alarm::Alarm;
+use super::auth::{AuthPolicy, AuthRejection, ReplayWindow, TokenCheck, check_token};
+use super::command::{CommandState, ResultRecord, Submission, TrackedCommand};
+use super::events::{ToHub, ToHubKind, ToSession, ToSessionKind};
+
+use admission::Throttle;
+pub use admission::{AdmissionConfig, Refusal, RefusalKind};
+
+/// Parameters of the hub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HubConfig {
+    pub auth: AuthPolicy,
+    pub admission: AdmissionConfig,
+    /// How long a command may wait for an offline node before it expires.
+    pub command_ttl: Duration,
+    /// How long past its own timeout central waits for a sent command's result.
+    pub result_grace: Duration,
+    /// How long a finished command stays in memory (the store keeps it for good).
+    pub finished_retention: Duration,
+    /// Commands queued per offline node; past this, new ones are undeliverable.
+    pub max_queued_per_node: usize,
+    /// Drain spreads reconnections at this many per second.
+    pub drain_rate_per_sec: u32,
+    /// The shortest drain delay.
+    pub drain_min: Duration,
+    /// One of several central processes (DESIGN.md §5): nodes are claimed
+    /// in presence when they connect, a session's end asks presence who holds
+    /// the node now, and commands for offline nodes wait in the store.
+    pub clustered: bool,
+    /// With `clustered`: how often the store is swept for queued commands
+    /// past their time to live (no hub holds a command for an offline node).
+    pub sweep_every: Duration,
+    /// Seed of the hub's PRNG (drain spread, `Retry-After` draws).
+    pub seed: u64,
+}
+
+impl HubConfig {
+    /// The defaults for `audience`.
+    pub fn new(audience: impl Into<String>) -> Self {
+        Self {
+            auth: AuthPolicy::new(audience),
+            admission: AdmissionConfig::default(),
+            command_ttl: Duration::from_secs(3600),
+            result_grace: Duration::from_secs(300),
+            finished_retention: Duration::from_secs(60),
+            max_queued_per_node: 1000,
+            drain_rate_per_sec: 200,
+            drain_min: Duration::from_secs(5),
+            clustered: false,
+            sweep_every: Duration::from_secs(60),
+            seed: 0,
+        }
+    }
+}
+
+/// What the cluster's shared record says of a token id (DESIGN.md §5: a
+/// token used at one process is refused at every other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenIdElsewhere {
+    /// Not seen by any process (or there is only this one).
+    Unused,
+    /// Another process (or this one, earlier) has spent it.
+    Used,
+    /// The shared record could not be asked: this hub's window decides alone
+    /// rather than locking the fleet out.
+    Unknown,
+}
+
+/// An upgrade to admit, with the driver's findings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upgrade {
+    /// The id the session gets if admitted.
+    pub session_id: SessionId,
+    pub peer: Option<IpAddr>,
+    /// The bearer token's findings; `None` when there was no token.
+    pub token: Option<TokenCheck>,
+    pub elsewhere: TokenIdElsewhere,
+}
+
+/// An admitted connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Admission {
+    pub node_id: NodeId,
+    pub session_id: SessionId,
+    pub token_expires_at: WallTime,
+}
+
+/// The hub's answer to an upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use]
+pub enum Admit {
+    /// Create the session ([`super::CentralSession::new`]).
+    Accepted(Admission),
+    /// Answer with this refusal.
+    Refused(Refusal),
+}
+
+/// Where presence says a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Presence {
+    Nobody,
+    /// This process, on this session.
+    Here(SessionId),
+    /// Another process.
+    Elsewhere,
+}
+
+/// An input to the hub.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubInput {
+    /// A wall-clock reading at this call's `now`.
+    WallClock(WallTime),
+    /// An event from one of this hub's sessions.
+    FromSession { session_id: SessionId, event: ToHub },
+    /// Commands to track: new ones, or those that were open when this
+    /// process started. Each is delivered at once if its node is online
+    /// here, queued otherwise.
+    Submit(Vec<Submission>),
+    /// With `clustered`: these sessions' nodes are claimed in presence, and
+    /// these are their open commands from the store (answer to
+    /// [`HubOutput::Claim`]).
+    TakenOver {
+        sessions: Vec<(NodeId, SessionId)>,
+        commands: Vec<Submission>,
+    },
+    /// An admitted upgrade never became a session (the upgrade failed).
+    NeverOpened(Admission),
+    /// An operator revoked the node.
+    Revoke(NodeId),
+    /// Central is shutting down: drain every live session.
+    Drain,
+    /// With `clustered`: another process claims the node.
+    ClaimedElsewhere(NodeId),
+    /// Who holds the node (answer to [`HubOutput::Locate`]); `None` when
+    /// presence could not be asked.
+    Located {
+        node_id: NodeId,
+        presence: Option<Presence>,
+    },
+    /// The ended session's presence is cleared if it was still its own, and
+    /// this is who holds the node (answer to [`HubOutput::Vacate`]).
+    Vacated {
+        node_id: NodeId,
+        session_id: SessionId,
+        presence: Option<Presence>,
+    },
+    /// What the store did with a result (answer to [`HubOutput::RecordResult`]).
+    ResultRecorded {
+        session_id: SessionId,
+        node_id: NodeId,
+        result: Box<CommandResult>,
+        record: ResultRecord,
+    },
+}
+
+/// Work for the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HubOutput {
+    /// Give this to the session as [`super::SessionInput::FromHub`].
+    ToSession {
+        session_id: SessionId,
+        event: ToSession,
+    },
+    /// Store: a node's status changed.
+    StatusChanged {
+        node_id: NodeId,
+        status: NodeStatus,
+        reason: Option<String>,
+    },
+    /// Store: a command changed state; terminal states are reported exactly once.
+    CommandChanged {
+        request_id: RequestId,
+        node_id: NodeId,
+        state: CommandState,
+    },
+    /// Store this result unless its command belongs to another node; answer
+    /// with [`HubInput::ResultRecorded`].
+    RecordResult {
+        session_id: SessionId,
+        node_id: NodeId,
+        result: Box<CommandResult>,
+    },
+    /// Cluster: claim the node for this session in presence, tell the other
+    /// processes, load its open commands; answer with [`HubInput::TakenOver`].
+    Claim {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    /// Cluster: clear the ended session's presence; answer with
+    /// [`HubInput::Vacated`].
+    Vacate {
+        node_id: NodeId,
+        session_id: SessionId,
+    },
+    /// Cluster: ask presence who holds the node; answer with [`HubInput::Located`].
+    Locate { node_id: NodeId },
+    /// Store: expire the commands still queued that were created before this.
+    ExpireQueued { created_before: WallTime },
+    /// Tell an administrator.
+    Alarm(Alarm),
+}
+
+/// The hub's named deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HubTimer {
+    /// A queued command's time to live, a sent command's result deadline,
+    /// or a finished command's time in memory.
+    Command(RequestId),
+    /// With `clustered`: the store sweep for expired queued commands.
+    Sweep,
+}
+
+/// The hub engine.
+#[derive(Debug, Clone)]
+pub struct CentralHub {
+    config: HubConfig,
+    rng: Prng,
+    anchor: WallAnchor,
+    now: Timestamp,
+    replay: ReplayWindow,
+    throttle: Throttle,
+    live: BTreeMap<NodeId, SessionId>,
+    status: BTreeMap<NodeId, NodeStatus>,
+    commands: BTreeMap<RequestId, TrackedCommand>,
+    queued: BTreeMap<NodeId, VecDeque<RequestId>>,
+    timers: Timers<HubTimer>,
+    out: VecDeque<HubOutput>,
+}
+
+impl CentralHub {
+    pub fn new(config: HubConfig) -> Self {
+        let mut timers = Timers::default();
+        if config.clustered {
+            timers.set(HubTimer::Sweep, Timestamp::ZERO + config.sweep_every);
+        }
+        Self {
+            rng: Prng::new(config.seed),
+            config,
+            anchor: WallAnchor::new(Timestamp::ZERO, WallTime::UNIX_EPOCH),
+            now: Timestamp::ZERO,
+            replay: ReplayWindow::default(),
+            throttle: Throttle::default(),
+            live: BTreeMap::new(),
+            status: BTreeMap::new(),
+            commands: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            timers,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The wall clock at `now`.
+    pub fn wall_at(&self, now: Timestamp) -> WallTime {
+        self.anchor.wall_at(now)
+    }
+
+    pub fn handle_input(&mut self, now: Timestamp, input: HubInput) {
+        self.advance(now);
+        match input {
+            HubInput::WallClock(wall) => self.anchor = WallAnchor::new(self.now, wall),
+            HubInput::FromSession { session_id, event } => self.on_session(session_id, event.0),
+            HubInput::Submit(commands) => {
+                for command in commands {
+                    self.submit(command);
+                }
+            }
+            HubInput::TakenOver { sessions, commands } => {
+                let held: BTreeMap<NodeId, SessionId> = sessions
+                    .into_iter()
+                    .filter(|(node, session)| self.live.get(node) == Some(session))
+                    .collect();
+                for command in commands {
+                    if held.contains_key(&command.node_id) {
+                        self.submit(command);
+                    }
+                }
+            }
+            HubInput::NeverOpened(admission) => {
+                self.session_closed(admission.node_id, admission.session_id);
+            }
+            HubInput::Revoke(node_id) => self.revoke(node_id),
+            HubInput::Drain => self.drain(),
+            HubInput::ClaimedElsewhere(node_id) => {
+                if self.live.contains_key(&node_id) {
+                    // A node that left for another process and came straight
+                    // back must not be sent away by the older claim.
+                    self.out.push_back(HubOutput::Locate { node_id });
+                } else {
+                    self.release(node_id);
+                }
+            }
+            HubInput::Located { node_id, presence } => match (presence, self.live.get(&node_id)) {
+                (Some(Presence::Here(held)), Some(live)) if held == *live => {}
+                // Held elsewhere, or presence cannot say: the claim stands.
+                _ => self.release(node_id),
+            },
+            HubInput::Vacated {
+                node_id,
+                session_id,
+                presence,
+            } => {
+                if presence == Some(Presence::Elsewhere) {
+                    // The new holder reports the node online; an offline
+                    // written here could land after it.
+                    self.release(node_id);
+                }
+                self.session_closed(node_id, session_id);
+            }
+            HubInput::ResultRecorded {
+                session_id,
+                node_id,
+                result,
+                record,
+            } => self.result_recorded(session_id, node_id, &result, record),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.advance(now);
+        while let Some(timer) = self.timers.pop_due(self.now) {
+            match timer {
+                HubTimer::Command(request_id) => self.command_due(request_id),
+                HubTimer::Sweep => {
+                    let ttl =
+                        i64::try_from(self.config.command_ttl.as_millis()).unwrap_or(i64::MAX);
+                    let created_before = self.anchor.wall_at(self.now).add_millis(-ttl);
+                    self.out
+                        .push_back(HubOutput::ExpireQueued { created_before });
+                    self.timers
+                        .set(HubTimer::Sweep, self.now + self.config.sweep_every);
+                }
+            }
+        }
+    }
+
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<HubOutput> {
+        self.out.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.next()
+    }
+
+    /// Every armed timer.
+    pub fn timers(&self) -> impl Iterator<Item = (&HubTimer, Timestamp)> {
+        self.timers.iter()
+    }
+
+    /// Screens an upgrade before anything else is done for it: an address
+    /// that failed too often lately is refused (429) without a token check.
+    pub fn screen(&mut self, now: Timestamp, peer: Option<IpAddr>) -> Option<Refusal> {
+        self.advance(now);
+        let blocked =
+            peer.is_some_and(|ip| self.throttle.blocked(&self.config.admission, self.now, ip));
+        blocked.then(|| admission::throttled(&self.config.admission))
+    }
+
+    /// The answer to an upgrade when handshakes are saturated (503, with a
+    /// `Retry-After` drawn from the configured range).
+    pub fn busy(&mut self, now: Timestamp) -> Refusal {
+        self.advance(now);
+        admission::busy(&self.config.admission, &mut self.rng)
+    }
+
+    /// Checks an upgrade's token. Admitted, the node's older session, if
+    /// any, is superseded (4002) and the new one becomes its live session;
+    /// the caller creates the session. Refused, the address is penalised and
+    /// an administrator told.
+    pub fn admit(&mut self, now: Timestamp, upgrade: &Upgrade) -> Admit {
+        self.advance(now);
+        let verdict = match &upgrade.token {
+            None => Err(AuthRejection::Missing),
+            Some(token) => self.accept_token(token, upgrade.elsewhere),
+        };
+        let valid = match verdict {
+            Ok(valid) => valid,
+            Err(rejection) => return Admit::Refused(self.refuse(upgrade.peer, rejection)),
+        };
+        if let Some(old) = self.live.insert(valid.node_id, upgrade.session_id) {
+            self.terminate(
+                old,
+                CloseCode::Superseded,
+                "superseded by a newer connection",
+            );
+        }
+        Admit::Accepted(Admission {
+            node_id: valid.node_id,
+            session_id: upgrade.session_id,
+            token_expires_at: valid.expires_at,
+        })
+    }
+
+    /// Checks a node token for something other than a session (an artifact
+    /// download): every claim but the `jti`, which a download does not spend.
+    pub fn authorize(
+        &mut self,
+        now: Timestamp,
+        peer: Option<IpAddr>,
+        token: Option<&TokenCheck>,
+    ) -> Option<Refusal> {
+        self.advance(now);
+        let wall = self.anchor.wall_at(self.now);
+        let verdict = token.map_or(Err(AuthRejection::Missing), |token| {
+            check_token(&self.config.auth, wall, token)
+        });
+        verdict.err().map(|rejection| self.refuse(peer, rejection))
+    }
+
+    /// The node's live session, if it has one.
+    pub fn live_session(&self, node_id: NodeId) -> Option<SessionId> {
+        self.live.get(&node_id).copied()
+    }
+
+    /// Every node with a live session, and that session.
+    pub fn live_sessions(&self) -> impl Iterator<Item = (NodeId, SessionId)> + '_ {
+        self.live.iter().map(|(n, s)| (*n, *s))
+    }
+
+    /// How many nodes have a live session.
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    /// A node's last known status.
+    pub fn status(&self, node_id: NodeId) -> Option<NodeStatus> {
+        self.status.get(&node_id).copied()
+    }
+
+    /// A tracked command (finished ones are kept for `finished_retention`).
+    pub fn command(&self, request_id: RequestId) -> Option<&TrackedCommand> {
+        self.commands.get(&request_id)
+    }
+
+    /// Commands waiting for an offline node.
+    pub fn queued_for(&self, node_id: NodeId) -> usize {
+        self.queued.get(&node_id).map_or(0, VecDeque::len)
+    }
+
+    /// Token ids held in the replay window.
+    pub fn replay_window_len(&self) -> usize {
+        self.replay.len()
+    }
+
+    /// Source addresses with failed attempts remembered.
+    pub fn penalised_addresses(&self) -> usize {
+        self.throttle.len()
+    }
+
+    fn accept_token(
+        &mut self,
+        token: &TokenCheck,
+        elsewhere: TokenIdElsewhere,
+    ) -> Result<super::auth::ValidToken, AuthRejection> {
+        let wall = self.anchor.wall_at(self.now);
+        let valid = check_token(&self.config.auth, wall, token)?;
+        if elsewhere == TokenIdElsewhere::Used
+            || !self
+                .replay
+                .consume(wall, self.config.auth.max_skew, valid.jti, valid.expires_at)
+        {
+            return Err(AuthRejection::Replayed);
+        }
+        Ok(valid)
+    }
+
+    fn refuse(&mut self, peer: Option<IpAddr>, rejection: AuthRejection) -> Refusal {
+        let hold = peer.map_or(Duration::ZERO, |ip| {
+            self.throttle.fail(&self.config.admission, self.now, ip)
+        });
+        self.out.push_back(HubOutput::Alarm(Alarm::AuthRefused {
+            reason: rejection.reason(),
+            peer,
+        }));
+        Refusal::unauthorized(rejection, hold)
+    }
+
+    fn on_session(&mut self, session_id: SessionId, event: ToHubKind) {
+        match event {
+            ToHubKind::Opened { node_id } => self.session_opened(node_id, session_id),
+            ToHubKind::Status {
+                node_id,
+                status,
+                reason,
+            } => {
+                if self.live.get(&node_id) == Some(&session_id) {
+                    self.set_status(node_id, status, reason);
+                }
+            }
+            ToHubKind::Result { node_id, result } => {
+                let owner = self.commands.get(&result.request_id).map(|c| c.node_id);
+                if owner.is_some_and(|owner| owner != node_id) {
+                    // A node cannot answer another node's command.
+                    self.tell_session(session_id, ToSessionKind::ResultRefused(result.request_id));
+                } else {
+                    // The store is the arbiter: it knows commands this hub
+                    // does not (sent by an earlier process, or another one).
+                    self.out.push_back(HubOutput::RecordResult {
+                        session_id,
+                        node_id,
+                        result,
+                    });
+                }
+            }
+            ToHubKind::Refresh { node_id, check } => {
+                let verdict = self.check_refresh(node_id, &check);
+                self.tell_session(session_id, ToSessionKind::RefreshChecked(verdict));
+            }
+            ToHubKind::Closed { node_id } => {
+                if self.config.clustered {
+                    self.out.push_back(HubOutput::Vacate {
+                        node_id,
+                        session_id,
+                    });
+                } else {
+                    self.session_closed(node_id, session_id);
+                }
+            }
+        }
+    }
+
+    /// Checks a `token_refresh` token for the node of a live session.
+    fn check_refresh(
+        &mut self,
+        node_id: NodeId,
+        token: &TokenCheck,
+    ) -> Result<WallTime, AuthRejection> {
+        let wall = self.anchor.wall_at(self.now);
+        let valid = check_token(&self.config.auth, wall, token)?;
+        if valid.node_id != node_id {
+            return Err(AuthRejection::WrongNode);
+        }
+        if !self
+            .replay
+            .consume(wall, self.config.auth.max_skew, valid.jti, valid.expires_at)
+        {
+            return Err(AuthRejection::Replayed);
+        }
+        Ok(valid.expires_at)
+    }
+
+    /// The session has sent `welcome`: the node is online and its queued
+    /// commands are delivered, in order.
+    fn session_opened(&mut self, node_id: NodeId, session_id: SessionId) {
+        if self.live.get(&node_id) != Some(&session_id) {
+            return;
+        }
+        self.set_status(node_id, NodeStatus::Online, None);
+        if self.config.clustered {
+            self.out.push_back(HubOutput::Claim {
+                node_id,
+                session_id,
+            });
+        }
+        // Sent before but never answered: the transport may have died with
+        // it in flight. The agent runs a request at most once, so sending it
+        // again is safe, and it is the only way it gets an answer sooner
+        // than its deadline.
+        let unanswered: Vec<RequestId> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.node_id == node_id && c.state == CommandState::Sent)
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in unanswered {
+            if let Some(command) = self.commands.get(&request_id) {
+                let message = Box::new(command.message.clone());
+                self.tell_session(session_id, ToSessionKind::Deliver(message));
+            }
+        }
+        let queued = self.queued.remove(&node_id).unwrap_or_default();
+        for request_id in queued {
+            self.deliver(request_id, session_id);
+        }
+    }
+
+    /// A session ended. If it was the node's live one, the node is offline;
+    /// a superseded session's end changes nothing.
+    fn session_closed(&mut self, node_id: NodeId, session_id: SessionId) {
+        if self.live.get(&node_id) == Some(&session_id) {
+            self.live.remove(&node_id);
+            self.set_status(node_id, NodeStatus::Offline, Some("disconnected".into()));
+        }
+    }
+
+    /// An operator revoked the node: its live session closes with 4003.
+    fn revoke(&mut self, node_id: NodeId) {
+        if let Some(session_id) = self.live.remove(&node_id) {
+            self.terminate(session_id, CloseCode::Revoked, "node revoked");
+            self.set_status(node_id, NodeStatus::Offline, Some("revoked".into()));
+        }
+    }
+
+    /// The node is now held by another central process (DESIGN.md §5). Its
+    /// session here, if any, closes with 4002, and the hub forgets the
+    /// node's open commands without changing their state: the process that
+    /// holds the node now loads them from the store and reports what becomes
+    /// of them. No status change either: the new holder reports the node
+    /// online, and an offline written here could land after it.
+    fn release(&mut self, node_id: NodeId) {
+        if let Some(session_id) = self.live.remove(&node_id) {
+            self.terminate(
+                session_id,
+                CloseCode::Superseded,
+                "superseded by a connection to another central instance",
+            );
+        }
+        // Forgotten, so that a return here reports `online` afresh.
+        self.status.remove(&node_id);
+        self.queued.remove(&node_id);
+        let open: Vec<RequestId> = self
+            .commands
+            .iter()
+            .filter(|(_, c)| c.node_id == node_id && !c.state.is_terminal())
+            .map(|(id, _)| *id)
+            .collect();
+        for request_id in open {
+            self.commands.remove(&request_id);
+            self.timers.stop(&HubTimer::Command(request_id));
+        }
+    }
+
+    fn submit(&mut self, submission: Submission) {
+        let Submission {
+            node_id,
+            request_id,
+            message,
+            timeout,
+            known,
+        } = submission;
+        if self.commands.contains_key(&request_id) {
+            return;
+        }
+        let Some(message) = message else {
+            // A stored command that no longer decodes cannot be sent.
+            self.changed(request_id, node_id, CommandState::Failed);
+            return;
+        };
+        let full = self
+            .queued
+            .get(&node_id)
+            .is_some_and(|q| q.len() >= self.config.max_queued_per_node);
+        let online = self.live.get(&node_id).copied();
+        let state = if !known || (online.is_none() && full) {
+            CommandState::Undeliverable
+        } else {
+            CommandState::Queued
+        };
+        self.commands.insert(
+            request_id,
+            TrackedCommand {
+                node_id,
+                message,
+                state,
+                timeout,
+            },
+        );
+        self.changed(request_id, node_id, state);
+        if state == CommandState::Undeliverable {
+            self.finished(request_id);
+            return;
+        }
+        match online {
+            Some(session_id) => self.deliver(request_id, session_id),
+            None => {
+                self.queued
+                    .entry(node_id)
+                    .or_default()
+                    .push_back(request_id);
+                self.timers.set(
+                    HubTimer::Command(request_id),
+                    self.now + self.config.command_ttl,
+                );
+            }
+        }
+    }
+
+    fn result_recorded(
+        &mut self,
+        session_id: SessionId,
+        node_id: NodeId,
+        result: &CommandResult,
+        record: ResultRecord,
+    ) {
+        let request_id = result.request_id;
+        match record {
+            ResultRecord::Stored { .. } => {
+                if let Some(command) = self.commands.get_mut(&request_id)
+                    && command.node_id == node_id
+                    && !command.state.is_terminal()
+                {
+                    let state = CommandState::of_result(result);
+                    command.state = state;
+                    self.changed(request_id, node_id, state);
+                    self.finished(request_id);
+                }
+                self.tell_session(session_id, ToSessionKind::ResultStored(request_id));
+            }
+            ResultRecord::WrongNode => {
+                self.tell_session(session_id, ToSessionKind::ResultRefused(request_id));
+            }
+            // Not acked: the node keeps the result in its outbox and sends
+            // it again.
+            ResultRecord::Failed => {}
+        }
+    }
+
+    /// Drains every live session, spreading reconnections at the configured rate.
+    fn drain(&mut self) {
+        let rate = u64::from(self.config.drain_rate_per_sec.max(1));
+        let count = u64::try_from(self.live.len()).unwrap_or(u64::MAX);
+        // The fleet returns over [min, min + count / rate]: at the admission
+        // rate central can take.
+        let window =
+            self.config.drain_min + Duration::from_millis(count.saturating_mul(1000) / rate);
+        let sessions: Vec<SessionId> = self.live.values().copied().collect();
+        for session_id in sessions {
+            let reconnect_after = self.rng.duration_between(self.config.drain_min, window);
+            self.tell_session(session_id, ToSessionKind::Drain { reconnect_after });
+        }
+    }
+
+    fn command_due(&mut self, request_id: RequestId) {
+        let Some(command) = self.commands.get_mut(&request_id) else {
+            return;
+        };
+        let node_id = command.node_id;
+        let state = match command.state {
+            CommandState::Queued => CommandState::Expired,
+            CommandState::Sent => CommandState::TimedOut,
+            // Its time in memory is over.
+            _ => {
+                self.commands.remove(&request_id);
+                return;
+            }
+        };
+        command.state = state;
+        if let Some(queue) = self.queued.get_mut(&node_id) {
+            queue.retain(|id| *id != request_id);
+        }
+        self.changed(request_id, node_id, state);
+        self.finished(request_id);
+    }
+
+    fn deliver(&mut self, request_id: RequestId, session_id: SessionId) {
+        let Some(command) = self.commands.get_mut(&request_id) else {
+            return;
+        };
+        if command.state != CommandState::Queued {
+            return;
+        }
+        command.state = CommandState::Sent;
+        let node_id = command.node_id;
+        let deadline = self.now + command.timeout + self.config.result_grace;
+        let message = Box::new(command.message.clone());
+        self.timers.set(HubTimer::Command(request_id), deadline);
+        self.tell_session(session_id, ToSessionKind::Deliver(message));
+        self.changed(request_id, node_id, CommandState::Sent);
+    }
+
+    /// A command reached its terminal state: it stays in memory a while
+    /// (a late or re-sent result is checked against it), then goes.
+    fn finished(&mut self, request_id: RequestId) {
+        self.timers.set(
+            HubTimer::Command(request_id),
+            self.now + self.config.finished_retention,
+        );
+    }
+
+    fn terminate(&mut self, session_id: SessionId, code: CloseCode, reason: &'static str) {
+        self.tell_session(session_id, ToSessionKind::Terminate { code, reason });
+    }
+
+    fn tell_session(&mut self, session_id: SessionId, event: ToSessionKind) {
+        self.out.push_back(HubOutput::ToSession {
+            session_id,
+            event: ToSession(event),
+        });
+    }
+
+    fn changed(&mut self, request_id: RequestId, node_id: NodeId, state: CommandState) {
+        self.out.push_back(HubOutput::CommandChanged {
+            request_id,
+            node_id,
+            state,
+        });
+    }
+
+    fn set_status(&mut self, node_id: NodeId, status: NodeStatus, reason: Option<String>) {
+        if self.status.insert(node_id, status) != Some(status) {
+            self.out.push_back(HubOutput::StatusChanged {
+                node_id,
+                status,
+                reason,
+            });
+        }
+    }
+
+    fn advance(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+}
