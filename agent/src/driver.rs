@@ -1,32 +1,29 @@
-//! The tokio driver: feeds the core's agent engine with time, frames and
-//! results, and performs what it asks (dial, send, sample, run, kill,
-//! persist). Every protocol decision is the engine's.
+//! The real agent: the generic [`Runner`] with the machine as its host —
+//! the node key signs tokens, the collectors sample, the sandboxed executor
+//! runs, the state file persists, the audit log records. Every protocol
+//! decision is the engine's; this file only performs and reports.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nap_core::agent::{
-    AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentOutput, Decision, Task,
+    AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentSnapshot, Decision, Task,
 };
-use nap_core::transport::Epoch;
 use nap_core::wire::{Intervals, TelemetryData};
-use nap_core::{NodeId, RequestId, Timestamp, WallTime};
-use tokio::sync::{Mutex, mpsc};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use nap_core::{NodeId, RequestId, WallTime};
+use tokio::sync::Mutex;
 
 use crate::audit::AuditLog;
 use crate::config::FileConfig;
 use crate::executor::{Executor, Job};
 use crate::keys::NodeKey;
+use crate::runner::{Dialer, Host, Inputs, Runner};
 use crate::state::StateFile;
 use crate::telemetry::Sampler;
 
-/// How long a node token lives.
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// How long the token that downloads an update artifact lives.
+const DOWNLOAD_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 
 /// What the driver was asked to do at the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,9 +36,13 @@ pub enum Exit {
 }
 
 /// The running agent.
+#[derive(Debug)]
 pub struct Driver {
-    engine: AgentEngine,
-    base: Instant,
+    runner: Runner<Machine>,
+}
+
+/// The machine, as the agent's host.
+pub struct Machine {
     config: FileConfig,
     key: NodeKey,
     tls: Arc<rustls::ClientConfig>,
@@ -50,18 +51,15 @@ pub struct Driver {
     last_sample: Arc<std::sync::Mutex<Option<TelemetryData>>>,
     audit: AuditLog,
     state: StateFile,
-    tx: mpsc::Sender<AgentInput>,
-    rx: mpsc::Receiver<AgentInput>,
-    writers: HashMap<Epoch, mpsc::Sender<Message>>,
     exit: Option<Exit>,
     /// Update tasks started: their success means a new binary is installed.
     updates: std::collections::HashSet<RequestId>,
 }
 
-impl std::fmt::Debug for Driver {
+impl std::fmt::Debug for Machine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver")
-            .field("engine", &self.engine)
+        f.debug_struct("Machine")
+            .field("node_id", &self.config.node_id)
             .finish_non_exhaustive()
     }
 }
@@ -88,10 +86,12 @@ impl Driver {
             engine.restore(snapshot);
         }
         let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))?;
-        let (tx, rx) = mpsc::channel(1024);
-        Ok(Self {
-            engine,
-            base: Instant::now(),
+        let dialer = Dialer {
+            url: config.central.clone(),
+            tls: Arc::clone(&tls),
+            options: crate::transport::DialOptions::default(),
+        };
+        let machine = Machine {
             executor: Executor::new(config.sandbox.clone(), trampoline),
             sampler: Arc::new(Mutex::new(Sampler::new(
                 config.containers.clone(),
@@ -103,32 +103,22 @@ impl Driver {
             tls,
             audit,
             state,
-            tx,
-            rx,
-            writers: HashMap::new(),
             exit: None,
             updates: std::collections::HashSet::new(),
+        };
+        Ok(Self {
+            runner: Runner::new(engine, machine, dialer),
         })
-    }
-
-    fn now(&self) -> Timestamp {
-        Timestamp::from_micros(u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX))
-    }
-
-    fn instant(&self, at: Timestamp) -> Instant {
-        self.base + Duration::from_micros(at.as_micros())
-    }
-
-    fn input(&mut self, input: AgentInput) {
-        self.engine.handle_input(self.now(), input);
     }
 
     /// Runs until stopped, revoked or restarting for an update.
     pub async fn run(mut self) -> anyhow::Result<Exit> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let update_deadline = crate::update::pending(&self.config.state_dir).map(|p| p.deadline);
-        self.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now())));
-        self.input(AgentInput::Start);
+        let state_dir = self.runner.host.config.state_dir.clone();
+        let update_deadline = crate::update::pending(&state_dir).map(|p| p.deadline);
+        let runner = &mut self.runner;
+        runner.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now())));
+        runner.input(AgentInput::Start);
         let mut wall_tick = tokio::time::interval(Duration::from_secs(60));
         // systemd: ready once started; the watchdog is petted from this loop,
         // so a wedged driver is restarted.
@@ -136,159 +126,72 @@ impl Driver {
         let watchdog = sd_notify::watchdog_enabled();
         let mut pet = tokio::time::interval(watchdog.map_or(Duration::from_secs(3600), |w| w / 2));
         loop {
-            self.perform().await;
-            if let Some(exit) = self.exit {
+            runner.perform();
+            if let Some(exit) = runner.host.exit {
                 return Ok(exit);
             }
             if let Some(deadline) = update_deadline
                 && chrono::Utc::now().timestamp() > deadline
-                && crate::update::pending(&self.config.state_dir).is_some()
+                && let Some(p) = crate::update::pending(&state_dir)
             {
-                if let Some(p) = crate::update::pending(&self.config.state_dir) {
-                    crate::update::roll_back(&self.config.state_dir, &p)?;
-                }
+                crate::update::roll_back(&state_dir, &p)?;
                 return Ok(Exit::Restart);
             }
-            let mut deadline = self.engine.poll_timeout().map_or_else(
-                || Instant::now() + Duration::from_secs(3600),
-                |t| self.instant(t),
-            );
+            let mut deadline = runner.deadline();
             if let Some(rollback_at) = update_deadline {
                 // Wake when an unconfirmed update's time is up.
                 let left =
                     u64::try_from(rollback_at + 1 - chrono::Utc::now().timestamp()).unwrap_or(0);
-                deadline = deadline.min(Instant::now() + Duration::from_secs(left));
+                deadline = deadline.min(std::time::Instant::now() + Duration::from_secs(left));
             }
             tokio::select! {
-                Some(input) = self.rx.recv() => self.input(input),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    let now = self.now();
-                    self.engine.handle_timeout(now);
-                }
-                _ = wall_tick.tick() => self.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now()))),
+                Some(input) = runner.recv() => runner.input(input),
+                () = tokio::time::sleep_until(deadline.into()) => runner.handle_timeout(),
+                _ = wall_tick.tick() => runner.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now()))),
                 _ = pet.tick() => {
                     if watchdog.is_some() {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     }
                 }
-                _ = tokio::signal::ctrl_c() => self.stop(),
-                _ = term.recv() => self.stop(),
+                _ = tokio::signal::ctrl_c() => stop(runner),
+                _ = term.recv() => stop(runner),
             }
         }
     }
+}
 
-    fn stop(&mut self) {
-        tracing::info!("stopping: reporting offline and closing");
-        self.input(AgentInput::Shutdown);
+fn stop(runner: &mut Runner<Machine>) {
+    tracing::info!("stopping: reporting offline and closing");
+    runner.input(AgentInput::Shutdown);
+}
+
+impl Host for Machine {
+    fn mint(&mut self, lifetime: Duration) -> anyhow::Result<String> {
+        self.key
+            .token(self.config.node_id, &self.config.audience, lifetime)
     }
 
-    /// Performs every output the engine has, including those that feed it back.
-    async fn perform(&mut self) {
-        while let Some(output) = self.engine.poll_output() {
-            match output {
-                AgentOutput::MintToken => {
-                    match self
-                        .key
-                        .token(self.config.node_id, &self.config.audience, TOKEN_LIFETIME)
-                    {
-                        Ok(token) => self.input(AgentInput::TokenMinted {
-                            token,
-                            lifetime: TOKEN_LIFETIME,
-                        }),
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot sign a token; the engine will retry")
-                        }
-                    }
-                }
-                AgentOutput::Dial { epoch, token } => self.dial(epoch, token),
-                AgentOutput::Send { epoch, message } => match nap_core::encode(&message) {
-                    Ok(text) => {
-                        if let Some(writer) = self.writers.get(&epoch)
-                            && writer.try_send(Message::Text(text.into())).is_err()
-                        {
-                            tracing::warn!(%epoch, "send queue full: closing the connection");
-                            self.writers.remove(&epoch);
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot encode a message; dropped"),
-                },
-                AgentOutput::Close {
-                    epoch,
-                    code,
-                    reason,
-                } => {
-                    if let Some(writer) = self.writers.remove(&epoch) {
-                        let frame = CloseFrame {
-                            code: CloseCode::from(code.as_u16()),
-                            reason: reason.into(),
-                        };
-                        let _ = writer.try_send(Message::Close(Some(frame)));
-                    }
-                }
-                AgentOutput::SampleTelemetry => {
-                    let (sampler, last, tx) = (
-                        Arc::clone(&self.sampler),
-                        Arc::clone(&self.last_sample),
-                        self.tx.clone(),
-                    );
-                    tokio::spawn(async move {
-                        let sample = sampler.lock().await.sample().await;
-                        *last
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some(sample.clone());
-                        let _ = tx.send(AgentInput::TelemetrySample(sample)).await;
-                    });
-                }
-                AgentOutput::CheckHealth => self.health(None),
-                AgentOutput::Run { request_id, task } => self.run_task(request_id, task),
-                AgentOutput::Kill { request_id } => {
-                    self.audit(
-                        "kill",
-                        Some(request_id),
-                        serde_json::json!({ "reason": "timeout" }),
-                    );
-                    let executor = self.executor.clone();
-                    tokio::spawn(async move { executor.kill(request_id).await });
-                }
-                AgentOutput::StreamLogs { service, .. } => {
-                    tracing::warn!(%service, "stream_logs is not supported by this agent yet; ignored");
-                }
-                AgentOutput::Persist => {
-                    if let Err(e) = self.state.save(&self.engine.snapshot()) {
-                        tracing::error!(error = %e, "cannot persist the outbox and request record");
-                    }
-                }
-                AgentOutput::Event(event) => self.on_event(event),
-            }
-        }
-    }
-
-    fn dial(&mut self, epoch: Epoch, token: String) {
-        let (writer, outgoing) = mpsc::channel::<Message>(256);
-        self.writers.insert(epoch, writer);
-        let (tls, url, tx) = (
-            Arc::clone(&self.tls),
-            self.config.central.clone(),
-            self.tx.clone(),
+    fn sample(&mut self, inputs: &Inputs) {
+        let (sampler, last, tx) = (
+            Arc::clone(&self.sampler),
+            Arc::clone(&self.last_sample),
+            inputs.clone(),
         );
-        tokio::spawn(crate::transport::connect(
-            url,
-            tls,
-            token,
-            epoch,
-            tx,
-            outgoing,
-            crate::transport::DialOptions::default(),
-        ));
+        tokio::spawn(async move {
+            let sample = sampler.lock().await.sample().await;
+            *last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sample.clone());
+            let _ = tx.send(AgentInput::TelemetrySample(sample)).await;
+        });
     }
 
-    fn health(&self, request_id: Option<RequestId>) {
+    fn check_health(&mut self, request_id: Option<RequestId>, inputs: &Inputs) {
         let (config, last, sampler, tx) = (
             self.config.health.clone(),
             Arc::clone(&self.last_sample),
             Arc::clone(&self.sampler),
-            self.tx.clone(),
+            inputs.clone(),
         );
         tokio::spawn(async move {
             let cached = last
@@ -310,7 +213,7 @@ impl Driver {
         });
     }
 
-    fn run_task(&mut self, request_id: RequestId, task: Task) {
+    fn run(&mut self, request_id: RequestId, task: Task, inputs: &Inputs) {
         let jobs = match &task {
             Task::Execute(approved) => vec![Job {
                 program: approved.program.clone(),
@@ -333,11 +236,13 @@ impl Driver {
                     .collect(),
                 None => Vec::new(),
             },
-            Task::HealthCheck { .. } => return self.health(Some(request_id)),
-            Task::UpdateAgent { version, .. } => return self.update(request_id, version.clone()),
+            Task::HealthCheck { .. } => return self.check_health(Some(request_id), inputs),
+            Task::UpdateAgent { version, .. } => {
+                return self.update(request_id, version.clone(), inputs);
+            }
         };
         self.audit("run", Some(request_id), serde_json::json!({ "jobs": jobs.iter().map(|j| (&j.program, &j.args)).collect::<Vec<_>>() }));
-        let (executor, tx) = (self.executor.clone(), self.tx.clone());
+        let (executor, tx) = (self.executor.clone(), inputs.clone());
         tokio::spawn(async move {
             let outcome = executor.run(request_id, jobs).await;
             let _ = tx
@@ -349,13 +254,99 @@ impl Driver {
         });
     }
 
-    fn update(&mut self, request_id: RequestId, version: String) {
+    fn kill(&mut self, request_id: RequestId) {
+        self.audit(
+            "kill",
+            Some(request_id),
+            serde_json::json!({ "reason": "timeout" }),
+        );
+        let executor = self.executor.clone();
+        tokio::spawn(async move { executor.kill(request_id).await });
+    }
+
+    fn persist(&mut self, snapshot: &AgentSnapshot) {
+        if let Err(e) = self.state.save(snapshot) {
+            tracing::error!(error = %e, "cannot persist the outbox and request record");
+        }
+    }
+
+    fn event(&mut self, event: AgentEvent) {
+        match event {
+            AgentEvent::CommandDecision {
+                request_id,
+                what,
+                decision,
+            } => {
+                let (name, reason) = match &decision {
+                    Decision::Blocked(refusal) => ("denied", Some(refusal.to_string())),
+                    Decision::Started => ("allowed", None),
+                    Decision::Queued => ("queued", None),
+                    Decision::Held => ("held", None),
+                    Decision::Busy => ("busy", None),
+                    Decision::Duplicate => ("duplicate", None),
+                    Decision::Invalid(why) => ("invalid", Some((*why).to_owned())),
+                };
+                if matches!(decision, Decision::Blocked(_)) {
+                    tracing::warn!(request = ?request_id, %what, reason = ?reason, "command blocked");
+                }
+                self.audit(
+                    "decision",
+                    request_id,
+                    serde_json::json!({ "what": what, "decision": name, "reason": reason }),
+                );
+            }
+            AgentEvent::CommandCompleted { result } => {
+                let success = result.success;
+                let update_installed = self.updates.remove(&result.request_id) && success;
+                self.audit(
+                    "outcome",
+                    Some(result.request_id),
+                    serde_json::json!({ "success": success, "exitCode": result.exit_code, "error": result.error, "truncated": result.truncated }),
+                );
+                if update_installed {
+                    // The engine persisted the result (its Persist precedes this
+                    // event): the restarted agent delivers it.
+                    self.exit = Some(Exit::Restart);
+                }
+            }
+            AgentEvent::Established { session_id, .. } => {
+                tracing::info!(%session_id, "connected to central");
+                crate::update::confirm(&self.config.state_dir);
+            }
+            AgentEvent::Disconnected { reason, .. } => {
+                tracing::warn!(?reason, "disconnected from central")
+            }
+            AgentEvent::BackoffScheduled { delay, attempt } => {
+                tracing::info!(?delay, attempt, "reconnecting later")
+            }
+            AgentEvent::Revoked => {
+                tracing::error!("central revoked this node: not reconnecting");
+                self.exit = Some(Exit::Revoked);
+            }
+            AgentEvent::Stopped => self.exit = Some(Exit::Stopped),
+            AgentEvent::InvalidFrame { error } => {
+                tracing::warn!(%error, "invalid message from central ignored")
+            }
+            AgentEvent::Unexpected { message_type } => {
+                tracing::warn!(message_type, "unexpected message from central ignored")
+            }
+            AgentEvent::TelemetryDropped { total } => {
+                tracing::warn!(total, "telemetry buffer full: oldest samples dropped")
+            }
+            AgentEvent::Connecting { .. } | AgentEvent::RoundTrip { .. } => {}
+        }
+    }
+}
+
+
+impl Machine {
+    fn update(&mut self, request_id: RequestId, version: String, inputs: &Inputs) {
         self.updates.insert(request_id);
         let config = self.config.clone();
-        let (tls, tx) = (Arc::clone(&self.tls), self.tx.clone());
+        let (tls, tx) = (Arc::clone(&self.tls), inputs.clone());
         let token = self
             .key
-            .token(config.node_id, &config.audience, Duration::from_secs(300));
+            .token(config.node_id, &config.audience, DOWNLOAD_TOKEN_LIFETIME);
         self.audit(
             "update",
             Some(request_id),
@@ -429,72 +420,6 @@ impl Driver {
         }
     }
 
-    fn on_event(&mut self, event: AgentEvent) {
-        match event {
-            AgentEvent::CommandDecision {
-                request_id,
-                what,
-                decision,
-            } => {
-                let (name, reason) = match &decision {
-                    Decision::Blocked(refusal) => ("denied", Some(refusal.to_string())),
-                    Decision::Started => ("allowed", None),
-                    Decision::Queued => ("queued", None),
-                    Decision::Held => ("held", None),
-                    Decision::Busy => ("busy", None),
-                    Decision::Duplicate => ("duplicate", None),
-                    Decision::Invalid(why) => ("invalid", Some((*why).to_owned())),
-                };
-                if matches!(decision, Decision::Blocked(_)) {
-                    tracing::warn!(request = ?request_id, %what, reason = ?reason, "command blocked");
-                }
-                self.audit(
-                    "decision",
-                    request_id,
-                    serde_json::json!({ "what": what, "decision": name, "reason": reason }),
-                );
-            }
-            AgentEvent::CommandCompleted { result } => {
-                let success = result.success;
-                let update_installed = self.updates.remove(&result.request_id) && success;
-                self.audit(
-                    "outcome",
-                    Some(result.request_id),
-                    serde_json::json!({ "success": success, "exitCode": result.exit_code, "error": result.error, "truncated": result.truncated }),
-                );
-                if update_installed {
-                    // The engine persisted the result (its Persist precedes this
-                    // event): the restarted agent delivers it.
-                    self.exit = Some(Exit::Restart);
-                }
-            }
-            AgentEvent::Established { session_id, .. } => {
-                tracing::info!(%session_id, "connected to central");
-                crate::update::confirm(&self.config.state_dir);
-            }
-            AgentEvent::Disconnected { reason, .. } => {
-                tracing::warn!(?reason, "disconnected from central")
-            }
-            AgentEvent::BackoffScheduled { delay, attempt } => {
-                tracing::info!(?delay, attempt, "reconnecting later")
-            }
-            AgentEvent::Revoked => {
-                tracing::error!("central revoked this node: not reconnecting");
-                self.exit = Some(Exit::Revoked);
-            }
-            AgentEvent::Stopped => self.exit = Some(Exit::Stopped),
-            AgentEvent::InvalidFrame { error } => {
-                tracing::warn!(%error, "invalid message from central ignored")
-            }
-            AgentEvent::Unexpected { message_type } => {
-                tracing::warn!(message_type, "unexpected message from central ignored")
-            }
-            AgentEvent::TelemetryDropped { total } => {
-                tracing::warn!(total, "telemetry buffer full: oldest samples dropped")
-            }
-            AgentEvent::Connecting { .. } | AgentEvent::RoundTrip { .. } => {}
-        }
-    }
 }
 
 /// The engine's PRNG seed: different per node and per start.

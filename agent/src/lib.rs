@@ -8,6 +8,7 @@ pub mod executor;
 pub mod health;
 pub mod keys;
 pub mod probe;
+pub mod runner;
 pub mod sandbox;
 pub mod state;
 pub mod telemetry;

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use nap_core::agent::DialFailure;
@@ -195,21 +194,12 @@ pub async fn dial(
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 let status = response.status().as_u16();
                 tracing::warn!(status, "central refused the upgrade");
-                Err(match status {
-                    401 | 403 => DialFailure::Unauthorized,
-                    429 | 503 => {
-                        let after = response
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<u64>().ok())
-                            .unwrap_or(30);
-                        DialFailure::Unavailable {
-                            retry_after: Duration::from_secs(after),
-                        }
-                    }
-                    _ => DialFailure::Network,
-                })
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                Err(DialFailure::from_http_status(status, retry_after))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "WebSocket upgrade failed");
@@ -217,9 +207,9 @@ pub async fn dial(
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), connect)
-        .await
-        .unwrap_or(Err(DialFailure::Network))
+    // No deadline here: the engine's connect timer abandons a dial that
+    // takes too long, and its runner aborts this task.
+    connect.await
 }
 
 /// Dials and then runs the connection of `epoch` until it ends: the

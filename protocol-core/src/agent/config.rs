@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub welcome_timeout: Duration,
     /// A dial that has not connected or failed by then is abandoned.
     pub connect_timeout: Duration,
+    /// How long the node tokens the driver mints for the engine live
+    /// (central refuses more than an hour).
+    pub token_lifetime: Duration,
     /// A `pong` must answer a `ping` this soon.
     pub pong_timeout: Duration,
     /// Intervals used until central's `welcome` sets them.
@@ -60,6 +63,7 @@ impl AgentConfig {
             backoff: BackoffConfig::default(),
             welcome_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
+            token_lifetime: Duration::from_secs(3600),
             pong_timeout: Duration::from_secs(10),
             intervals: Intervals::default(),
             refresh_at: 0.8,

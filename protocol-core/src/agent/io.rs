@@ -27,6 +27,9 @@ pub enum AgentInput {
     DialFailed { epoch: Epoch, reason: DialFailure },
     /// A text frame arrived on `epoch`.
     Frame { epoch: Epoch, text: String },
+    /// The transport of `epoch` cannot take more frames now (its send
+    /// queue is full); the frame that did not fit was dropped.
+    SendQueueFull { epoch: Epoch },
     /// The transport of `epoch` closed, with the peer's close code if it sent one.
     Closed {
         epoch: Epoch,
@@ -103,8 +106,9 @@ pub struct CommandOutcome {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentOutput {
-    /// Sign a fresh token and answer with [`AgentInput::TokenMinted`].
-    MintToken,
+    /// Sign a fresh token valid for `lifetime` and answer with
+    /// [`AgentInput::TokenMinted`].
+    MintToken { lifetime: Duration },
     /// Open a connection to central with this token; report on `epoch`.
     Dial { epoch: Epoch, token: String },
     /// Send a message on `epoch`.
@@ -228,6 +232,8 @@ pub enum Disconnect {
     Closed(Option<CloseCode>),
     /// No `welcome` in time.
     NoWelcome,
+    /// The transport could not take what the engine sent.
+    Congested,
     /// No pong in time, or no traffic for two heartbeat intervals.
     Dead,
     /// Central asked us to drain.

@@ -28,6 +28,8 @@ pub(crate) enum Event {
     Connected,
     DialFailed(DialFailure),
     Closed(Option<CloseCode>),
+    /// The transport's send queue is full.
+    Congested,
     Welcome(Welcome),
     Drain(Duration),
     Pong(u64),
@@ -121,7 +123,8 @@ impl Lifecycle {
         // stall the engine.
         context.arm_in(AgentTimer::Connect, context.config.connect_timeout);
         // Every dial needs a fresh token: central refuses a reused `jti`.
-        context.emit(AgentOutput::MintToken);
+        let lifetime = context.config.token_lifetime;
+        context.emit(AgentOutput::MintToken { lifetime });
     }
 
     #[action]
@@ -187,6 +190,10 @@ impl Lifecycle {
             Event::TooManyInvalid => {
                 context.drop_connection(CloseCode::Policy, Disconnect::Invalid)
             }
+            // A frame was dropped: the stream is no longer what the engine
+            // sent. Start again on a fresh connection (what is unacked is
+            // sent again there).
+            Event::Congested => context.drop_connection(CloseCode::GoingAway, Disconnect::Congested),
             Event::Shutdown => Transition(State::stopped()),
             _ => Handled,
         }
@@ -265,7 +272,8 @@ impl Lifecycle {
                 Handled
             }
             Event::Timer(AgentTimer::TokenRefresh) => {
-                context.emit(AgentOutput::MintToken);
+                let lifetime = context.config.token_lifetime;
+                context.emit(AgentOutput::MintToken { lifetime });
                 Handled
             }
             Event::TokenMinted => {
@@ -372,6 +380,7 @@ impl Ctx {
                 Disconnect::NoWelcome => "no valid welcome",
                 Disconnect::Drained => "drained",
                 Disconnect::Invalid => "too many invalid messages",
+                Disconnect::Congested => "send queue full",
                 Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
             },
         );

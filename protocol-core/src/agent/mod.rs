@@ -84,10 +84,14 @@ impl AgentEngine {
             AgentInput::Closed { epoch, code } if self.current(epoch) => {
                 self.dispatch(Event::Closed(code));
             }
+            AgentInput::SendQueueFull { epoch } if self.current(epoch) => {
+                self.dispatch(Event::Congested);
+            }
             AgentInput::Frame { epoch, text } if self.current(epoch) => self.on_frame(&text),
             AgentInput::Connected { .. }
             | AgentInput::DialFailed { .. }
             | AgentInput::Closed { .. }
+            | AgentInput::SendQueueFull { .. }
             | AgentInput::Frame { .. } => {} // a stale transport's leftovers
             AgentInput::TelemetrySample(data) => {
                 if self.is_running() {

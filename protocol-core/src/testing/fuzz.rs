@@ -112,14 +112,9 @@ pub fn agent_engine(data: &[u8]) {
         let mut outputs = 0;
         while let Some(output) = engine.poll_output() {
             outputs += 1;
-            if let AgentOutput::MintToken = output {
-                engine.handle_input(
-                    now,
-                    AgentInput::TokenMinted {
-                        token: "t".into(),
-                        lifetime: Duration::from_secs(3600),
-                    },
-                );
+            if let AgentOutput::MintToken { lifetime } = output {
+                let token = "t".into();
+                engine.handle_input(now, AgentInput::TokenMinted { token, lifetime });
             }
         }
         assert!(outputs < 10_000, "{outputs} outputs for one input");

@@ -64,7 +64,6 @@ pub struct AgentNode {
     pub received: Vec<CentralMessage>,
     /// Tokens it mints carry a valid signature.
     pub signs_validly: bool,
-    pub token_lifetime: Duration,
     /// CPU usage reported in its samples.
     pub cpu: f64,
     /// Disk usage percent reported in its samples.
@@ -359,7 +358,6 @@ impl World {
             sent: Vec::new(),
             received: Vec::new(),
             signs_validly: true,
-            token_lifetime: Duration::from_secs(3600),
             cpu: 10.0,
             disk: 50.0,
             mints_tokens: true,
@@ -720,11 +718,11 @@ impl World {
         self.conn_by_epoch.get(&(agent, epoch)).copied()
     }
 
-    fn make_token(&mut self, i: usize) -> String {
+    fn make_token(&mut self, i: usize, lifetime: Duration) -> String {
         let jti = crate::TokenId::from_u128(self.fresh_id());
         let a = &self.agents[i];
         let iat = self.wall().unix_seconds();
-        let exp = iat + i64::try_from(a.token_lifetime.as_secs()).unwrap_or(3600);
+        let exp = iat + i64::try_from(lifetime.as_secs()).unwrap_or(3600);
         super::tokens::mint(a.node_id, jti, iat, exp, a.signs_validly)
     }
 
@@ -744,10 +742,9 @@ impl World {
             self.max_outputs_per_call = self.max_outputs_per_call.max(count);
             self.trace_line(|| format!("agent{i} {output:?}"));
             match output {
-                AgentOutput::MintToken => {
+                AgentOutput::MintToken { lifetime } => {
                     if self.agents[i].mints_tokens {
-                        let token = self.make_token(i);
-                        let lifetime = self.agents[i].token_lifetime;
+                        let token = self.make_token(i, lifetime);
                         self.agents[i]
                             .engine
                             .handle_input(self.now, AgentInput::TokenMinted { token, lifetime });

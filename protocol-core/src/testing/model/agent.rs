@@ -21,10 +21,6 @@ use crate::transport::Epoch;
 use crate::wire::HealthDetails;
 use crate::{NodeId, RequestId, SessionId, Timestamp, TokenId};
 
-/// How long the tokens the model's agents mint stay valid (central's
-/// longest allowed).
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-
 /// What survives an agent crash: the persisted snapshot, and two things a
 /// real process cannot lose either — the count of its incarnations and the
 /// witness of every process it started.
@@ -199,21 +195,16 @@ impl AgentState {
     fn drain(&mut self, central: Id, o: &mut Out<ModelActor>) {
         while let Some(output) = self.engine.poll_output() {
             match output {
-                AgentOutput::MintToken => {
+                AgentOutput::MintToken { lifetime } => {
                     self.next_jti += 1;
                     let jti = TokenId::from_u128(
                         (u128::from(self.incarnation) << 64) | u128::from(self.next_jti),
                     );
                     let iat = wall_at(self.now).unix_seconds();
-                    let exp = iat + i64::try_from(TOKEN_LIFETIME.as_secs()).unwrap_or(i64::MAX);
+                    let exp = iat + i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
                     let token = tokens::mint(self.node_id, jti, iat, exp, true);
-                    self.engine.handle_input(
-                        self.now,
-                        AgentInput::TokenMinted {
-                            token,
-                            lifetime: TOKEN_LIFETIME,
-                        },
-                    );
+                    self.engine
+                        .handle_input(self.now, AgentInput::TokenMinted { token, lifetime });
                 }
                 AgentOutput::Dial { epoch, token } => {
                     send(

@@ -1,0 +1,277 @@
+//! The agent's driver, generic over its host: the one place where the core
+//! engine's outputs are performed. Transports (dial, send, close) are the
+//! runner's; everything the machine does — sign a token, sample, check
+//! health, run and kill tasks, persist, audit — is the [`Host`]'s. The real
+//! agent's host is the machine (`driver.rs`); the simulator's virtual nodes
+//! are this same runner with a synthetic host.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nap_core::agent::{AgentEngine, AgentEvent, AgentInput, AgentOutput, AgentSnapshot, Task};
+use nap_core::transport::Epoch;
+use nap_core::{RequestId, Timestamp};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+
+use crate::transport::DialOptions;
+
+/// Where the host reports what it was asked for (samples, outcomes, health).
+pub type Inputs = mpsc::Sender<AgentInput>;
+
+/// Frames one transport may have waiting to be written.
+const SEND_QUEUE: usize = 256;
+
+/// What the machine does for the engine.
+pub trait Host: Send {
+    /// Signs a node token valid for `lifetime`.
+    fn mint(&mut self, lifetime: Duration) -> anyhow::Result<String>;
+    /// Takes a telemetry sample and reports it as `TelemetrySample`.
+    fn sample(&mut self, inputs: &Inputs);
+    /// Checks health (for `request_id` when central asked) and reports it
+    /// as `HealthReport`.
+    fn check_health(&mut self, request_id: Option<RequestId>, inputs: &Inputs);
+    /// Starts an allowed task and reports its outcome as `CommandFinished`
+    /// (a `health_check` task is [`Host::check_health`]).
+    fn run(&mut self, request_id: RequestId, task: Task, inputs: &Inputs);
+    /// Kills a running task; `run` still reports how it ended.
+    fn kill(&mut self, request_id: RequestId);
+    /// Keeps the engine's snapshot across restarts.
+    fn persist(&mut self, snapshot: &AgentSnapshot);
+    /// An engine event, for logs, audit and metrics.
+    fn event(&mut self, event: AgentEvent);
+    /// The engine asked for a log stream (v0.4; not spoken yet).
+    fn stream_logs(&mut self, service: &str) {
+        tracing::warn!(%service, "stream_logs is not supported by this agent yet; ignored");
+    }
+}
+
+/// Where and how to dial central.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub url: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub options: DialOptions,
+}
+
+/// A monotonic clock for the core's timestamps, started with the driver.
+#[derive(Debug, Clone, Copy)]
+pub struct Monotonic {
+    base: Instant,
+}
+
+impl Monotonic {
+    pub fn start() -> Self {
+        Self {
+            base: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        Timestamp::from_micros(u64::try_from(self.base.elapsed().as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// The instant a core timestamp stands for.
+    pub fn instant(&self, at: Timestamp) -> Instant {
+        self.base + Duration::from_micros(at.as_micros())
+    }
+}
+
+/// One transport as the runner holds it.
+#[derive(Debug)]
+struct Link {
+    writer: mpsc::Sender<Message>,
+    task: JoinHandle<()>,
+    /// Frames held back while the path is stalled (the simulator's chaos).
+    held: Vec<Message>,
+    stalled_until: Option<Instant>,
+}
+
+/// The engine, its host and its transports.
+#[derive(Debug)]
+pub struct Runner<H> {
+    pub engine: AgentEngine,
+    pub host: H,
+    pub clock: Monotonic,
+    dialer: Dialer,
+    links: HashMap<Epoch, Link>,
+    tx: Inputs,
+    rx: mpsc::Receiver<AgentInput>,
+}
+
+impl<H: Host> Runner<H> {
+    pub fn new(engine: AgentEngine, host: H, dialer: Dialer) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        Self {
+            engine,
+            host,
+            clock: Monotonic::start(),
+            dialer,
+            links: HashMap::new(),
+            tx,
+            rx,
+        }
+    }
+
+    /// Where reports for the engine go.
+    pub fn inputs(&self) -> Inputs {
+        self.tx.clone()
+    }
+
+    /// Feeds the engine one input now.
+    pub fn input(&mut self, input: AgentInput) {
+        self.engine.handle_input(self.clock.now(), input);
+    }
+
+    /// Fires the engine's due timers (and releases a stall that is over).
+    pub fn handle_timeout(&mut self) {
+        let now = Instant::now();
+        for link in self.links.values_mut() {
+            if link.stalled_until.is_some_and(|u| u <= now) {
+                link.stalled_until = None;
+                for frame in link.held.drain(..) {
+                    let _ = link.writer.try_send(frame);
+                }
+            }
+        }
+        self.engine.handle_timeout(self.clock.now());
+    }
+
+    /// When the runner next needs to wake without an input.
+    pub fn deadline(&self) -> Instant {
+        let engine = self
+            .engine
+            .poll_timeout()
+            .map_or_else(|| Instant::now() + Duration::from_secs(3600), |t| self.clock.instant(t));
+        self.links
+            .values()
+            .filter_map(|l| l.stalled_until)
+            .fold(engine, Instant::min)
+    }
+
+    /// The next report for the engine (never `None`: the runner holds a sender).
+    pub async fn recv(&mut self) -> Option<AgentInput> {
+        self.rx.recv().await
+    }
+
+    /// Performs every output the engine has, including those that feed it back.
+    pub fn perform(&mut self) {
+        while let Some(output) = self.engine.poll_output() {
+            match output {
+                AgentOutput::MintToken { lifetime } => match self.host.mint(lifetime) {
+                    Ok(token) => self.input(AgentInput::TokenMinted { token, lifetime }),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot sign a token; the engine will retry")
+                    }
+                },
+                AgentOutput::Dial { epoch, token } => self.dial(epoch, token),
+                AgentOutput::Send { epoch, message } => match nap_core::encode(&message) {
+                    Ok(text) => self.send(epoch, Message::Text(text.into())),
+                    Err(e) => tracing::error!(error = %e, "cannot encode a message; dropped"),
+                },
+                AgentOutput::Close {
+                    epoch,
+                    code,
+                    reason,
+                } => {
+                    if let Some(link) = self.links.remove(&epoch) {
+                        let frame = CloseFrame {
+                            code: WsCloseCode::from(code.as_u16()),
+                            reason: reason.into(),
+                        };
+                        if link.writer.try_send(Message::Close(Some(frame))).is_err() {
+                            // Still dialling, or wedged: nothing to close gracefully.
+                            link.task.abort();
+                        }
+                    }
+                }
+                AgentOutput::SampleTelemetry => self.host.sample(&self.tx),
+                AgentOutput::CheckHealth => self.host.check_health(None, &self.tx),
+                AgentOutput::Run {
+                    request_id,
+                    task: Task::HealthCheck { .. },
+                } => self.host.check_health(Some(request_id), &self.tx),
+                AgentOutput::Run { request_id, task } => self.host.run(request_id, task, &self.tx),
+                AgentOutput::Kill { request_id } => self.host.kill(request_id),
+                AgentOutput::StreamLogs { service, .. } => self.host.stream_logs(&service),
+                AgentOutput::Persist => self.host.persist(&self.engine.snapshot()),
+                AgentOutput::Event(event) => self.host.event(event),
+            }
+        }
+    }
+
+    /// Drops the transport of the current epoch without a close frame, as a
+    /// network that loses a connection would (the simulator's chaos).
+    pub fn cut(&mut self) -> bool {
+        let epoch = self.engine.epoch();
+        let Some(link) = self.links.remove(&epoch) else {
+            return false;
+        };
+        link.task.abort();
+        self.input(AgentInput::Closed { epoch, code: None });
+        true
+    }
+
+    /// Holds the current transport's frames until `until`, then sends them
+    /// in order (the simulator's chaos).
+    pub fn stall(&mut self, until: Instant) -> bool {
+        let epoch = self.engine.epoch();
+        match self.links.get_mut(&epoch) {
+            Some(link) => {
+                link.stalled_until = Some(until);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Sends what is queued on every transport and closes them (shutdown).
+    pub async fn close_all(&mut self) {
+        for (_, link) in self.links.drain() {
+            for frame in link.held {
+                let _ = link.writer.send(frame).await;
+            }
+            let _ = link.writer.send(Message::Close(None)).await;
+        }
+    }
+
+    fn send(&mut self, epoch: Epoch, frame: Message) {
+        let Some(link) = self.links.get_mut(&epoch) else {
+            return;
+        };
+        if link.stalled_until.is_some() {
+            link.held.push(frame);
+        } else if link.writer.try_send(frame).is_err() {
+            // The engine decides what a full queue means.
+            self.input(AgentInput::SendQueueFull { epoch });
+        }
+    }
+
+    fn dial(&mut self, epoch: Epoch, token: String) {
+        // Transports that ended by themselves (the engine heard) go now.
+        self.links.retain(|_, l| !l.task.is_finished());
+        let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
+        let task = tokio::spawn(crate::transport::connect(
+            self.dialer.url.clone(),
+            Arc::clone(&self.dialer.tls),
+            token,
+            epoch,
+            self.tx.clone(),
+            outgoing,
+            self.dialer.options.clone(),
+        ));
+        let link = Link {
+            writer,
+            task,
+            held: Vec::new(),
+            stalled_until: None,
+        };
+        if let Some(old) = self.links.insert(epoch, link) {
+            old.task.abort();
+        }
+    }
+}
