@@ -71,6 +71,7 @@ impl Driver {
         let mut core = AgentConfig::new(config.node_id, seed(config.node_id));
         core.policy = config.policy()?;
         core.max_running = config.max_running.max(1);
+        core.agent_version = Some(env!("CARGO_PKG_VERSION").to_owned());
         core.intervals = Intervals::default();
         // The engine waits this long after a kill before recording the timeout anyway.
         core.kill_grace =
@@ -338,7 +339,6 @@ impl Host for Machine {
     }
 }
 
-
 impl Machine {
     fn update(&mut self, request_id: RequestId, version: String, inputs: &Inputs) {
         self.updates.insert(request_id);
@@ -419,7 +419,6 @@ impl Machine {
             tracing::error!(error = %e, "cannot write the audit log");
         }
     }
-
 }
 
 /// The engine's PRNG seed: different per node and per start.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nap_core::agent::{AgentEngine, AgentEvent, AgentInput, AgentOutput, AgentSnapshot, Task};
 use nap_core::transport::Epoch;
+use nap_core::wire::Hello;
 use nap_core::{RequestId, Timestamp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -143,10 +144,10 @@ impl<H: Host> Runner<H> {
 
     /// When the runner next needs to wake without an input.
     pub fn deadline(&self) -> Instant {
-        let engine = self
-            .engine
-            .poll_timeout()
-            .map_or_else(|| Instant::now() + Duration::from_secs(3600), |t| self.clock.instant(t));
+        let engine = self.engine.poll_timeout().map_or_else(
+            || Instant::now() + Duration::from_secs(3600),
+            |t| self.clock.instant(t),
+        );
         self.links
             .values()
             .filter_map(|l| l.stalled_until)
@@ -168,7 +169,11 @@ impl<H: Host> Runner<H> {
                         tracing::error!(error = %e, "cannot sign a token; the engine will retry")
                     }
                 },
-                AgentOutput::Dial { epoch, token } => self.dial(epoch, token),
+                AgentOutput::Dial {
+                    epoch,
+                    token,
+                    hello,
+                } => self.dial(epoch, token, hello),
                 AgentOutput::Send { epoch, message } => match nap_core::encode(&message) {
                     Ok(text) => self.send(epoch, Message::Text(text.into())),
                     Err(e) => tracing::error!(error = %e, "cannot encode a message; dropped"),
@@ -251,7 +256,7 @@ impl<H: Host> Runner<H> {
         }
     }
 
-    fn dial(&mut self, epoch: Epoch, token: String) {
+    fn dial(&mut self, epoch: Epoch, token: String, hello: Hello) {
         // Transports that ended by themselves (the engine heard) go now.
         self.links.retain(|_, l| !l.task.is_finished());
         let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
@@ -259,6 +264,7 @@ impl<H: Host> Runner<H> {
             self.dialer.url.clone(),
             Arc::clone(&self.dialer.tls),
             token,
+            hello,
             epoch,
             self.tx.clone(),
             outgoing,

@@ -128,11 +128,13 @@ pub fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// Dials `url` (`wss://host:port/v1/agent`) and upgrades with `token`.
+/// Dials `url` (`wss://host:port/v1/agent`) and upgrades with `token`,
+/// announcing `hello` (spec/protocol.md §1.1).
 pub async fn dial(
     url: &str,
     tls: Arc<rustls::ClientConfig>,
     token: &str,
+    hello: &nap_core::wire::Hello,
     max_message_bytes: usize,
     options: &DialOptions,
 ) -> Result<Ws, DialFailure> {
@@ -159,6 +161,9 @@ pub async fn dial(
             .parse()
             .map_err(|_| DialFailure::Network)?,
     );
+    for (name, value) in hello.headers() {
+        headers.insert(name, value.parse().map_err(|_| DialFailure::Network)?);
+    }
     let connect = async {
         let tcp = tcp_connect(&host, port, options.local_addr)
             .await
@@ -219,6 +224,7 @@ pub async fn connect(
     url: String,
     tls: Arc<rustls::ClientConfig>,
     token: String,
+    hello: nap_core::wire::Hello,
     epoch: nap_core::transport::Epoch,
     inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
     mut outgoing: tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
@@ -232,6 +238,7 @@ pub async fn connect(
         &url,
         tls,
         &token,
+        &hello,
         nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
         &options,
     )

@@ -227,6 +227,12 @@ async fn the_agent_connects_reports_and_runs_only_what_is_allowed() {
         |e| matches!(e, AppEvent::TelemetryStored { node_id, .. } if *node_id == node),
     )
     .await;
+    // The agent announced its version on the upgrade; central keeps it.
+    let registered = s.running.store().get_node(node).await.expect("get");
+    assert_eq!(
+        registered.and_then(|n| n.agent_version).as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
     let points = s
         .running
         .store()

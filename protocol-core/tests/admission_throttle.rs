@@ -99,6 +99,7 @@ fn refusals_are_held_longer_each_time_up_to_a_second() {
             peer: Some(SHARED),
             token: None,
             elsewhere: nap_core::central::TokenIdElsewhere::Unused,
+            hello: nap_core::wire::Hello::default(),
         };
         match hub.admit(now, &upgrade) {
             nap_core::central::Admit::Refused(r) => holds.push(r.hold.as_millis()),

@@ -170,6 +170,7 @@ fn admit(
         peer: None,
         token: Some(token.clone()),
         elsewhere: TokenIdElsewhere::Unused,
+        hello: nap_core::wire::Hello::default(),
     };
     match hub.admit(now, &upgrade) {
         Admit::Accepted(_) => Ok(()),
@@ -216,6 +217,7 @@ fn a_token_id_spent_at_another_central_process_is_refused_as_replayed() {
         peer: None,
         token: Some(good()),
         elsewhere: TokenIdElsewhere::Used,
+        hello: nap_core::wire::Hello::default(),
     };
     assert!(matches!(
         hub.admit(Timestamp::ZERO, &upgrade),
@@ -240,6 +242,7 @@ fn an_upgrade_without_a_token_is_refused_and_an_administrator_told() {
         peer: None,
         token: None,
         elsewhere: TokenIdElsewhere::Unused,
+        hello: nap_core::wire::Hello::default(),
     };
     assert!(matches!(
         hub.admit(Timestamp::ZERO, &upgrade),

@@ -46,6 +46,7 @@ fn admit(central: &mut CentralHost, session_id: SessionId, jti: u128) -> Vec<Cen
         peer: None,
         token: Some(tokens::check(&token, &registry)),
         elsewhere: TokenIdElsewhere::Unused,
+        hello: nap_core::wire::Hello::default(),
     };
     assert!(matches!(
         central.admit(Timestamp::ZERO, wall(), &upgrade),

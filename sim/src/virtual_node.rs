@@ -249,7 +249,9 @@ pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch
         fleet: Arc::clone(&fleet),
         dialing: None,
     };
-    let engine = AgentEngine::new(AgentConfig::new(node_id, seed));
+    let mut config = AgentConfig::new(node_id, seed);
+    config.agent_version = Some(concat!(env!("CARGO_PKG_VERSION"), "-virtual").to_owned());
+    let engine = AgentEngine::new(config);
     let dialer = Dialer {
         url,
         tls,

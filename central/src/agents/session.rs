@@ -44,9 +44,13 @@ pub async fn run(
     hub: HubHandle,
     config: SessionConfig,
     upgraded: Upgraded,
-    admission: Admission,
+    admitted: super::upgrade::Admitted,
     permit: OwnedSemaphorePermit,
 ) {
+    let super::upgrade::Admitted {
+        admission,
+        agent_version,
+    } = admitted;
     let ws = WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Server,
@@ -78,7 +82,10 @@ pub async fn run(
     // `welcome` first, then whatever the hub had queued for this node.
     conn.perform().await;
     drop(permit); // the handshake is over
-    let _ = effects.store.touch_node(node_id, clock.wall(), None).await;
+    let _ = effects
+        .store
+        .touch_node(node_id, clock.wall(), agent_version)
+        .await;
     conn.run(rx).await;
 
     hub.unregister(session_id);

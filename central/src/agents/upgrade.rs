@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use nap_core::central::{
     Admission, Admit, Refusal, RefusalKind, TokenCheck, TokenIdElsewhere, Upgrade,
 };
+use nap_core::wire::Hello;
 use nap_core::{SessionId, WallTime};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -145,7 +146,7 @@ async fn upgrade(
             }
             Err(e) => {
                 tracing::debug!(error = %e, "upgrade did not complete");
-                super::session::never_opened(&session.hub, admission);
+                super::session::never_opened(&session.hub, admission.admission);
             }
         }
     });
@@ -158,11 +159,17 @@ async fn upgrade(
     response
 }
 
+/// An admitted upgrade and what the agent said of itself.
+pub(super) struct Admitted {
+    pub(super) admission: Admission,
+    pub(super) agent_version: Option<String>,
+}
+
 async fn admit(
     endpoint: &AgentEndpoint,
     peer: SocketAddr,
     req: &mut Request<Incoming>,
-) -> Result<(Response<Body>, Admission), Response<Body>> {
+) -> Result<(Response<Body>, Admitted), Response<Body>> {
     let is_upgrade = header_has(req, header::CONNECTION, "upgrade")
         && header_has(req, header::UPGRADE, "websocket");
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -198,14 +205,23 @@ async fn admit(
         Some(check) => token_id_elsewhere(endpoint, check).await,
         None => TokenIdElsewhere::Unused,
     };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let hello = Hello::from_headers(
+        header(Hello::AGENT_VERSION_HEADER),
+        header(Hello::FEATURES_HEADER),
+    );
     let upgrade = Upgrade {
         session_id: SessionId::from(uuid::Uuid::new_v4()),
         peer: Some(peer.ip()),
         token,
         elsewhere,
+        hello,
     };
     let admission = match endpoint.hub.admit(&upgrade) {
-        Admit::Accepted(admission) => admission,
+        Admit::Accepted(admission) => Admitted {
+            admission,
+            agent_version: upgrade.hello.agent_version,
+        },
         Admit::Refused(refusal) => return Err(refused(endpoint, refusal).await),
     };
     let mut r = Response::new(Full::new(Bytes::new()));

@@ -7,7 +7,7 @@ use crate::alerts::AlertRule;
 use crate::backoff::BackoffConfig;
 use crate::codec::Limits;
 use crate::policy::Policy;
-use crate::wire::Intervals;
+use crate::wire::{Feature, Features, Intervals};
 
 /// Everything the agent engine is configured with.
 #[derive(Debug, Clone)]
@@ -52,6 +52,11 @@ pub struct AgentConfig {
     pub alert_rules: Vec<AlertRule>,
     /// Limits on central's messages.
     pub limits: Limits,
+    /// The agent's own version, announced on every upgrade.
+    pub agent_version: Option<String>,
+    /// What this engine speaks beyond the `nap.v1` base, announced on every
+    /// upgrade (spec/protocol.md §1.1).
+    pub features: Features,
 }
 
 impl AgentConfig {
@@ -79,6 +84,8 @@ impl AgentConfig {
             record_limit: 10_000,
             alert_rules: AlertRule::defaults(),
             limits: Limits::default(),
+            agent_version: None,
+            features: [Feature::Approval].into_iter().collect(),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::policy::{Approved, Refusal};
 use crate::transport::{CloseCode, Epoch};
 use crate::wire::{
-    AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, TelemetryData,
+    AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, Hello, TelemetryData,
 };
 use crate::{DecodeError, RequestId, SessionId, WallTime};
 
@@ -109,8 +109,13 @@ pub enum AgentOutput {
     /// Sign a fresh token valid for `lifetime` and answer with
     /// [`AgentInput::TokenMinted`].
     MintToken { lifetime: Duration },
-    /// Open a connection to central with this token; report on `epoch`.
-    Dial { epoch: Epoch, token: String },
+    /// Open a connection to central with this token, announcing `hello`
+    /// on the upgrade; report on `epoch`.
+    Dial {
+        epoch: Epoch,
+        token: String,
+        hello: Hello,
+    },
     /// Send a message on `epoch`.
     Send { epoch: Epoch, message: AgentMessage },
     /// Close the transport of `epoch` with this code.

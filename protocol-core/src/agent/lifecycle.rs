@@ -16,7 +16,7 @@ use statig::prelude::*;
 use super::context::{AgentTimer, Ctx, Transport};
 use super::io::{AgentEvent, AgentOutput, DialFailure, Disconnect};
 use crate::transport::CloseCode;
-use crate::wire::{NodeStatus, Ping, Status, TokenRefresh, Welcome};
+use crate::wire::{Hello, NodeStatus, Ping, Status, TokenRefresh, Welcome};
 
 /// What the lifecycle reacts to. Frames are decoded and filtered by the
 /// engine first; only what concerns the connection arrives here.
@@ -81,7 +81,15 @@ impl Lifecycle {
                 if let Some(token) = context.token.take() {
                     context.transport = Transport::Dialing;
                     let epoch = context.epoch;
-                    context.emit(AgentOutput::Dial { epoch, token });
+                    let hello = Hello {
+                        agent_version: context.config.agent_version.clone(),
+                        features: context.config.features.clone(),
+                    };
+                    context.emit(AgentOutput::Dial {
+                        epoch,
+                        token,
+                        hello,
+                    });
                 }
                 Handled
             }
@@ -193,7 +201,9 @@ impl Lifecycle {
             // A frame was dropped: the stream is no longer what the engine
             // sent. Start again on a fresh connection (what is unacked is
             // sent again there).
-            Event::Congested => context.drop_connection(CloseCode::GoingAway, Disconnect::Congested),
+            Event::Congested => {
+                context.drop_connection(CloseCode::GoingAway, Disconnect::Congested)
+            }
             Event::Shutdown => Transition(State::stopped()),
             _ => Handled,
         }

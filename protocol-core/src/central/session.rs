@@ -11,8 +11,8 @@ use crate::codec::{DecodeError, Limits, decode};
 use crate::timer::Timers;
 use crate::transport::{CloseCode, InvalidBudget};
 use crate::wire::{
-    Ack, AgentMessage, AlertState, CentralMessage, Drain, Intervals, Pong, Severity, Telemetry,
-    Welcome,
+    Ack, AgentMessage, AlertState, CentralMessage, Drain, Features, Intervals, Pong, Severity,
+    Telemetry, Welcome,
 };
 use crate::{NodeId, PROTOCOL_VERSION, SessionId, Timestamp, WallAnchor, WallTime};
 
@@ -38,6 +38,8 @@ pub struct SessionConfig {
     /// How long a closing session waits for the node's close frame before
     /// the transport is dropped.
     pub close_linger: Duration,
+    /// What central speaks beyond the `nap.v1` base, announced in `welcome`.
+    pub features: Features,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +62,7 @@ impl SessionConfig {
             rate_per_sec: 20,
             rate_burst: 200,
             close_linger: Duration::from_secs(2),
+            features: Features::none(),
         }
     }
 }
@@ -201,6 +204,12 @@ impl CentralSession {
                 server_time: wall,
                 intervals: session.config.intervals,
                 max_message_bytes,
+                features: session
+                    .config
+                    .features
+                    .iter()
+                    .map(|f| f.as_str().to_owned())
+                    .collect(),
             })));
         session.tell_hub(ToHubKind::Opened { node_id });
         session

@@ -347,6 +347,7 @@ pub fn hub(data: &[u8]) {
                     peer: None,
                     token: Some(check),
                     elsewhere: TokenIdElsewhere::Unused,
+                    hello: crate::wire::Hello::default(),
                 };
                 if let Admit::Accepted(_) = central.admit(now, wall(now), &upgrade) {
                     assert!(valid, "an invalid signature was admitted");

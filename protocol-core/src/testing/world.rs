@@ -22,8 +22,8 @@ use crate::rng::Prng;
 use crate::transport::Epoch;
 use crate::wire::{
     AgentMessage, ApplicationMetrics, ApplicationStatus, CentralMessage, CheckStatus,
-    CommandResult, CpuMetrics, DiskMetrics, HealthChecks, HealthDetails, Intervals, MemoryMetrics,
-    NetworkMetrics, NodeStatus, SystemMetrics, TelemetryData,
+    CommandResult, CpuMetrics, DiskMetrics, HealthChecks, HealthDetails, Hello, Intervals,
+    MemoryMetrics, NetworkMetrics, NodeStatus, SystemMetrics, TelemetryData,
 };
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallTime};
 
@@ -162,6 +162,7 @@ enum Pending {
     DialArrives {
         conn: u64,
         token: String,
+        hello: Hello,
     },
     DialAnswer {
         conn: u64,
@@ -750,7 +751,11 @@ impl World {
                             .handle_input(self.now, AgentInput::TokenMinted { token, lifetime });
                     }
                 }
-                AgentOutput::Dial { epoch, token } => {
+                AgentOutput::Dial {
+                    epoch,
+                    token,
+                    hello,
+                } => {
                     self.next_conn += 1;
                     let conn = self.next_conn;
                     self.conn_by_epoch.insert((i, epoch), conn);
@@ -773,7 +778,8 @@ impl World {
                             },
                         );
                     } else {
-                        self.schedule(self.net.latency, Pending::DialArrives { conn, token });
+                        let arrives = Pending::DialArrives { conn, token, hello };
+                        self.schedule(self.net.latency, arrives);
                     }
                 }
                 AgentOutput::Send { epoch, message } => {
@@ -916,7 +922,7 @@ impl World {
 
     fn deliver(&mut self, p: Pending) {
         match p {
-            Pending::DialArrives { conn, token } => self.admit(conn, &token),
+            Pending::DialArrives { conn, token, hello } => self.admit(conn, &token, hello),
             Pending::DialAnswer { conn, failure } => {
                 let Some(c) = self.conns.get(&conn).copied() else {
                     return;
@@ -1015,7 +1021,7 @@ impl World {
         }
     }
 
-    fn admit(&mut self, conn: u64, token: &str) {
+    fn admit(&mut self, conn: u64, token: &str, hello: Hello) {
         let Some(c) = self.conns.get(&conn).copied() else {
             return;
         };
@@ -1032,6 +1038,7 @@ impl World {
                     peer,
                     token: Some(self.check_token(token)),
                     elsewhere: TokenIdElsewhere::Unused,
+                    hello,
                 };
                 self.central.admit(self.now, self.wall(), &upgrade)
             }

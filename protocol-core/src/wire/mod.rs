@@ -8,6 +8,7 @@
 
 mod broadcast;
 mod command;
+mod features;
 mod health;
 mod logs;
 pub(crate) mod real;
@@ -22,6 +23,7 @@ pub use command::{
     CommandError, CommandKind, CommandResult, Deploy, ErrorCode, Execute, ExecuteApproved,
     HealthCheck, UpdateAgent,
 };
+pub use features::{Feature, Features, Hello};
 pub use health::{CheckDetail, CheckStatus, Health, HealthChecks, HealthDetails};
 pub use logs::{LogLine, StreamLogs};
 pub use report::{Alert, AlertData, AlertState, NodeStatus, Severity, Status};

@@ -21,6 +21,17 @@ pub struct Welcome {
     pub intervals: Intervals,
     /// The largest message central accepts, in bytes.
     pub max_message_bytes: u32,
+    /// What central speaks beyond the `nap.v1` base, by name (§1.1); an
+    /// agent ignores names it does not know. Absent from a central that
+    /// predates features.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "testing",
+        proptest(
+            strategy = "proptest::collection::vec(proptest::arbitrary::any::<String>(), 0..3)"
+        )
+    )]
+    pub features: Vec<String>,
 }
 
 /// Server-set periods in milliseconds.

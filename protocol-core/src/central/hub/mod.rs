@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::rng::Prng;
 use crate::timer::Timers;
 use crate::transport::CloseCode;
-use crate::wire::{CommandResult, NodeStatus};
+use crate::wire::{CommandResult, Features, Hello, NodeStatus};
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
 use super::alarm::Alarm;
@@ -98,6 +98,8 @@ pub struct Upgrade {
     /// The bearer token's findings; `None` when there was no token.
     pub token: Option<TokenCheck>,
     pub elsewhere: TokenIdElsewhere,
+    /// What the agent announced (its version and features).
+    pub hello: Hello,
 }
 
 /// An admitted connection.
@@ -243,6 +245,8 @@ pub struct CentralHub {
     replay: ReplayWindow,
     throttle: Throttle,
     live: BTreeMap<NodeId, SessionId>,
+    /// What each live node announced it speaks.
+    features: BTreeMap<NodeId, Features>,
     status: BTreeMap<NodeId, NodeStatus>,
     commands: BTreeMap<RequestId, TrackedCommand>,
     queued: BTreeMap<NodeId, VecDeque<RequestId>>,
@@ -264,6 +268,7 @@ impl CentralHub {
             replay: ReplayWindow::default(),
             throttle: Throttle::default(),
             live: BTreeMap::new(),
+            features: BTreeMap::new(),
             status: BTreeMap::new(),
             commands: BTreeMap::new(),
             queued: BTreeMap::new(),
@@ -404,6 +409,8 @@ impl CentralHub {
             Ok(valid) => valid,
             Err(rejection) => return Admit::Refused(self.refuse(upgrade.peer, rejection)),
         };
+        self.features
+            .insert(valid.node_id, upgrade.hello.features.clone());
         if let Some(old) = self.live.insert(valid.node_id, upgrade.session_id) {
             self.terminate(
                 old,
@@ -590,10 +597,7 @@ impl CentralHub {
             .map(|(id, _)| *id)
             .collect();
         for request_id in unanswered {
-            if let Some(command) = self.commands.get(&request_id) {
-                let message = Box::new(command.message.clone());
-                self.tell_session(session_id, ToSessionKind::Deliver(message));
-            }
+            self.send_command(request_id, session_id);
         }
         let queued = self.queued.remove(&node_id).unwrap_or_default();
         for request_id in queued {
@@ -606,6 +610,7 @@ impl CentralHub {
     fn session_closed(&mut self, node_id: NodeId, session_id: SessionId) {
         if self.live.get(&node_id) == Some(&session_id) {
             self.live.remove(&node_id);
+            self.features.remove(&node_id);
             self.set_status(node_id, NodeStatus::Offline, Some("disconnected".into()));
         }
     }
@@ -613,6 +618,7 @@ impl CentralHub {
     /// An operator revoked the node: its live session closes with 4003.
     fn revoke(&mut self, node_id: NodeId) {
         if let Some(session_id) = self.live.remove(&node_id) {
+            self.features.remove(&node_id);
             self.terminate(session_id, CloseCode::Revoked, "node revoked");
             self.set_status(node_id, NodeStatus::Offline, Some("revoked".into()));
         }
@@ -626,6 +632,7 @@ impl CentralHub {
     /// online, and an offline written here could land after it.
     fn release(&mut self, node_id: NodeId) {
         if let Some(session_id) = self.live.remove(&node_id) {
+            self.features.remove(&node_id);
             self.terminate(
                 session_id,
                 CloseCode::Superseded,
@@ -776,13 +783,44 @@ impl CentralHub {
         if command.state != CommandState::Queued {
             return;
         }
-        command.state = CommandState::Sent;
         let node_id = command.node_id;
+        let speaks = self
+            .features
+            .get(&node_id)
+            .is_some_and(|f| f.allow(&command.message));
+        if !speaks {
+            command.state = CommandState::Undeliverable;
+            self.changed(request_id, node_id, CommandState::Undeliverable);
+            self.finished(request_id);
+            return;
+        }
+        command.state = CommandState::Sent;
         let deadline = self.now + command.timeout + self.config.result_grace;
-        let message = Box::new(command.message.clone());
         self.timers.set(HubTimer::Command(request_id), deadline);
-        self.tell_session(session_id, ToSessionKind::Deliver(message));
         self.changed(request_id, node_id, CommandState::Sent);
+        self.send_command(request_id, session_id);
+    }
+
+    /// Sends a tracked command to the node's session — if the node speaks
+    /// what the command needs; a node that does not (an older agent) can
+    /// never run it, and the command is undeliverable.
+    fn send_command(&mut self, request_id: RequestId, session_id: SessionId) {
+        let Some(command) = self.commands.get_mut(&request_id) else {
+            return;
+        };
+        let node_id = command.node_id;
+        if self
+            .features
+            .get(&node_id)
+            .is_some_and(|f| f.allow(&command.message))
+        {
+            let message = Box::new(command.message.clone());
+            self.tell_session(session_id, ToSessionKind::Deliver(message));
+        } else {
+            command.state = CommandState::Undeliverable;
+            self.changed(request_id, node_id, CommandState::Undeliverable);
+            self.finished(request_id);
+        }
     }
 
     /// A command reached its terminal state: it stays in memory a while

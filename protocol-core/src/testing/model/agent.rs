@@ -206,7 +206,11 @@ impl AgentState {
                     self.engine
                         .handle_input(self.now, AgentInput::TokenMinted { token, lifetime });
                 }
-                AgentOutput::Dial { epoch, token } => {
+                AgentOutput::Dial {
+                    epoch,
+                    token,
+                    hello,
+                } => {
                     send(
                         o,
                         central,
@@ -214,6 +218,7 @@ impl AgentState {
                         Wire::Upgrade {
                             conn: self.conn(epoch),
                             token,
+                            hello,
                         },
                     );
                 }

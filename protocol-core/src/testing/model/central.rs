@@ -181,7 +181,7 @@ impl CentralActor {
     ) {
         state.now = state.now.max(packet.sent_at);
         match packet.body {
-            Wire::Upgrade { conn, token } => state.upgrade(src, conn, &token, o),
+            Wire::Upgrade { conn, token, hello } => state.upgrade(src, conn, &token, hello, o),
             Wire::Text { conn, text } => {
                 let Some(session_id) = state.conns.get(&(src, conn)).copied() else {
                     state.reset(src, conn, o);
@@ -235,7 +235,14 @@ impl CentralActor {
 }
 
 impl CentralState {
-    fn upgrade(&mut self, agent: Id, conn: Conn, token: &str, o: &mut Out<ModelActor>) {
+    fn upgrade(
+        &mut self,
+        agent: Id,
+        conn: Conn,
+        token: &str,
+        hello: crate::wire::Hello,
+        o: &mut Out<ModelActor>,
+    ) {
         if !self.store.seen.insert((agent, conn)) {
             return; // a duplicate of a handshake already answered
         }
@@ -247,6 +254,7 @@ impl CentralState {
             peer: None,
             token: Some(tokens::check(token, &self.registry)),
             elsewhere: TokenIdElsewhere::Unused,
+            hello,
         };
         match self.central.admit(self.now, wall_at(self.now), &upgrade) {
             Admit::Accepted(admission) => {

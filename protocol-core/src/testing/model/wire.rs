@@ -30,7 +30,11 @@ pub struct Packet {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Wire {
     /// Agent → central: the upgrade request with its bearer token.
-    Upgrade { conn: Conn, token: String },
+    Upgrade {
+        conn: Conn,
+        token: String,
+        hello: crate::wire::Hello,
+    },
     /// Central → agent: 101, the WebSocket is open.
     Accepted { conn: Conn },
     /// Central → agent: 401, the token was refused.
