@@ -6,7 +6,6 @@
 //! are this same runner with a synthetic host.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nap_core::agent::{AgentEngine, AgentEvent, AgentInput, AgentOutput, AgentSnapshot, Task};
@@ -19,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 
-use crate::transport::DialOptions;
+pub use crate::transport::Dialer;
 
 /// Where the host reports what it was asked for (samples, outcomes, health).
 pub type Inputs = mpsc::Sender<AgentInput>;
@@ -49,14 +48,6 @@ pub trait Host: Send {
     fn stream_logs(&mut self, service: &str) {
         tracing::warn!(%service, "stream_logs is not supported by this agent yet; ignored");
     }
-}
-
-/// Where and how to dial central.
-#[derive(Debug, Clone)]
-pub struct Dialer {
-    pub url: String,
-    pub tls: Arc<rustls::ClientConfig>,
-    pub options: DialOptions,
 }
 
 /// A monotonic clock for the core's timestamps, started with the driver.
@@ -261,14 +252,12 @@ impl<H: Host> Runner<H> {
         self.links.retain(|_, l| !l.task.is_finished());
         let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
         let task = tokio::spawn(crate::transport::connect(
-            self.dialer.url.clone(),
-            Arc::clone(&self.dialer.tls),
+            self.dialer.clone(),
             token,
             hello,
             epoch,
             self.tx.clone(),
             outgoing,
-            self.dialer.options.clone(),
         ));
         let link = Link {
             writer,

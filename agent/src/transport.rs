@@ -40,6 +40,14 @@ pub struct DialOptions {
     pub counters: Option<Arc<WireBytes>>,
 }
 
+/// Where and how to dial central.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub url: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub options: DialOptions,
+}
+
 /// A TCP stream that adds what passes through it to [`WireBytes`].
 #[derive(Debug)]
 pub struct Counted {
@@ -221,15 +229,14 @@ pub async fn dial(
 /// outcome of the dial, every text frame and the close are reported to the
 /// engine through `inputs`; what arrives on `outgoing` is written.
 pub async fn connect(
-    url: String,
-    tls: Arc<rustls::ClientConfig>,
+    dialer: Dialer,
     token: String,
     hello: nap_core::wire::Hello,
     epoch: nap_core::transport::Epoch,
     inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
     mut outgoing: tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
-    options: DialOptions,
 ) {
+    let Dialer { url, tls, options } = dialer;
     use futures_util::{SinkExt as _, StreamExt as _};
     use nap_core::agent::AgentInput;
     use tokio_tungstenite::tungstenite::Message;
