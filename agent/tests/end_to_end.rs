@@ -146,7 +146,7 @@ async fn wait_for(
 }
 
 /// Stores a command as the operator API would, in `state`.
-async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: &str) {
+async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: CommandState) {
     let now = WallTime::from(chrono::Utc::now());
     s.running
         .store()
@@ -155,7 +155,7 @@ async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: &str)
             node_id: s.node,
             kind: nap_core::codec::Message::message_type(message).into(),
             message: serde_json::to_value(message).expect("json"),
-            state: state.into(),
+            state,
             requester: "test".into(),
             approver: None,
             timeout_ms: 60_000,
@@ -173,7 +173,7 @@ async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
         CentralMessage::Deploy(d) => d.request_id,
         _ => unreachable!(),
     };
-    record(s, id, &message, "queued").await;
+    record(s, id, &message, CommandState::Queued).await;
     let node = s.node;
     s.running.hub.input(HubInput::Submit(vec![Submission {
         node_id: node,
@@ -338,7 +338,7 @@ async fn an_unsigned_update_never_runs() {
         request_id: Some(id),
         version: "9.9.9".into(),
     });
-    record(&s, id, &message, "queued").await;
+    record(&s, id, &message, CommandState::Queued).await;
     s.running.hub.input(HubInput::Submit(vec![Submission {
         node_id: node,
         request_id: id,
@@ -479,7 +479,7 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
     let id = RequestId::from_u128(77);
     // Central knows the command (sent before it, too, restarted).
     let message = execute(77, "echo", &["again"]);
-    record(&s, id, &message, "sent").await;
+    record(&s, id, &message, CommandState::Sent).await;
     s.running.hub.restore_commands().await.expect("restore");
     // The agent finished it before its restart; the result is in its outbox.
     let result = nap_core::wire::CommandResult {
@@ -526,7 +526,8 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
         .expect("get")
         .expect("exists");
     assert_eq!(
-        stored.state, "succeeded",
+        stored.state,
+        CommandState::Succeeded,
         "recorded once, never overwritten"
     );
 }

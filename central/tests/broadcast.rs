@@ -102,7 +102,10 @@ async fn all_means_every_node_not_revoked() {
         vec![active.id]
     );
     let stored = store.get_command(issued[0].1).await.expect("read");
-    assert_eq!(stored.map(|c| c.state).as_deref(), Some("queued"));
+    assert_eq!(
+        stored.map(|c| c.state),
+        Some(nap_core::central::CommandState::Queued)
+    );
 }
 
 #[tokio::test]

@@ -205,7 +205,7 @@ async fn a_command_for_an_offline_node_waits_in_the_store_and_follows_the_node()
         .await
         .expect("read")
         .expect("exists");
-    assert_eq!(stored.state, "queued");
+    assert_eq!(stored.state, CommandState::Queued);
     assert_eq!(
         a.running.hub.read(|hub| hub.clone()).queued_for(key.id),
         0,

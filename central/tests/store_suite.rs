@@ -60,7 +60,7 @@ fn command(id: u128, n: u128) -> CommandRecord {
         node_id: NodeId::from_u128(n),
         kind: "execute".into(),
         message: serde_json::to_value(&message).expect("json"),
-        state: "queued".into(),
+        state: CommandState::Queued,
         requester: "alice".into(),
         approver: None,
         timeout_ms: 30_000,
@@ -245,7 +245,7 @@ async fn a_command_keeps_its_first_terminal_state_and_first_result(store: &impl 
         .await
         .expect("get")
         .expect("exists");
-    assert_eq!(c.state, "succeeded");
+    assert_eq!(c.state, CommandState::Succeeded);
     assert_eq!(c.result.map(|r| r.result).as_deref(), Some("first"));
     assert_eq!(c.requester, "alice");
     assert!(store.open_commands().await.expect("open").is_empty());
@@ -296,7 +296,7 @@ async fn a_batch_of_state_changes_applies_in_order(store: &impl Storage) {
     ];
     store.apply_state_changes(batch).await.expect("batch");
     let c = store.get_command(id).await.expect("get").expect("exists");
-    assert_eq!(c.state, "succeeded");
+    assert_eq!(c.state, CommandState::Succeeded);
     let history = store.status_history(node_id).await.expect("history");
     assert_eq!(
         history.iter().map(|(_, s)| *s).collect::<Vec<_>>(),
@@ -383,7 +383,7 @@ async fn a_node_s_open_commands_are_found_and_old_queued_ones_expire(store: &imp
         .await
         .expect("get")
         .expect("exists");
-    assert_eq!(c.state, "expired");
+    assert_eq!(c.state, CommandState::Expired);
     let open = store
         .open_commands_for(vec![NodeId::from_u128(1)])
         .await

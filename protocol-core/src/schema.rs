@@ -15,30 +15,17 @@ pub fn all() -> Vec<(String, Value)> {
         direction::<CentralMessage>("central-to-agent", "Every message central sends to a node."),
         direction::<OperatorMessage>("operator-to-central", "Operator requests to central."),
     ];
-    macro_rules! each {
-        ($($tag:literal => $ty:ty),+ $(,)?) => { $( out.push(message::<$ty>($tag)); )+ };
+    // One per message type, from the direction tables in `wire` (a type
+    // that travels both ways, like `ping`, once).
+    let messages = AgentMessage::message_schemas()
+        .into_iter()
+        .chain(CentralMessage::message_schemas())
+        .chain(OperatorMessage::message_schemas());
+    for (name, schema) in messages {
+        if !out.iter().any(|(n, _)| *n == name) {
+            out.push((name, schema));
+        }
     }
-    each!(
-        "telemetry" => Telemetry,
-        "command_result" => CommandResult,
-        "status" => Status,
-        "alert" => Alert,
-        "health" => Health,
-        "ping" => Ping,
-        "pong" => Pong,
-        "token_refresh" => TokenRefresh,
-        "log_line" => LogLine,
-        "welcome" => Welcome,
-        "ack" => Ack,
-        "execute" => Execute,
-        "execute_approved" => ExecuteApproved,
-        "deploy" => Deploy,
-        "health_check" => HealthCheck,
-        "update_agent" => UpdateAgent,
-        "drain" => Drain,
-        "stream_logs" => StreamLogs,
-        "broadcast" => Broadcast,
-    );
     out
 }
 
@@ -56,7 +43,7 @@ fn direction<T: JsonSchema>(name: &str, description: &str) -> (String, Value) {
     (format!("{name}.json"), schema)
 }
 
-fn message<T: JsonSchema>(tag: &str) -> (String, Value) {
+pub(crate) fn message<T: JsonSchema>(tag: &str) -> (String, Value) {
     let mut schema = settings()
         .into_generator()
         .into_root_schema_for::<T>()

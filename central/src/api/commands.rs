@@ -4,7 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nap_core::wire::CentralMessage;
+use nap_core::central::CommandState;
+use nap_core::wire::{CentralMessage, CommandKind, Execute};
 use nap_core::{Limits, NodeId, RequestId, WallTime};
 use serde_json::{Value, json};
 
@@ -16,12 +17,9 @@ use crate::cluster::Dispatch;
 use crate::hub::HubHandle;
 use crate::store::{CommandRecord, NodeRecord, Storage};
 
-/// The command kinds an operator may send.
-const COMMAND_TYPES: [&str; 4] = ["execute", "deploy", "health_check", "update_agent"];
-
 /// An operator's command, checked, before it gets its request id.
 struct CommandTemplate {
-    kind: String,
+    kind: CommandKind,
     body: serde_json::Map<String, Value>,
 }
 
@@ -30,17 +28,14 @@ impl CommandTemplate {
         let Value::Object(body) = body else {
             return Err(bad_request("the command must be a JSON object"));
         };
-        let kind = body
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        if !COMMAND_TYPES.contains(&kind.as_str()) {
+        let named = body.get("type").and_then(Value::as_str).unwrap_or_default();
+        let Some(kind) = CommandKind::from_name(named) else {
+            let kinds: Vec<&str> = CommandKind::ALL.iter().map(|k| k.as_str()).collect();
             return Err(bad_request(format!(
                 "type must be one of {}",
-                COMMAND_TYPES.join(", ")
+                kinds.join(", ")
             )));
-        }
+        };
         if body.contains_key("requestId") {
             return Err(bad_request(
                 "requestId is assigned by central; leave it out",
@@ -60,8 +55,10 @@ impl CommandTemplate {
         let message: CentralMessage =
             nap_core::decode(&text, &Limits::default()).map_err(|e| bad_request(e.to_string()))?;
         let timeout_ms = match &message {
-            CentralMessage::Execute(e) => e.timeout.unwrap_or(30_000),
-            _ => 600_000,
+            CentralMessage::Execute(Execute {
+                timeout: Some(ms), ..
+            }) => *ms,
+            _ => u64::try_from(self.kind.default_timeout().as_millis()).unwrap_or(u64::MAX),
         };
         Ok((message, timeout_ms))
     }
@@ -78,9 +75,9 @@ impl CommandTemplate {
         let record = CommandRecord {
             request_id,
             node_id,
-            kind: self.kind.clone(),
+            kind: self.kind.as_str().to_owned(),
             message: serde_json::to_value(&message).map_err(internal)?,
-            state: "queued".into(),
+            state: CommandState::Queued,
             requester: requester.to_owned(),
             approver: None,
             timeout_ms,
@@ -306,7 +303,7 @@ pub(super) async fn get_command(
         "requestId": command.request_id,
         "nodeId": command.node_id,
         "type": command.kind,
-        "state": command.state,
+        "state": command.state.as_str(),
         "message": command.message,
         "result": command.result,
         "requester": command.requester,

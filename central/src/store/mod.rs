@@ -70,7 +70,7 @@ pub struct CommandRecord {
     pub node_id: NodeId,
     pub kind: String,
     pub message: serde_json::Value,
-    pub state: String,
+    pub state: CommandState,
     pub requester: String,
     pub approver: Option<String>,
     pub timeout_ms: u64,
@@ -283,19 +283,10 @@ pub fn command_kind(message: &CentralMessage) -> &'static str {
     nap_core::codec::Message::message_type(message)
 }
 
-/// Parses the `state` column back.
-pub fn parse_state(state: &str) -> Option<CommandState> {
-    Some(match state {
-        "queued" => CommandState::Queued,
-        "sent" => CommandState::Sent,
-        "succeeded" => CommandState::Succeeded,
-        "failed" => CommandState::Failed,
-        "timed_out" => CommandState::TimedOut,
-        "blocked" => CommandState::Blocked,
-        "expired" => CommandState::Expired,
-        "undeliverable" => CommandState::Undeliverable,
-        _ => return None,
-    })
+/// A stored `state` column read back.
+pub(crate) fn parse_state(state: &str) -> StoreResult<CommandState> {
+    CommandState::from_name(state)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown command state {state:?}")))
 }
 
 /// The summary numbers kept beside each sample for fast queries.

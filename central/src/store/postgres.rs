@@ -293,7 +293,7 @@ fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
         node_id: NodeId::from(r.get::<_, Uuid>(1)),
         kind: r.get(2),
         message: r.get(3),
-        state: r.get(4),
+        state: super::parse_state(r.get(4))?,
         requester: r.get(5),
         approver: r.get(6),
         timeout_ms: u64::try_from(r.get::<_, i64>(7)).unwrap_or(0),

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nap_core::central::CommandState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -113,9 +114,10 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NodeRecord, Strin
 const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
 
-fn command_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(CommandRecord, String, Option<String>)> {
+/// A command row, with its result and state still to parse.
+type CommandRow = (CommandRecord, String, Option<String>, String);
+
+fn command_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
     let id: String = row.get(0)?;
     let node: String = row.get(1)?;
     let message: String = row.get(3)?;
@@ -126,7 +128,7 @@ fn command_from_row(
             node_id: node.parse().unwrap_or(NodeId::from_u128(0)),
             kind: row.get(2)?,
             message: serde_json::from_str(&message).unwrap_or(serde_json::Value::Null),
-            state: row.get(4)?,
+            state: CommandState::Queued,
             requester: row.get(5)?,
             approver: row.get(6)?,
             timeout_ms: u64::try_from(row.get::<_, i64>(7)?).unwrap_or(0),
@@ -136,14 +138,16 @@ fn command_from_row(
         },
         id,
         result,
+        row.get(4)?,
     ))
 }
 
 const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
 
-fn finish_command(row: (CommandRecord, String, Option<String>)) -> StoreResult<CommandRecord> {
-    let (mut record, _, result) = row;
+fn finish_command(row: CommandRow) -> StoreResult<CommandRecord> {
+    let (mut record, _, result, state) = row;
     record.result = result.as_deref().map(parse).transpose()?;
+    record.state = super::parse_state(&state)?;
     Ok(record)
 }
 
@@ -484,7 +488,7 @@ impl Storage for SqliteStore {
                             c.node_id.to_string(),
                             c.kind,
                             c.message.to_string(),
-                            c.state,
+                            c.state.as_str(),
                             c.requester,
                             c.approver,
                             i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput, CommandOutcome, Decision, Task};
 use crate::wire::{
-    CentralMessage, CommandError, CommandResult, ErrorCode, Health, HealthChecks, HealthDetails,
+    Command, CommandError, CommandResult, ErrorCode, Health, HealthChecks, HealthDetails,
 };
 use crate::{RequestId, Timestamp};
 
@@ -77,11 +77,11 @@ impl CommandTable {
 
 impl Ctx {
     /// A command message from central on the established session.
-    pub(crate) fn receive_command(&mut self, message: CentralMessage) {
+    pub(crate) fn receive_command(&mut self, command: Command) {
         let policy = &self.config.policy;
         let task_timeout = policy.task_timeout;
-        let (request_id, what, decision) = match message {
-            CentralMessage::Execute(e) => {
+        let (request_id, what, decision) = match command {
+            Command::Execute(e) => {
                 let what = format!("execute {} {:?}", e.command, e.args);
                 let decision =
                     policy
@@ -94,7 +94,7 @@ impl Ctx {
                         });
                 (e.request_id, what, decision)
             }
-            CentralMessage::Deploy(d) => {
+            Command::Deploy(d) => {
                 let what = format!("deploy {} {}", d.env, d.branch);
                 let decision = policy.check_deploy(&d.env, &d.branch).map(|()| {
                     let task = Task::Deploy {
@@ -106,7 +106,7 @@ impl Ctx {
                 });
                 (Some(d.request_id), what, decision)
             }
-            CentralMessage::HealthCheck(h) => (
+            Command::HealthCheck(h) => (
                 Some(h.request_id),
                 "health_check".to_owned(),
                 Ok((
@@ -116,7 +116,7 @@ impl Ctx {
                     None,
                 )),
             ),
-            CentralMessage::UpdateAgent(u) => {
+            Command::UpdateAgent(u) => {
                 let what = format!("update_agent {}", u.version);
                 let task = Task::UpdateAgent {
                     version: u.version,
@@ -124,11 +124,10 @@ impl Ctx {
                 };
                 (u.request_id, what, Ok((task, None)))
             }
-            CentralMessage::ExecuteApproved(a) => {
+            Command::ExecuteApproved(a) => {
                 self.approve(a.request_id, &a.command, &a.approved_by);
                 return;
             }
-            _ => return,
         };
         let Some(request_id) = request_id else {
             self.decided(None, what, Decision::Invalid("no requestId"));

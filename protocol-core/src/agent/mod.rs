@@ -243,6 +243,12 @@ impl AgentEngine {
         };
         self.dispatch(Event::Inbound);
         let established = self.ctx.established;
+        let message = match message.into_command() {
+            Ok(command) if established => return self.ctx.receive_command(command),
+            // Nothing runs before the session is established.
+            Ok(command) => return self.unexpected(command.message_type()),
+            Err(message) => message,
+        };
         match message {
             CentralMessage::Welcome(welcome) => self.dispatch(Event::Welcome(welcome)),
             CentralMessage::Ping(ping) if established => {
@@ -272,24 +278,15 @@ impl AgentEngine {
                     lines: s.lines,
                 });
             }
-            command @ (CentralMessage::Execute(_)
-            | CentralMessage::ExecuteApproved(_)
-            | CentralMessage::Deploy(_)
-            | CentralMessage::HealthCheck(_)
-            | CentralMessage::UpdateAgent(_))
-                if established =>
-            {
-                self.ctx.receive_command(command);
-            }
-            other => {
-                // Valid, but not now (before `welcome`): nothing runs before
-                // the session is established.
-                let message_type = crate::codec::Message::message_type(&other);
-                self.ctx.event(AgentEvent::Unexpected { message_type });
-                if self.ctx.invalid.record(self.ctx.now) {
-                    self.dispatch(Event::TooManyInvalid);
-                }
-            }
+            // Valid, but not now (before `welcome`).
+            other => self.unexpected(crate::codec::Message::message_type(&other)),
+        }
+    }
+
+    fn unexpected(&mut self, message_type: &'static str) {
+        self.ctx.event(AgentEvent::Unexpected { message_type });
+        if self.ctx.invalid.record(self.ctx.now) {
+            self.dispatch(Event::TooManyInvalid);
         }
     }
 }

@@ -7,7 +7,10 @@ use crate::wire::{CentralMessage, CommandResult, ErrorCode};
 use crate::{NodeId, RequestId};
 
 /// A command's state at central (spec/protocol.md §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum CommandState {
     /// Waiting for the node to be online.
     Queued,

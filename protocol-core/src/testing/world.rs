@@ -1237,13 +1237,5 @@ pub(crate) fn all_ok() -> HealthChecks {
 
 /// The `requestId` of a command message.
 pub(crate) fn command_request_id(message: &CentralMessage) -> Option<RequestId> {
-    match message {
-        CentralMessage::Execute(m) => m.request_id,
-        CentralMessage::ExecuteApproved(m) => m.request_id,
-        CentralMessage::Deploy(m) => Some(m.request_id),
-        CentralMessage::HealthCheck(m) => Some(m.request_id),
-        CentralMessage::UpdateAgent(m) => m.request_id,
-        CentralMessage::StreamLogs(m) => m.request_id,
-        _ => None,
-    }
+    message.request_id()
 }

@@ -157,3 +157,109 @@ pub enum CommandKind {
     HealthCheck,
     UpdateAgent,
 }
+
+impl CommandKind {
+    /// Every kind, in order.
+    pub const ALL: [Self; 4] = [
+        Self::Execute,
+        Self::Deploy,
+        Self::HealthCheck,
+        Self::UpdateAgent,
+    ];
+
+    /// The message type that carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Execute => "execute",
+            Self::Deploy => "deploy",
+            Self::HealthCheck => "health_check",
+            Self::UpdateAgent => "update_agent",
+        }
+    }
+
+    /// The kind carried by the message type `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// How long a node may take when the command names no timeout of its
+    /// own (central waits this, plus its grace, for the result).
+    pub fn default_timeout(self) -> std::time::Duration {
+        match self {
+            Self::Execute => std::time::Duration::from_secs(30),
+            Self::Deploy | Self::HealthCheck | Self::UpdateAgent => {
+                std::time::Duration::from_secs(600)
+            }
+        }
+    }
+}
+
+/// A message from central that asks the node to act, by kind. Matching on
+/// it is exhaustive: a new command type must be handled wherever commands
+/// are, or the build fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Execute(Execute),
+    /// v0.2: releases a held `execute`.
+    ExecuteApproved(ExecuteApproved),
+    Deploy(Deploy),
+    HealthCheck(HealthCheck),
+    UpdateAgent(UpdateAgent),
+}
+
+impl Command {
+    /// The message type that carries it.
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Self::Execute(_) => "execute",
+            Self::ExecuteApproved(_) => "execute_approved",
+            Self::Deploy(_) => "deploy",
+            Self::HealthCheck(_) => "health_check",
+            Self::UpdateAgent(_) => "update_agent",
+        }
+    }
+
+    /// The command's request id (central always sends one).
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::Execute(m) => m.request_id,
+            Self::ExecuteApproved(m) => m.request_id,
+            Self::Deploy(m) => Some(m.request_id),
+            Self::HealthCheck(m) => Some(m.request_id),
+            Self::UpdateAgent(m) => m.request_id,
+        }
+    }
+}
+
+impl super::CentralMessage {
+    /// The command this message carries, or the message itself if it is
+    /// not one. Exhaustive, so a new message type must say here whether it
+    /// is a command.
+    pub fn into_command(self) -> Result<Command, Self> {
+        match self {
+            Self::Execute(m) => Ok(Command::Execute(m)),
+            Self::ExecuteApproved(m) => Ok(Command::ExecuteApproved(m)),
+            Self::Deploy(m) => Ok(Command::Deploy(m)),
+            Self::HealthCheck(m) => Ok(Command::HealthCheck(m)),
+            Self::UpdateAgent(m) => Ok(Command::UpdateAgent(m)),
+            other @ (Self::Welcome(_)
+            | Self::Ping(_)
+            | Self::Pong(_)
+            | Self::Ack(_)
+            | Self::Drain(_)
+            | Self::StreamLogs(_)) => Err(other),
+        }
+    }
+
+    /// The request id of a command or a log stream.
+    pub fn request_id(&self) -> Option<RequestId> {
+        match self {
+            Self::StreamLogs(m) => m.request_id,
+            other => other
+                .clone()
+                .into_command()
+                .ok()
+                .and_then(|c| c.request_id()),
+        }
+    }
+}

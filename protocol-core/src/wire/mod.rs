@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use broadcast::{Broadcast, BroadcastParams};
 pub use command::{
-    CommandError, CommandKind, CommandResult, Deploy, ErrorCode, Execute, ExecuteApproved,
+    Command, CommandError, CommandKind, CommandResult, Deploy, ErrorCode, Execute, ExecuteApproved,
     HealthCheck, UpdateAgent,
 };
 pub use features::{Feature, Features, Hello};
@@ -122,6 +122,14 @@ macro_rules! direction {
                         expected: Self::TYPES,
                     }),
                 }
+            }
+        }
+
+        #[cfg(feature = "schema")]
+        impl $name {
+            /// The schema of each message of this direction, by tag.
+            pub(crate) fn message_schemas() -> Vec<(String, serde_json::Value)> {
+                vec![$( crate::schema::message::<$ty>($tag) ),+]
             }
         }
 

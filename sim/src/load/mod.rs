@@ -547,7 +547,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             if let Some(c) = store.get_command(*request).await? {
                 command_ages.push((
                     *request,
-                    c.state.clone(),
+                    c.state.as_str().to_owned(),
                     c.updated_at.unix_millis() - c.created_at.unix_millis(),
                 ));
             }
