@@ -116,9 +116,14 @@ impl Driver {
     pub async fn run(mut self) -> anyhow::Result<Exit> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let state_dir = self.runner.host.config.state_dir.clone();
-        let update_deadline = crate::update::pending(&state_dir).map(|p| p.deadline);
         let runner = &mut self.runner;
         runner.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now())));
+        if let Some(pending) = crate::update::pending(&state_dir) {
+            // The engine keeps this version only if it reaches central in time.
+            let deadline = WallTime::from_unix_millis(pending.deadline.saturating_mul(1000))
+                .unwrap_or(WallTime::UNIX_EPOCH);
+            runner.input(AgentInput::UpdateOnProbation { deadline });
+        }
         runner.input(AgentInput::Start);
         let mut wall_tick = tokio::time::interval(Duration::from_secs(60));
         // systemd: ready once started; the watchdog is petted from this loop,
@@ -131,20 +136,7 @@ impl Driver {
             if let Some(exit) = runner.host.exit {
                 return Ok(exit);
             }
-            if let Some(deadline) = update_deadline
-                && chrono::Utc::now().timestamp() > deadline
-                && let Some(p) = crate::update::pending(&state_dir)
-            {
-                crate::update::roll_back(&state_dir, &p)?;
-                return Ok(Exit::Restart);
-            }
-            let mut deadline = runner.deadline();
-            if let Some(rollback_at) = update_deadline {
-                // Wake when an unconfirmed update's time is up.
-                let left =
-                    u64::try_from(rollback_at + 1 - chrono::Utc::now().timestamp()).unwrap_or(0);
-                deadline = deadline.min(std::time::Instant::now() + Duration::from_secs(left));
-            }
+            let deadline = runner.deadline();
             tokio::select! {
                 Some(input) = runner.recv() => runner.input(input),
                 () = tokio::time::sleep_until(deadline.into()) => runner.handle_timeout(),
@@ -265,6 +257,19 @@ impl Host for Machine {
         tokio::spawn(async move { executor.kill(request_id).await });
     }
 
+    fn confirm_update(&mut self) {
+        crate::update::confirm(&self.config.state_dir);
+    }
+
+    fn roll_back_update(&mut self) {
+        if let Some(pending) = crate::update::pending(&self.config.state_dir)
+            && let Err(e) = crate::update::roll_back(&self.config.state_dir, &pending)
+        {
+            tracing::error!(error = %e, "cannot roll the update back");
+        }
+        self.exit = Some(Exit::Restart);
+    }
+
     fn persist(&mut self, snapshot: &AgentSnapshot) {
         if let Err(e) = self.state.save(snapshot) {
             tracing::error!(error = %e, "cannot persist the outbox and request record");
@@ -312,7 +317,6 @@ impl Host for Machine {
             }
             AgentEvent::Established { session_id, .. } => {
                 tracing::info!(%session_id, "connected to central");
-                crate::update::confirm(&self.config.state_dir);
             }
             AgentEvent::Disconnected { reason, .. } => {
                 tracing::warn!(?reason, "disconnected from central")

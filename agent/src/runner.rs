@@ -44,6 +44,11 @@ pub trait Host: Send {
     fn persist(&mut self, snapshot: &AgentSnapshot);
     /// An engine event, for logs, audit and metrics.
     fn event(&mut self, event: AgentEvent);
+    /// The newly installed version connected: keep it.
+    fn confirm_update(&mut self) {}
+    /// The newly installed version did not connect in time: put the
+    /// previous one back (and restart).
+    fn roll_back_update(&mut self) {}
     /// The engine asked for a log stream (v0.4; not spoken yet).
     fn stream_logs(&mut self, service: &str) {
         tracing::warn!(%service, "stream_logs is not supported by this agent yet; ignored");
@@ -195,6 +200,8 @@ impl<H: Host> Runner<H> {
                 AgentOutput::Kill { request_id } => self.host.kill(request_id),
                 AgentOutput::StreamLogs { service, .. } => self.host.stream_logs(&service),
                 AgentOutput::Persist => self.host.persist(&self.engine.snapshot()),
+                AgentOutput::ConfirmUpdate => self.host.confirm_update(),
+                AgentOutput::RollBackUpdate => self.host.roll_back_update(),
                 AgentOutput::Event(event) => self.host.event(event),
             }
         }

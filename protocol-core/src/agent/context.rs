@@ -41,6 +41,9 @@ pub enum AgentTimer {
     Health,
     /// A command's deadline: approval window, timeout, or kill grace.
     Command(RequestId),
+    /// A newly installed agent version must have connected by then, or it
+    /// is rolled back.
+    UpdateProbation,
 }
 
 /// Whether there is a transport, and in what state.
@@ -62,6 +65,8 @@ pub(crate) struct Ctx {
     pub(crate) epoch: Epoch,
     pub(crate) transport: Transport,
     pub(crate) established: bool,
+    /// A newly installed version that has not connected yet.
+    pub(crate) on_probation: bool,
     pub(crate) backoff: Backoff,
     /// A delay decided by what ended the connection (drain, 4002, 503…),
     /// used instead of the ordinary schedule by the next backoff.
@@ -93,6 +98,7 @@ impl Ctx {
             epoch: Epoch::default(),
             transport: Transport::None,
             established: false,
+            on_probation: false,
             backoff: Backoff::default(),
             next_delay: None,
             token: None,

@@ -27,6 +27,9 @@ pub enum AgentInput {
     DialFailed { epoch: Epoch, reason: DialFailure },
     /// A text frame arrived on `epoch`.
     Frame { epoch: Epoch, text: String },
+    /// This process is a newly installed version that must reach central
+    /// (an established session) by `deadline`, or be rolled back.
+    UpdateOnProbation { deadline: WallTime },
     /// The transport of `epoch` cannot take more frames now (its send
     /// queue is full); the frame that did not fit was dropped.
     SendQueueFull { epoch: Epoch },
@@ -124,6 +127,11 @@ pub enum AgentOutput {
         code: CloseCode,
         reason: &'static str,
     },
+    /// The newly installed version connected: keep it.
+    ConfirmUpdate,
+    /// The newly installed version did not connect in time: put the
+    /// previous one back and restart.
+    RollBackUpdate,
     /// Take a telemetry sample and answer with [`AgentInput::TelemetrySample`].
     SampleTelemetry,
     /// Run the health checks and answer with [`AgentInput::HealthReport`]

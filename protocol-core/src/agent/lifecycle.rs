@@ -304,6 +304,11 @@ impl Lifecycle {
     #[action]
     fn enter_established(context: &mut Ctx) {
         context.established = true;
+        if std::mem::take(&mut context.on_probation) {
+            // This version reached central: it stays.
+            context.timers.stop(&AgentTimer::UpdateProbation);
+            context.emit(AgentOutput::ConfirmUpdate);
+        }
         context.status_sent = None;
         let epoch = context.epoch;
         if let Some(session_id) = context.session {

@@ -84,6 +84,16 @@ impl AgentEngine {
             AgentInput::Closed { epoch, code } if self.current(epoch) => {
                 self.dispatch(Event::Closed(code));
             }
+            AgentInput::UpdateOnProbation { deadline } => {
+                let wall = self.ctx.anchor.wall_at(self.ctx.now);
+                let left = deadline
+                    .unix_millis()
+                    .saturating_sub(wall.unix_millis())
+                    .max(0);
+                let left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                self.ctx.on_probation = true;
+                self.ctx.arm_in(AgentTimer::UpdateProbation, left);
+            }
             AgentInput::SendQueueFull { epoch } if self.current(epoch) => {
                 self.dispatch(Event::Congested);
             }
@@ -140,6 +150,10 @@ impl AgentEngine {
                 AgentTimer::Telemetry => self.ctx.telemetry_due(),
                 AgentTimer::Health => self.ctx.health_due(),
                 AgentTimer::Command(id) => self.ctx.command_deadline(id),
+                AgentTimer::UpdateProbation => {
+                    self.ctx.on_probation = false;
+                    self.ctx.emit(AgentOutput::RollBackUpdate);
+                }
                 other => self.dispatch(Event::Timer(other)),
             }
         }

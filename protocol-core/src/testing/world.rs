@@ -76,6 +76,9 @@ pub struct AgentNode {
     pub events: Vec<(Timestamp, AgentEvent)>,
     /// Telemetry samples the agent took.
     pub samples_taken: u64,
+    /// What the engine decided about a newly installed version: `true`
+    /// kept (it connected), `false` rolled back.
+    pub update_fates: Vec<bool>,
     /// The address its connections come from (agents may share one, as
     /// behind a NAT).
     pub peer: IpAddr,
@@ -365,6 +368,7 @@ impl World {
             saved: None,
             events: Vec::new(),
             samples_taken: 0,
+            update_fates: Vec::new(),
             peer: IpAddr::V4(Ipv4Addr::from(
                 0x0a00_0002_u32.wrapping_add(u32::try_from(self.agents.len()).unwrap_or(0)),
             )),
@@ -915,6 +919,8 @@ impl World {
                         self.agents[i].events.push((self.now, event));
                     }
                 }
+                AgentOutput::ConfirmUpdate => self.agents[i].update_fates.push(true),
+                AgentOutput::RollBackUpdate => self.agents[i].update_fates.push(false),
                 AgentOutput::StreamLogs { .. } => {}
             }
         }

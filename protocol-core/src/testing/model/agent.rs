@@ -288,7 +288,10 @@ impl AgentState {
                 AgentOutput::Persist => {
                     self.store.snapshot = Some(self.engine.snapshot());
                 }
-                AgentOutput::Event(_) | AgentOutput::StreamLogs { .. } => {}
+                AgentOutput::Event(_)
+                | AgentOutput::StreamLogs { .. }
+                | AgentOutput::ConfirmUpdate
+                | AgentOutput::RollBackUpdate => {}
             }
         }
         if self.engine.state() == (ConnectionState::Established {})
