@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use nap_core::central::ListenGate;
+
 use super::AgentEndpoint;
 use crate::events::AppEvent;
 use crate::metrics::Outcome;
@@ -35,9 +37,11 @@ pub async fn serve(
     // look again now and then while waiting for a connection.
     let mut recheck = tokio::time::interval(Duration::from_millis(250));
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gate = ListenGate::new(endpoint.max_connections);
     loop {
-        if at_capacity(&endpoint) {
-            match pause_listening(&endpoint, listener, &mut shutdown).await {
+        gate.update(connections(&endpoint));
+        if !gate.listening() {
+            match pause_listening(&endpoint, &mut gate, listener, &mut shutdown).await {
                 Some(reopened) => listener = reopened,
                 None => return,
             }
@@ -62,7 +66,9 @@ pub async fn serve(
             _ = recheck.tick() => continue,
             () = &mut shutdown => return,
         };
-        if at_capacity(&endpoint) {
+        gate.update(connections(&endpoint));
+        if !gate.listening() {
+            // At the limit now: refuse this one; the loop stops listening.
             endpoint
                 .metrics()
                 .handshakes
@@ -110,8 +116,8 @@ pub async fn serve(
     }
 }
 
-fn at_capacity(endpoint: &AgentEndpoint) -> bool {
-    usize::try_from(endpoint.metrics().connections.get()).unwrap_or(0) >= endpoint.max_connections
+fn connections(endpoint: &AgentEndpoint) -> usize {
+    usize::try_from(endpoint.metrics().connections.get()).unwrap_or(0)
 }
 
 /// At capacity, this process stops listening until it is back under 95 %.
@@ -122,6 +128,7 @@ fn at_capacity(endpoint: &AgentEndpoint) -> bool {
 /// less than an accepted connection that is dropped. `None` on shutdown.
 async fn pause_listening(
     endpoint: &AgentEndpoint,
+    gate: &mut ListenGate,
     listener: TcpListener,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Option<TcpListener> {
@@ -133,14 +140,14 @@ async fn pause_listening(
     );
     let events = &endpoint.hub.effects().events;
     events.emit(AppEvent::Listening { accepting: false });
-    let resume = endpoint.max_connections - endpoint.max_connections / 20;
     let mut every = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
             _ = every.tick() => {}
             () = shutdown.as_mut() => return None,
         }
-        if usize::try_from(endpoint.metrics().connections.get()).unwrap_or(0) >= resume {
+        gate.update(connections(endpoint));
+        if !gate.listening() {
             continue;
         }
         match crate::runtime::bind(addr, endpoint.shared_port) {

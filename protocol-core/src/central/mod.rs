@@ -7,6 +7,7 @@
 
 mod alarm;
 pub mod auth;
+mod capacity;
 mod command;
 mod events;
 mod hub;
@@ -15,6 +16,7 @@ mod session;
 
 pub use alarm::Alarm;
 pub use auth::{Audience, AuthPolicy, AuthRejection, Claims, NodeLookup, TokenCheck};
+pub use capacity::ListenGate;
 pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};
 pub use events::{ToHub, ToSession};
 pub use hub::{
