@@ -6,12 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use nap_core::central::HubInput;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{Semaphore, watch};
 
-use crate::agents::AgentEndpoint;
+use crate::agents::{AgentEndpoint, bind};
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::ServeConfig;
@@ -32,24 +30,6 @@ pub struct Running {
     pub api_addr: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-/// Binds `addr`. `shared`: several central processes of one cluster share
-/// the port (SO_REUSEPORT, DESIGN.md §5). Alone, central binds it
-/// exclusively, so that a second one fails with "address in use" instead of
-/// silently taking half of the connections it cannot route.
-pub(crate) fn bind(addr: SocketAddr, shared: bool) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_reuseport(shared)?;
-    socket
-        .bind(addr)
-        .with_context(|| format!("binding {addr}"))?;
-    Ok(socket.listen(4096)?)
 }
 
 /// A seed for the hub's PRNG: each process draws differently.
@@ -90,6 +70,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     );
     let link = cluster.map(|c| ClusterLink::new(c, config.max_connections));
     let hub = HubHandle::start(config.hub_config(seed()), effects, link);
+    crate::hub::start_cluster_work(&hub);
     hub.watch_revocations();
     let restored = hub.restore_commands().await?;
     if restored > 0 {

@@ -17,15 +17,11 @@ pub fn all() -> Vec<(String, Value)> {
     ];
     // One per message type, from the direction tables in `wire` (a type
     // that travels both ways, like `ping`, once).
-    let messages = AgentMessage::message_schemas()
-        .into_iter()
-        .chain(CentralMessage::message_schemas())
-        .chain(OperatorMessage::message_schemas());
-    for (name, schema) in messages {
-        if !out.iter().any(|(n, _)| *n == name) {
-            out.push((name, schema));
-        }
-    }
+    let mut messages = Schemas(Vec::new());
+    AgentMessage::visit_types(&mut messages);
+    CentralMessage::visit_types(&mut messages);
+    OperatorMessage::visit_types(&mut messages);
+    out.extend(messages.0);
     out
 }
 
@@ -43,7 +39,19 @@ fn direction<T: JsonSchema>(name: &str, description: &str) -> (String, Value) {
     (format!("{name}.json"), schema)
 }
 
-pub(crate) fn message<T: JsonSchema>(tag: &str) -> (String, Value) {
+/// Collects one schema per message type.
+struct Schemas(Vec<(String, Value)>);
+
+impl MessageTypes for Schemas {
+    fn visit<T: JsonSchema>(&mut self, tag: &'static str) {
+        let name = format!("{tag}.json");
+        if !self.0.iter().any(|(n, _)| *n == name) {
+            self.0.push(message::<T>(tag));
+        }
+    }
+}
+
+fn message<T: JsonSchema>(tag: &str) -> (String, Value) {
     let mut schema = settings()
         .into_generator()
         .into_root_schema_for::<T>()

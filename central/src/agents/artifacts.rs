@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use super::AgentEndpoint;
-use super::upgrade::{Body, bearer, error, refused, response};
+use super::answer::{Body, bearer, error, refused, response};
 
 /// `GET /v1/artifacts/nap-agent/{version}/{target}[.sig]`, for a node with a valid token.
 pub(super) async fn serve(

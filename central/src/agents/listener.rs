@@ -3,12 +3,14 @@
 //! accepted connection is served as HTTP/1.1 by `upgrade`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -102,7 +104,7 @@ pub async fn serve(
                 Err(_) => return,
             };
             let service =
-                service_fn(move |req| super::upgrade::handle(Arc::clone(&endpoint), peer, req));
+                service_fn(move |req| super::routes::handle(Arc::clone(&endpoint), peer, req));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .max_buf_size(16 * 1024)
@@ -150,7 +152,7 @@ async fn pause_listening(
         if !gate.listening() {
             continue;
         }
-        match crate::runtime::bind(addr, endpoint.shared_port) {
+        match bind(addr, endpoint.shared_port) {
             Ok(listener) => {
                 tracing::info!("under capacity again: listening for agents");
                 events.emit(AppEvent::Listening { accepting: true });
@@ -159,4 +161,22 @@ async fn pause_listening(
             Err(e) => tracing::error!(error = %e, "cannot listen again; retrying"),
         }
     }
+}
+
+/// Binds `addr`. `shared`: several central processes of one cluster share
+/// the port (SO_REUSEPORT, DESIGN.md §5). Alone, central binds it
+/// exclusively, so that a second one fails with "address in use" instead of
+/// silently taking half of the connections it cannot route.
+pub fn bind(addr: SocketAddr, shared: bool) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(shared)?;
+    socket
+        .bind(addr)
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(socket.listen(4096)?)
 }

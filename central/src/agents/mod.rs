@@ -2,8 +2,10 @@
 //! per-session task, token crypto and update artifacts. Everything here
 //! carries bytes to and from the core's engines through the hub handle.
 
+mod answer;
 mod artifacts;
 mod listener;
+mod routes;
 mod session;
 pub mod tokens;
 mod upgrade;
@@ -17,7 +19,7 @@ use tokio::sync::Semaphore;
 use crate::hub::HubHandle;
 use crate::metrics::Metrics;
 
-pub use listener::serve;
+pub use listener::{bind, serve};
 pub use session::ws_config;
 
 /// What the agent endpoint needs.

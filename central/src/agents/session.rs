@@ -39,15 +39,21 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
         .read_buffer_size(1024)
 }
 
+/// An admitted upgrade and what the agent said of itself.
+pub(super) struct Admitted {
+    pub(super) admission: Admission,
+    pub(super) agent_version: Option<String>,
+}
+
 /// Runs an upgraded connection until it ends.
 pub async fn run(
     hub: HubHandle,
     config: SessionConfig,
     upgraded: Upgraded,
-    admitted: super::upgrade::Admitted,
+    admitted: Admitted,
     permit: OwnedSemaphorePermit,
 ) {
-    let super::upgrade::Admitted {
+    let Admitted {
         admission,
         agent_version,
     } = admitted;

@@ -13,56 +13,15 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use nap_core::central::{
-    Admission, Admit, Refusal, RefusalKind, TokenCheck, TokenIdElsewhere, Upgrade,
-};
+use nap_core::central::{Admit, TokenCheck, TokenIdElsewhere, Upgrade};
 use nap_core::wire::Hello;
 use nap_core::{SessionId, WallTime};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::AgentEndpoint;
-use crate::events::AppEvent;
-use crate::metrics::{Outcome, Reason};
-
-pub(super) type Body = Full<Bytes>;
-
-pub(super) fn response(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-pub(super) fn error(status: StatusCode, message: &str) -> Response<Body> {
-    response(status, serde_json::json!({ "error": message }).to_string())
-}
-
-pub(super) async fn handle(
-    endpoint: Arc<AgentEndpoint>,
-    peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
-    let path = req.uri().path().to_owned();
-    let response = if path == nap_core::AGENT_PATH {
-        upgrade(endpoint, peer, req).await
-    } else if let Some(rest) = path.strip_prefix("/v1/artifacts/nap-agent/") {
-        super::artifacts::serve(&endpoint, peer, &req, rest).await
-    } else {
-        error(StatusCode::NOT_FOUND, "no such endpoint")
-    };
-    Ok(response)
-}
-
-pub(super) fn bearer(req: &Request<Incoming>) -> Option<&str> {
-    req.headers()
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-}
+use super::answer::{Body, bearer, error, refused};
+use super::session::Admitted;
+use crate::metrics::Outcome;
 
 fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
     req.headers().get_all(name).iter().any(|v| {
@@ -73,50 +32,7 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
     })
 }
 
-/// The answer to a refused upgrade, held as long as the hub says.
-pub(super) async fn refused(endpoint: &AgentEndpoint, refusal: Refusal) -> Response<Body> {
-    let metrics = endpoint.metrics();
-    let outcome = match refusal.kind {
-        RefusalKind::Unauthorized => {
-            metrics
-                .auth_failures
-                .get_or_create(&Reason {
-                    reason: refusal.reason.into(),
-                })
-                .inc();
-            endpoint.hub.effects().events.emit(AppEvent::AuthFailed {
-                reason: refusal.reason,
-            });
-            "unauthorized"
-        }
-        RefusalKind::Throttled => "throttled",
-        RefusalKind::Busy => "busy",
-    };
-    metrics
-        .handshakes
-        .get_or_create(&Outcome {
-            outcome: outcome.into(),
-        })
-        .inc();
-    if !refusal.hold.is_zero() {
-        tokio::time::sleep(refusal.hold).await;
-    }
-    let status =
-        StatusCode::from_u16(refusal.kind.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-    let message = match refusal.kind {
-        RefusalKind::Unauthorized => refusal.reason,
-        RefusalKind::Throttled => "too many failed attempts from this address",
-        RefusalKind::Busy => "too many handshakes in flight",
-    };
-    let mut r = error(status, message);
-    if let Some(after) = refusal.retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(after.as_secs()));
-    }
-    r
-}
-
-async fn upgrade(
+pub(super) async fn upgrade(
     endpoint: Arc<AgentEndpoint>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
@@ -157,12 +73,6 @@ async fn upgrade(
         })
         .inc();
     response
-}
-
-/// An admitted upgrade and what the agent said of itself.
-pub(super) struct Admitted {
-    pub(super) admission: Admission,
-    pub(super) agent_version: Option<String>,
 }
 
 async fn admit(

@@ -50,9 +50,6 @@ impl HubHandle {
             cluster,
         }));
         tokio::spawn(handle.clone().run_timers());
-        if let Some(cluster) = &handle.0.cluster {
-            cluster.start(&handle);
-        }
         handle
     }
 

@@ -3,9 +3,11 @@
 //! store's and the cluster's news into hub inputs.
 
 mod cluster_link;
+mod cluster_tasks;
 mod dispatch;
 mod handle;
 mod watch;
 
 pub use cluster_link::ClusterLink;
+pub use cluster_tasks::start as start_cluster_work;
 pub use handle::{HubHandle, inbox};

@@ -83,6 +83,13 @@ no_cross_field_rules!(
     Broadcast,
 );
 
+/// Something that is shown every message type of a direction with its Rust
+/// type (the JSON Schemas are made this way, from the one table below).
+#[cfg(feature = "schema")]
+pub trait MessageTypes {
+    fn visit<T: schemars::JsonSchema>(&mut self, tag: &'static str);
+}
+
 /// Declares a direction's message enum, internally tagged by `type`, and
 /// its codec dispatch on that tag.
 macro_rules! direction {
@@ -127,9 +134,9 @@ macro_rules! direction {
 
         #[cfg(feature = "schema")]
         impl $name {
-            /// The schema of each message of this direction, by tag.
-            pub(crate) fn message_schemas() -> Vec<(String, serde_json::Value)> {
-                vec![$( crate::schema::message::<$ty>($tag) ),+]
+            /// Shows `visitor` each message type of this direction, by tag.
+            pub fn visit_types(visitor: &mut impl MessageTypes) {
+                $( visitor.visit::<$ty>($tag); )+
             }
         }
 

@@ -1,0 +1,96 @@
+//! The cluster's background work for the hub: claims of the nodes whose
+//! sessions open here (batched, with their open commands loaded from the
+//! store afterwards — in that order, see `cluster::presence`), notices from
+//! the bus turned into hub inputs, and the presence refresh.
+
+use std::sync::Arc;
+
+use nap_core::central::HubInput;
+use nap_core::{NodeId, SessionId};
+use tokio::sync::mpsc;
+
+use super::cluster_link::{Claims, dispatched, submission};
+use super::handle::HubHandle;
+use crate::cluster::{Cluster, Notice, PRESENCE_TTL};
+use crate::effects::{RetryPolicy, retry};
+use crate::events::AppEvent;
+use crate::store::Storage;
+
+/// Admissions claimed and loaded per batch.
+const TAKE_OVER_BATCH: usize = 512;
+
+/// Starts the take-overs, the notice forwarding and the presence refresh,
+/// when this process is one of several.
+pub fn start(hub: &HubHandle) {
+    let Some(link) = hub.cluster() else {
+        return;
+    };
+    let cluster = link.cluster().clone();
+    if let Some(rx) = link.take_claims() {
+        tokio::spawn(take_overs(hub.clone(), cluster.clone(), rx));
+    }
+    let metrics = Arc::clone(&hub.effects().metrics);
+    let notices = crate::cluster::listen(cluster.clone(), metrics);
+    tokio::spawn(forward_notices(hub.clone(), cluster.clone(), notices));
+    tokio::spawn(refresh_presence(hub.clone(), cluster));
+}
+
+/// Claims nodes whose sessions have started here and loads their open
+/// commands from the store. What queued up meanwhile goes together: a fleet
+/// reconnecting costs one Redis round trip and one query per batch.
+async fn take_overs(hub: HubHandle, cluster: Cluster, mut rx: Claims) {
+    let mut batch = Vec::with_capacity(TAKE_OVER_BATCH);
+    while rx.recv_many(&mut batch, TAKE_OVER_BATCH).await > 0 {
+        let metrics = Arc::clone(&hub.effects().metrics);
+        if let Err(e) = cluster.claim(&batch).await {
+            metrics.db_error("redis_claim");
+            tracing::warn!(error = %e, nodes = batch.len(), "cannot claim nodes in Redis; the next presence refresh will");
+        }
+        let nodes: Vec<NodeId> = batch.iter().map(|(n, _)| *n).collect();
+        let store = hub.effects().store.clone();
+        let open = retry(RetryPolicy::UNTIL_DONE, "open_commands", &metrics, || {
+            store.open_commands_for(nodes.clone())
+        })
+        .await
+        .unwrap_or_default();
+        let commands = open.into_iter().map(|c| submission(c, true)).collect();
+        hub.input(HubInput::TakenOver {
+            sessions: batch.clone(),
+            commands,
+        });
+        for (node_id, session_id) in batch.drain(..) {
+            hub.effects().events.emit(AppEvent::TakenOver {
+                node_id,
+                session_id,
+            });
+        }
+    }
+}
+
+async fn forward_notices(hub: HubHandle, cluster: Cluster, mut notices: mpsc::Receiver<Notice>) {
+    while let Some(notice) = notices.recv().await {
+        match notice {
+            Notice::Claimed { instance, node_id } if instance != cluster.instance() => {
+                hub.input(HubInput::ClaimedElsewhere(node_id));
+            }
+            Notice::Claimed { .. } => {}
+            Notice::Commands { commands } => {
+                let commands = commands.into_iter().map(dispatched).collect();
+                hub.input(HubInput::Submit(commands));
+            }
+        }
+    }
+}
+
+/// Refreshes the presence of every node held here, every third of its TTL.
+async fn refresh_presence(hub: HubHandle, cluster: Cluster) {
+    let mut every = tokio::time::interval(PRESENCE_TTL / 3);
+    loop {
+        every.tick().await;
+        let live: Vec<(NodeId, SessionId)> = hub.read(|h| h.live_sessions().collect());
+        if let Err(e) = cluster.refresh(&live).await {
+            hub.effects().metrics.db_error("redis_refresh");
+            tracing::warn!(error = %e, nodes = live.len(), "cannot refresh presence");
+        }
+    }
+}
