@@ -36,8 +36,10 @@ fn outputs(s: &mut CentralSession) -> Vec<SessionOutput> {
 
 #[test]
 fn a_frame_the_transport_refused_as_too_big_closes_with_1009_after_the_configured_linger() {
-    let mut config = SessionConfig::default();
-    config.close_linger = Duration::from_millis(750);
+    let config = SessionConfig {
+        close_linger: Duration::from_millis(750),
+        ..SessionConfig::default()
+    };
     let mut s = session(config);
     s.handle_input(
         Timestamp::from_secs(1),

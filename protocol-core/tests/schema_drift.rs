@@ -56,3 +56,13 @@ fn every_message_type_has_a_schema() {
         );
     }
 }
+
+#[test]
+fn the_committed_asyncapi_document_is_the_generated_one() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/asyncapi.yaml");
+    let committed = std::fs::read_to_string(path).expect("spec/asyncapi.yaml");
+    assert!(
+        committed == nap_core::schema::asyncapi(),
+        "spec/asyncapi.yaml drifted from the message tables: run `cargo run -p nap-tests --bin spec-gen`"
+    );
+}

@@ -1,5 +1,6 @@
-//! Writes the JSON Schemas generated from the wire types to `spec/schemas/`.
-//! `nap-core`'s schema-drift test fails until the committed files match.
+//! Writes what is generated from the wire types: the JSON Schemas under
+//! `spec/schemas/` and `spec/asyncapi.yaml`. `nap-core`'s schema-drift test
+//! fails until the committed files match.
 
 use std::path::PathBuf;
 
@@ -12,5 +13,8 @@ fn main() -> std::io::Result<()> {
         std::fs::write(dir.join(&name), text)?;
         eprintln!("wrote spec/schemas/{name}");
     }
+    let asyncapi = dir.join("../asyncapi.yaml");
+    std::fs::write(&asyncapi, nap_core::schema::asyncapi())?;
+    eprintln!("wrote spec/asyncapi.yaml");
     Ok(())
 }
