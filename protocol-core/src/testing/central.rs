@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::central::{
-    Admit, CentralHub, CentralSession, HubConfig, HubInput, HubOutput, SessionConfig, SessionInput,
-    SessionOutput, Upgrade,
+    Admit, CentralHub, CentralSession, HubConfig, HubInput, HubOutput, Presence, SessionConfig,
+    SessionInput, SessionOutput, Upgrade,
 };
 use crate::{NodeId, SessionId, Timestamp, WallTime};
 
@@ -120,6 +120,39 @@ impl CentralHost {
     /// The next effect to perform.
     pub fn poll_effect(&mut self) -> Option<CentralEffect> {
         self.effects.pop_front()
+    }
+
+    /// Performs, as a process alone in the cluster would, an output that
+    /// asks presence (claim, vacate, locate: this hub's own view is the
+    /// truth); gives any other output back to the harness.
+    pub fn answer_alone(&mut self, now: Timestamp, output: HubOutput) -> Option<HubOutput> {
+        let input = match output {
+            HubOutput::Claim {
+                node_id,
+                session_id,
+            } => HubInput::TakenOver {
+                sessions: vec![(node_id, session_id)],
+                commands: vec![],
+            },
+            HubOutput::Vacate {
+                node_id,
+                session_id,
+            } => HubInput::Vacated {
+                node_id,
+                session_id,
+                presence: Some(Presence::Nobody),
+            },
+            HubOutput::Locate { node_id } => {
+                let presence = self.hub.live_session(node_id).map(Presence::Here);
+                HubInput::Located {
+                    node_id,
+                    presence: Some(presence.unwrap_or(Presence::Nobody)),
+                }
+            }
+            other => return Some(other),
+        };
+        self.hub_input(now, input);
+        None
     }
 
     /// Live (open) sessions per node.

@@ -13,7 +13,7 @@ use crate::agent::{
     Task,
 };
 use crate::central::{
-    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, ResultRecord,
+    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, ResultRecord,
     SessionConfig, SessionInput, SessionOutput, Submission, ToSession, TokenCheck,
     TokenIdElsewhere, Upgrade,
 };
@@ -1191,39 +1191,11 @@ impl World {
                 self.central.hub_input(self.now, input);
             }
             HubOutput::Alarm(alarm) => self.store.alarms.push(alarm),
-            // One central process: presence is this hub's own.
-            HubOutput::Claim {
-                node_id,
-                session_id,
-            } => {
-                let input = HubInput::TakenOver {
-                    sessions: vec![(node_id, session_id)],
-                    commands: vec![],
-                };
-                self.central.hub_input(self.now, input);
-            }
-            HubOutput::Vacate {
-                node_id,
-                session_id,
-            } => {
-                let input = HubInput::Vacated {
-                    node_id,
-                    session_id,
-                    presence: Some(Presence::Nobody),
-                };
-                self.central.hub_input(self.now, input);
-            }
-            HubOutput::Locate { node_id } => {
-                let presence = self
-                    .central
-                    .hub
-                    .live_session(node_id)
-                    .map_or(Presence::Nobody, Presence::Here);
-                let input = HubInput::Located {
-                    node_id,
-                    presence: Some(presence),
-                };
-                self.central.hub_input(self.now, input);
+            output @ (HubOutput::Claim { .. }
+            | HubOutput::Vacate { .. }
+            | HubOutput::Locate { .. }) => {
+                let left = self.central.answer_alone(self.now, output);
+                debug_assert!(left.is_none());
             }
             HubOutput::ExpireQueued { .. } | HubOutput::ToSession { .. } => {}
         }

@@ -11,8 +11,8 @@ use stateright::actor::{Id, Out};
 use super::wire::{Conn, Packet, Tick, Wire};
 use super::{ModelActor, ModelSpec, ModelStorage, instant, send, wall_at};
 use crate::central::{
-    Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, ResultRecord,
-    SessionConfig, SessionInput, SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+    Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, ResultRecord, SessionConfig,
+    SessionInput, SessionOutput, Submission, TokenIdElsewhere, Upgrade,
 };
 use crate::codec::encode;
 use crate::testing::central::{CentralEffect, CentralHost};
@@ -375,35 +375,11 @@ impl CentralState {
                 };
                 self.central.hub_input(self.now, input);
             }
-            // One central process: presence is this hub's own.
-            HubOutput::Claim {
-                node_id,
-                session_id,
-            } => {
-                let input = HubInput::TakenOver {
-                    sessions: vec![(node_id, session_id)],
-                    commands: vec![],
-                };
-                self.central.hub_input(self.now, input);
-            }
-            HubOutput::Vacate {
-                node_id,
-                session_id,
-            } => {
-                let input = HubInput::Vacated {
-                    node_id,
-                    session_id,
-                    presence: Some(Presence::Nobody),
-                };
-                self.central.hub_input(self.now, input);
-            }
-            HubOutput::Locate { node_id } => {
-                let presence = self.central.hub.live_session(node_id).map(Presence::Here);
-                let input = HubInput::Located {
-                    node_id,
-                    presence: Some(presence.unwrap_or(Presence::Nobody)),
-                };
-                self.central.hub_input(self.now, input);
+            output @ (HubOutput::Claim { .. }
+            | HubOutput::Vacate { .. }
+            | HubOutput::Locate { .. }) => {
+                let left = self.central.answer_alone(self.now, output);
+                debug_assert!(left.is_none());
             }
             HubOutput::StatusChanged { .. }
             | HubOutput::ExpireQueued { .. }
