@@ -28,6 +28,10 @@ pub struct FileConfig {
     pub audience: String,
     #[serde(default = "default_running")]
     pub max_running: usize,
+    /// How long each node token the agent signs lives, in seconds (central
+    /// refuses more than 3600).
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime_s: u64,
     #[serde(default)]
     pub sandbox: SandboxConfig,
     #[serde(default)]
@@ -46,6 +50,10 @@ pub struct FileConfig {
 
 fn default_audience() -> String {
     "nap-central".into()
+}
+
+fn default_token_lifetime() -> u64 {
+    3600
 }
 
 fn default_running() -> usize {

@@ -72,6 +72,7 @@ impl Driver {
         core.policy = config.policy()?;
         core.max_running = config.max_running.max(1);
         core.agent_version = Some(env!("CARGO_PKG_VERSION").to_owned());
+        core.token_lifetime = Duration::from_secs(config.token_lifetime_s.clamp(60, 3600));
         core.intervals = Intervals::default();
         // The engine waits this long after a kill before recording the timeout anyway.
         core.kill_grace =

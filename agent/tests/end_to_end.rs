@@ -97,6 +97,7 @@ async fn setup(test: &str) -> Setup {
         state_dir: dir.path().join("state"),
         audience: "nap-central".into(),
         max_running: 4,
+        token_lifetime_s: 3600,
         sandbox: Default::default(),
         commands,
         deploy,

@@ -146,6 +146,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         state_dir: dir.join("agent"),
         audience: "nap-central".into(),
         max_running: 4,
+        token_lifetime_s: 3600,
         sandbox: Default::default(),
         commands,
         deploy: BTreeMap::new(),
