@@ -34,6 +34,8 @@ pub struct Effects {
     pub events: Events,
     pub clock: Clock,
     pub telemetry: Ingest,
+    /// Results being recorded at once (half the database pool).
+    results: Arc<tokio::sync::Semaphore>,
     state: state::StateWriter,
     alarms: alarms::Alarms,
 }
@@ -63,12 +65,14 @@ impl Effects {
             clock,
         );
         maintenance::start(store.clone(), Arc::clone(&metrics), clock);
+        let results = Arc::new(tokio::sync::Semaphore::new((config.db_pool / 2).max(1)));
         Self {
             store,
             metrics,
             events,
             clock,
             telemetry,
+            results,
             state,
             alarms,
         }

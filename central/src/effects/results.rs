@@ -14,20 +14,23 @@ pub(super) async fn record(
     node_id: NodeId,
     result: &CommandResult,
 ) -> ResultRecord {
-    let owner = retry(
-        RetryPolicy::A_FEW_TIMES,
-        "get_command",
-        &effects.metrics,
-        || effects.store.get_command(result.request_id),
-    )
-    .await;
-    match owner {
-        None => return ResultRecord::Failed,
-        Some(Some(command)) if command.node_id != node_id => {
+    // A burst of results (a fan-out's answers) queues here rather than in
+    // the pool, whose waits time out: the pool stays free for the others.
+    let Ok(_slot) = effects.results.acquire().await else {
+        return ResultRecord::Failed;
+    };
+    match effects.store.get_command(result.request_id).await {
+        Ok(Some(command)) if command.node_id != node_id => {
             tracing::warn!(request = %result.request_id, node = %node_id, "result for another node's command refused");
             return ResultRecord::WrongNode;
         }
-        Some(_) => {}
+        Ok(_) => {}
+        // The hub has already refused what it tracks for another node; a
+        // lookup that fails does not hold the result back.
+        Err(e) => {
+            effects.metrics.db_error("get_command");
+            tracing::warn!(error = %e, request = %result.request_id, "cannot look the command up; recording the result");
+        }
     }
     let at = effects.clock.wall();
     let stored = retry(
