@@ -336,6 +336,9 @@ impl Host for Machine {
             AgentEvent::Unexpected { message_type } => {
                 tracing::warn!(message_type, "unexpected message from central ignored")
             }
+            AgentEvent::FrameDropped { epoch } => {
+                tracing::warn!(%epoch, "send queue full: a frame was dropped (unacked data is sent again)")
+            }
             AgentEvent::TelemetryDropped { total } => {
                 tracing::warn!(total, "telemetry buffer full: oldest samples dropped")
             }

@@ -215,6 +215,9 @@ pub enum AgentEvent {
     },
     /// Audit: a command ended; its result is in the outbox.
     CommandCompleted { result: CommandResult },
+    /// The transport's send queue was full and a frame was dropped; what
+    /// it carried that needs an ack is sent again.
+    FrameDropped { epoch: Epoch },
     /// Telemetry samples were dropped from the full offline buffer.
     TelemetryDropped { total: u64 },
 }
@@ -245,8 +248,6 @@ pub enum Disconnect {
     Closed(Option<CloseCode>),
     /// No `welcome` in time.
     NoWelcome,
-    /// The transport could not take what the engine sent.
-    Congested,
     /// No pong in time, or no traffic for two heartbeat intervals.
     Dead,
     /// Central asked us to drain.

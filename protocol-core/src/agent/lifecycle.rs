@@ -28,8 +28,6 @@ pub(crate) enum Event {
     Connected,
     DialFailed(DialFailure),
     Closed(Option<CloseCode>),
-    /// The transport's send queue is full.
-    Congested,
     Welcome(Welcome),
     Drain(Duration),
     Pong(u64),
@@ -197,12 +195,6 @@ impl Lifecycle {
             }
             Event::TooManyInvalid => {
                 context.drop_connection(CloseCode::Policy, Disconnect::Invalid)
-            }
-            // A frame was dropped: the stream is no longer what the engine
-            // sent. Start again on a fresh connection (what is unacked is
-            // sent again there).
-            Event::Congested => {
-                context.drop_connection(CloseCode::GoingAway, Disconnect::Congested)
             }
             Event::Shutdown => Transition(State::stopped()),
             _ => Handled,
@@ -395,7 +387,6 @@ impl Ctx {
                 Disconnect::NoWelcome => "no valid welcome",
                 Disconnect::Drained => "drained",
                 Disconnect::Invalid => "too many invalid messages",
-                Disconnect::Congested => "send queue full",
                 Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
             },
         );

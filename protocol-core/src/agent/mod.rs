@@ -94,8 +94,13 @@ impl AgentEngine {
                 self.ctx.on_probation = true;
                 self.ctx.arm_in(AgentTimer::UpdateProbation, left);
             }
+            // Closing would only replay the same burst into the same full
+            // queue (a livelock on a slow link after an outage): the frame
+            // is dropped instead, and what needed an ack stays unacked and is
+            // sent again — results after two intervals, telemetry on the next
+            // connection.
             AgentInput::SendQueueFull { epoch } if self.current(epoch) => {
-                self.dispatch(Event::Congested);
+                self.ctx.event(AgentEvent::FrameDropped { epoch });
             }
             AgentInput::Frame { epoch, text } if self.current(epoch) => self.on_frame(&text),
             AgentInput::Connected { .. }
