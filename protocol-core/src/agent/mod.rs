@@ -97,8 +97,7 @@ impl AgentEngine {
             // Closing would only replay the same burst into the same full
             // queue (a livelock on a slow link after an outage): the frame
             // is dropped instead, and what needed an ack stays unacked and is
-            // sent again — results after two intervals, telemetry on the next
-            // connection.
+            // sent again after two telemetry intervals.
             AgentInput::SendQueueFull { epoch } if self.current(epoch) => {
                 self.ctx.event(AgentEvent::FrameDropped { epoch });
             }
