@@ -83,6 +83,9 @@ impl Monotonic {
 struct Link {
     writer: mpsc::Sender<Message>,
     task: JoinHandle<()>,
+    /// The dial has connected (until then a close aborts the dial: a dial
+    /// the engine gave up on must not go on to cost central a handshake).
+    connected: bool,
     /// Frames held back while the path is stalled (the simulator's chaos).
     held: Vec<Message>,
     stalled_until: Option<Instant>,
@@ -121,6 +124,11 @@ impl<H: Host> Runner<H> {
 
     /// Feeds the engine one input now.
     pub fn input(&mut self, input: AgentInput) {
+        if let AgentInput::Connected { epoch } = &input
+            && let Some(link) = self.links.get_mut(epoch)
+        {
+            link.connected = true;
+        }
         self.engine.handle_input(self.clock.now(), input);
     }
 
@@ -184,7 +192,9 @@ impl<H: Host> Runner<H> {
                             code: WsCloseCode::from(code.as_u16()),
                             reason: reason.into(),
                         };
-                        if link.writer.try_send(Message::Close(Some(frame))).is_err() {
+                        if !link.connected
+                            || link.writer.try_send(Message::Close(Some(frame))).is_err()
+                        {
                             // Still dialling, or wedged: nothing to close gracefully.
                             link.task.abort();
                         }
@@ -269,6 +279,7 @@ impl<H: Host> Runner<H> {
         let link = Link {
             writer,
             task,
+            connected: false,
             held: Vec::new(),
             stalled_until: None,
         };

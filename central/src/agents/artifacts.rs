@@ -19,7 +19,10 @@ pub(super) async fn serve(
     rest: &str,
 ) -> Response<Body> {
     let check = match bearer(req) {
-        Some(token) => Some(super::tokens::inspect(&endpoint.hub.effects().store, token).await),
+        Some(token) => match super::tokens::inspect(&endpoint.hub.effects().store, token).await {
+            Ok(check) => Some(check),
+            Err(_) => return refused(endpoint, endpoint.hub.busy()).await,
+        },
         None => None,
     };
     if let Some(refusal) = endpoint.hub.authorize(Some(peer.ip()), check.as_ref()) {

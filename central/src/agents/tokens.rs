@@ -40,13 +40,18 @@ pub fn signature_valid(token: &str, public_key_pem: &str) -> bool {
 }
 
 /// Everything the core needs to decide on `token`.
-pub async fn inspect(store: &impl Storage, token: &str) -> TokenCheck {
+/// A store that cannot answer is an error, not an unknown node: the peer
+/// is not to blame for central's own failure.
+pub async fn inspect(
+    store: &impl Storage,
+    token: &str,
+) -> Result<TokenCheck, crate::store::StoreError> {
     let claims = claims(token);
     let node = match claims.as_ref().and_then(|c| c.sub.parse::<NodeId>().ok()) {
-        Some(id) => store.get_node(id).await.ok().flatten(),
+        Some(id) => store.get_node(id).await?,
         None => None,
     };
-    findings(token, claims, node.as_ref())
+    Ok(findings(token, claims, node.as_ref()))
 }
 
 /// [`inspect`] with the node the token names already looked up.

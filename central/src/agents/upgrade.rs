@@ -108,7 +108,15 @@ async fn admit(
         ));
     }
     let token = match bearer(req) {
-        Some(token) => Some(super::tokens::inspect(&endpoint.hub.effects().store, token).await),
+        Some(token) => match super::tokens::inspect(&endpoint.hub.effects().store, token).await {
+            Ok(check) => Some(check),
+            // Central cannot check the token now: come back later (503),
+            // with no penalty for the address and no alarm.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look the node up; answering 503");
+                return Err(refused(endpoint, endpoint.hub.busy()).await);
+            }
+        },
         None => None,
     };
     let elsewhere = match &token {
