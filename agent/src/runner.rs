@@ -265,8 +265,11 @@ impl<H: Host> Runner<H> {
     }
 
     fn dial(&mut self, epoch: Epoch, token: String, hello: Hello) {
-        // Transports that ended by themselves (the engine heard) go now.
-        self.links.retain(|_, l| !l.task.is_finished());
+        // One transport at a time, as the engine has: whatever an older one
+        // is still doing (closing, or a dial given up) stops now.
+        for (_, old) in self.links.drain() {
+            old.task.abort();
+        }
         let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
         let task = tokio::spawn(crate::transport::connect(
             self.dialer.clone(),
