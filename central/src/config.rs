@@ -63,6 +63,10 @@ pub struct ServeConfig {
     /// Messages per second one node may send, and the burst above that.
     pub rate_per_s: u32,
     pub rate_burst: u32,
+    /// Telemetry samples a node may have in flight (sent, not yet acked):
+    /// replay after an outage is paced by this and by how fast samples are
+    /// stored, not by the message rate.
+    pub telemetry_window: u32,
     /// Invalid messages per minute before a node is closed with 1008.
     pub invalid_per_minute: u32,
     /// Refused tokens per minute from one address before its attempts get 429.
@@ -98,6 +102,7 @@ impl Default for ServeConfig {
             drain_rate_per_s: 200,
             rate_per_s: 20,
             rate_burst: 200,
+            telemetry_window: 32,
             invalid_per_minute: 10,
             auth_failures_per_minute: 10,
         }
@@ -156,6 +161,7 @@ impl ServeConfig {
         session.limits.max_message_bytes = self.max_message_bytes;
         session.rate_per_sec = self.rate_per_s;
         session.rate_burst = self.rate_burst;
+        session.telemetry_window = self.telemetry_window;
         session.invalid_limit = self.invalid_per_minute;
         session
     }

@@ -203,11 +203,16 @@ impl Connection {
                     event,
                 }),
                 SessionOutput::StoreTelemetry(telemetry) => {
-                    effects.telemetry.submit(Pending {
+                    let timestamp = telemetry.timestamp;
+                    let accepted = effects.telemetry.submit(Pending {
                         telemetry: *telemetry,
                         session: self.tx.clone(),
                         received: Instant::now(),
                     });
+                    if !accepted {
+                        self.session
+                            .handle_input(clock.now(), SessionInput::TelemetryRefused(timestamp));
+                    }
                 }
                 SessionOutput::VerifyToken { token } => {
                     let (store, tx) = (effects.store.clone(), self.tx.clone());
@@ -264,6 +269,7 @@ impl Connection {
                 tracing::warn!(%session, message_type, why, "message refused");
             }
             SessionEvent::RateLimited => self.count_invalid("rate_limited"),
+            SessionEvent::OverTelemetryWindow => self.count_invalid("telemetry_window"),
             SessionEvent::RefreshRefused { reason } => {
                 metrics
                     .auth_failures

@@ -8,11 +8,22 @@ use crate::wire::{Alert, Telemetry};
 
 /// Samples not yet acked, oldest first. When full, the oldest is dropped and
 /// counted; the count rides on the next sample pushed (`droppedSamples`).
+///
+/// On a connection the backlog is sent only while fewer than `window`
+/// samples are in flight (sent, not yet acked): each ack lets the next one
+/// go, so a replay runs at the pace central stores, never as one burst
+/// (spec §7.1). A sample taken while connected goes at once.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TelemetryBuffer {
     samples: VecDeque<Telemetry>,
-    /// When each sample (same order) was last put on a wire.
+    /// When each sample (same order) was put on the current connection.
     sent: VecDeque<Option<crate::Timestamp>>,
+    /// How many of `sent` are `Some`.
+    in_flight: usize,
+    /// What `welcome` granted.
+    window: usize,
+    /// Re-sends since the last ack: each doubles the wait before the next.
+    resends: u32,
     capacity: usize,
     unreported_drops: u64,
     total_drops: u64,
@@ -23,6 +34,9 @@ impl TelemetryBuffer {
         Self {
             samples: VecDeque::new(),
             sent: VecDeque::new(),
+            in_flight: 0,
+            window: 1,
+            resends: 0,
             capacity: capacity.max(1),
             unreported_drops: 0,
             total_drops: 0,
@@ -31,12 +45,14 @@ impl TelemetryBuffer {
 
     /// Adds a sample, stamping it with the drops not yet reported. Returns
     /// true if an older sample had to be dropped to make room.
-    pub(crate) fn push(&mut self, mut sample: Telemetry) -> (&Telemetry, bool) {
+    pub(crate) fn push(&mut self, mut sample: Telemetry) -> bool {
         let mut dropped = false;
         if self.samples.len() >= self.capacity
             && let Some(old) = self.samples.pop_front()
         {
-            self.sent.pop_front();
+            if self.sent.pop_front().flatten().is_some() {
+                self.in_flight -= 1;
+            }
             // The dropped sample may itself have carried a count: keep it.
             self.unreported_drops = self
                 .unreported_drops
@@ -50,7 +66,7 @@ impl TelemetryBuffer {
             .saturating_add(std::mem::take(&mut self.unreported_drops));
         self.samples.push_back(sample);
         self.sent.push_back(None);
-        (self.samples.back().expect("just pushed"), dropped)
+        dropped
     }
 
     /// Central stored the sample taken at `timestamp`.
@@ -58,44 +74,81 @@ impl TelemetryBuffer {
         match self.samples.iter().position(|s| s.timestamp == timestamp) {
             Some(i) => {
                 self.samples.remove(i);
-                self.sent.remove(i);
+                if self.sent.remove(i).flatten().is_some() {
+                    self.in_flight -= 1;
+                }
+                self.resends = 0;
                 true
             }
             None => false,
         }
     }
 
-    /// Marks every sample as sent now (a replay after `welcome`).
-    pub(crate) fn mark_all_sent(&mut self, now: crate::Timestamp) {
-        self.sent.iter_mut().for_each(|s| *s = Some(now));
+    /// A new connection: nothing is in flight on it yet, and `welcome`
+    /// says how much may be.
+    pub(crate) fn start_connection(&mut self, window: u32) {
+        self.sent.iter_mut().for_each(|s| *s = None);
+        self.in_flight = 0;
+        self.resends = 0;
+        self.window = usize::try_from(window).unwrap_or(usize::MAX).max(1);
     }
 
-    /// Marks the newest sample as sent now.
-    pub(crate) fn mark_last_sent(&mut self, now: crate::Timestamp) {
-        if let Some(s) = self.sent.back_mut() {
-            *s = Some(now);
+    /// The sample just pushed, marked in flight: live telemetry is sent
+    /// as it is taken, outside the window (one per interval).
+    pub(crate) fn send_newest(&mut self, now: crate::Timestamp) -> Option<Telemetry> {
+        let sent = self.sent.back_mut()?;
+        if sent.is_some() {
+            return None;
         }
+        *sent = Some(now);
+        self.in_flight += 1;
+        self.samples.back().cloned()
     }
 
-    /// Up to `max` samples unacked since `before` (oldest first), marked as
-    /// sent again at `now`: central refused or lost them on a live connection.
-    pub(crate) fn overdue(
-        &mut self,
-        before: crate::Timestamp,
-        now: crate::Timestamp,
-        max: usize,
-    ) -> Vec<Telemetry> {
+    /// The backlog to send now, oldest first, marked in flight: as much as
+    /// the window has room for.
+    pub(crate) fn next_to_send(&mut self, now: crate::Timestamp) -> Vec<Telemetry> {
         let mut out = Vec::new();
         for (sample, sent) in self.samples.iter().zip(self.sent.iter_mut()) {
-            if out.len() >= max {
+            if self.in_flight >= self.window {
                 break;
             }
-            if sent.is_none_or(|at| at <= before) {
+            if sent.is_none() {
                 *sent = Some(now);
+                self.in_flight += 1;
                 out.push(sample.clone());
             }
         }
         out
+    }
+
+    /// Whether the oldest sample in flight went out before `before`.
+    fn stalled(&self, before: crate::Timestamp) -> bool {
+        self.sent.iter().flatten().any(|at| *at <= before)
+    }
+
+    /// When no ack came for `wait` doubled once per re-send since the last
+    /// ack (at most `max_wait`), puts back what is in flight to be sent
+    /// again and returns true: central refused or lost it. The doubling is
+    /// what keeps a slow central from being answered with ever more copies.
+    pub(crate) fn retransmit_if_stalled(
+        &mut self,
+        now: crate::Timestamp,
+        wait: std::time::Duration,
+        max_wait: std::time::Duration,
+    ) -> bool {
+        let wait = wait
+            .saturating_mul(1u32 << self.resends.min(16))
+            .min(max_wait.max(wait));
+        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+        let before = crate::Timestamp::from_micros(now.as_micros().saturating_sub(micros));
+        if self.in_flight == 0 || now.as_micros() < micros || !self.stalled(before) {
+            return false;
+        }
+        self.sent.iter_mut().for_each(|s| *s = None);
+        self.in_flight = 0;
+        self.resends = self.resends.saturating_add(1);
+        true
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Telemetry> {
@@ -104,6 +157,11 @@ impl TelemetryBuffer {
 
     pub(crate) fn len(&self) -> usize {
         self.samples.len()
+    }
+
+    /// Samples sent on this connection and not yet acked.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     pub(crate) fn total_drops(&self) -> u64 {
@@ -115,6 +173,7 @@ impl TelemetryBuffer {
         let skip = samples.len().saturating_sub(self.capacity);
         self.samples = samples.into_iter().skip(skip).collect();
         self.sent = self.samples.iter().map(|_| None).collect();
+        self.in_flight = 0;
     }
 }
 

@@ -211,6 +211,9 @@ impl Lifecycle {
             Event::Welcome(welcome) if welcome.node_id == context.config.node_id => {
                 context.session = Some(welcome.session_id);
                 context.intervals = welcome.intervals;
+                context
+                    .telemetry
+                    .start_connection(welcome.telemetry_window());
                 Transition(State::established())
             }
             Event::Welcome(_) => {
@@ -314,7 +317,7 @@ impl Lifecycle {
         context.rearm_sampling();
         context.send_status_if_changed();
         context.resend_outbox();
-        context.replay_telemetry();
+        context.send_telemetry();
         context.flush_alerts();
     }
 

@@ -208,6 +208,12 @@ impl AgentEngine {
         self.ctx.telemetry.len()
     }
 
+    /// Telemetry samples sent on this connection and not yet acked (at
+    /// most the window `welcome` granted).
+    pub fn telemetry_in_flight(&self) -> usize {
+        self.ctx.telemetry.in_flight()
+    }
+
     /// Telemetry samples dropped from the full buffer since start.
     pub fn dropped_telemetry(&self) -> u64 {
         self.ctx.telemetry.total_drops()
@@ -285,7 +291,7 @@ impl AgentEngine {
                     self.ctx.result_acked(request_id);
                 }
                 if let Some(timestamp) = ack.telemetry {
-                    self.ctx.telemetry.ack(timestamp);
+                    self.ctx.telemetry_acked(timestamp);
                 }
             }
             CentralMessage::StreamLogs(s) if established => {

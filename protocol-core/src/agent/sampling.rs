@@ -1,12 +1,18 @@
 //! Telemetry, health, status and alerts: sampled on the engine's timers
 //! whether or not central is reachable, buffered across outages.
 
+use std::time::Duration;
+
 use super::config::clamp_interval;
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput};
 use crate::wire::{
     CheckStatus, Health, HealthChecks, HealthDetails, NodeStatus, Telemetry, TelemetryData,
 };
+
+/// The longest wait for an ack before unacked telemetry is sent again, however
+/// often it went unacked before.
+const MAX_RESEND_WAIT: Duration = Duration::from_secs(300);
 
 impl Ctx {
     /// The first sample at once, then one per interval; health likewise.
@@ -36,14 +42,17 @@ impl Ctx {
         self.emit(AgentOutput::SampleTelemetry);
         if self.established {
             // What central has not acked for two intervals on a live
-            // connection (refused while its queue was full, or lost) goes again.
-            let window = u64::try_from(interval.as_micros())
-                .unwrap_or(u64::MAX)
-                .saturating_mul(2);
-            let before = crate::Timestamp::from_micros(self.now.as_micros().saturating_sub(window));
-            for sample in self.telemetry.overdue(before, self.now, 60) {
-                self.send(sample);
+            // connection (refused while its queue was full, or lost) goes
+            // again — after twice as long each time it stays unacked.
+            let wait = interval.saturating_mul(2);
+            if self
+                .telemetry
+                .retransmit_if_stalled(self.now, wait, MAX_RESEND_WAIT)
+            {
+                self.send_telemetry();
             }
+            let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
+            let before = crate::Timestamp::from_micros(self.now.as_micros().saturating_sub(micros));
             self.resend_overdue_results(before);
         }
     }
@@ -68,23 +77,33 @@ impl Ctx {
             data,
             dropped_samples: 0,
         };
-        let (buffered, dropped) = self.telemetry.push(sample);
-        let buffered = buffered.clone();
-        if dropped {
+        if self.telemetry.push(sample) {
             let total = self.telemetry.total_drops();
             self.event(AgentEvent::TelemetryDropped { total });
         }
-        if self.send(buffered) {
-            self.telemetry.mark_last_sent(self.now);
+        if self.established
+            && let Some(live) = self.telemetry.send_newest(self.now)
+        {
+            self.send(live);
         }
     }
 
-    pub(crate) fn replay_telemetry(&mut self) {
-        let samples: Vec<Telemetry> = self.telemetry.iter().cloned().collect();
-        for sample in samples {
+    /// Sends the backlog the window has room for: called on each ack and
+    /// after `welcome`, so a backlog drains at the pace of central's acks.
+    pub(crate) fn send_telemetry(&mut self) {
+        if !self.established {
+            return;
+        }
+        for sample in self.telemetry.next_to_send(self.now) {
             self.send(sample);
         }
-        self.telemetry.mark_all_sent(self.now);
+    }
+
+    /// Central stored a sample: the window has room for the next.
+    pub(crate) fn telemetry_acked(&mut self, timestamp: crate::WallTime) {
+        if self.telemetry.ack(timestamp) {
+            self.send_telemetry();
+        }
     }
 
     pub(crate) fn flush_alerts(&mut self) {

@@ -35,6 +35,10 @@ pub struct SessionConfig {
     /// Sustained messages per second, and the burst above it.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
+    /// Telemetry samples a node may have in flight (sent, not yet acked),
+    /// announced in `welcome`. Telemetry is paced by this window, not by
+    /// the rate: a replay after an outage runs as fast as central stores.
+    pub telemetry_window: u32,
     /// How long a closing session waits for the node's close frame before
     /// the transport is dropped.
     pub close_linger: Duration,
@@ -61,6 +65,7 @@ impl SessionConfig {
             invalid_window: Duration::from_secs(60),
             rate_per_sec: 20,
             rate_burst: 200,
+            telemetry_window: 32,
             close_linger: Duration::from_secs(2),
             features: Features::none(),
         }
@@ -82,6 +87,9 @@ pub enum SessionInput {
     FromHub(ToSession),
     /// The driver made this sample durable: ack it.
     TelemetryStored(WallTime),
+    /// The driver could not take this sample (its queue is full): it is not
+    /// acked, so the node keeps it and sends it again later.
+    TelemetryRefused(WallTime),
     /// The driver's findings on the token asked for with
     /// [`SessionOutput::VerifyToken`].
     TokenVerified(Box<TokenCheck>),
@@ -133,6 +141,9 @@ pub enum SessionEvent {
     /// Over the rate limit; the message was dropped (the node re-sends what
     /// is not acked).
     RateLimited,
+    /// A sample past the telemetry window (twice what `welcome` granted,
+    /// leaving room for re-sends of samples still being stored); dropped.
+    OverTelemetryWindow,
     /// A `token_refresh` was refused (the session closes with 4001).
     RefreshRefused { reason: &'static str },
     /// The session ended.
@@ -164,6 +175,8 @@ pub struct CentralSession {
     out: VecDeque<SessionOutput>,
     invalid: InvalidBudget,
     bucket: TokenBucket,
+    /// Samples handed to the driver to store and not yet answered.
+    telemetry_in_flight: u32,
     refresh_pending: bool,
 }
 
@@ -192,6 +205,7 @@ impl CentralSession {
             out: VecDeque::new(),
             invalid: InvalidBudget::new(config.invalid_limit, config.invalid_window),
             bucket: TokenBucket::new(now, config.rate_per_sec, config.rate_burst),
+            telemetry_in_flight: 0,
             refresh_pending: false,
             config,
         };
@@ -210,6 +224,7 @@ impl CentralSession {
                     .iter()
                     .map(|f| f.as_str().to_owned())
                     .collect(),
+                telemetry_window: Some(session.config.telemetry_window.max(1)),
             })));
         session.tell_hub(ToHubKind::Opened { node_id });
         session
@@ -256,7 +271,13 @@ impl CentralSession {
             }),
             SessionInput::Closed { code } => self.end(code, "transport closed"),
             SessionInput::FromHub(event) => self.on_hub(event.0),
-            SessionInput::TelemetryStored(timestamp) => self.send(Ack::telemetry(timestamp)),
+            SessionInput::TelemetryStored(timestamp) => {
+                self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
+                self.send(Ack::telemetry(timestamp));
+            }
+            SessionInput::TelemetryRefused(_) => {
+                self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
+            }
             SessionInput::TokenVerified(check) => self.tell_hub(ToHubKind::Refresh {
                 node_id: self.node_id,
                 check,
@@ -383,18 +404,41 @@ impl CentralSession {
         }
     }
 
-    fn on_frame(&mut self, text: &str) {
-        if !self.bucket.take(self.now) {
-            self.event(SessionEvent::RateLimited);
-            if self.invalid.record(self.now) {
-                self.close(CloseCode::Policy, "over the message rate limit");
+    /// Each class of message has its own budget: telemetry the window
+    /// `welcome` granted, everything else the message rate. A replay never
+    /// uses up the rate that pings, results and status need.
+    fn within_budget(&mut self, message: &AgentMessage) -> bool {
+        if matches!(message, AgentMessage::Telemetry(_)) {
+            // Twice the window: a sample the node re-sent because its ack
+            // was slow may arrive while the first copy is still being stored.
+            if self.telemetry_in_flight < self.config.telemetry_window.max(1).saturating_mul(2) {
+                return true;
             }
-            return;
+            self.event(SessionEvent::OverTelemetryWindow);
+            if self.invalid.record(self.now) {
+                self.close(CloseCode::Policy, "over the telemetry window");
+            }
+            return false;
         }
+        if self.bucket.take(self.now) {
+            return true;
+        }
+        self.event(SessionEvent::RateLimited);
+        if self.invalid.record(self.now) {
+            self.close(CloseCode::Policy, "over the message rate limit");
+        }
+        false
+    }
+
+    fn on_frame(&mut self, text: &str) {
         let message = match decode::<AgentMessage>(text, &self.config.limits) {
             Ok(message) => message,
+            // Ten in a window close the session: garbage needs no rate.
             Err(error) => return self.on_invalid(error),
         };
+        if !self.within_budget(&message) {
+            return;
+        }
         let message_type = crate::codec::Message::message_type(&message);
         self.timers
             .set(SessionTimer::Liveness, self.now + self.config.offline_after);
@@ -408,6 +452,7 @@ impl CentralSession {
                 self.refuse(message_type, "telemetry for another node");
             }
             AgentMessage::Telemetry(t) => {
+                self.telemetry_in_flight = self.telemetry_in_flight.saturating_add(1);
                 self.out
                     .push_back(SessionOutput::StoreTelemetry(Box::new(t)));
             }

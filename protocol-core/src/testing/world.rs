@@ -141,6 +141,8 @@ pub struct Store {
     pub telemetry: TelemetryRows,
     /// Telemetry messages that arrived (including replays).
     pub telemetry_received: u64,
+    /// Samples the store refused (its queue was full): not acked.
+    pub telemetry_refused: u64,
     /// The first result recorded per request.
     pub results: BTreeMap<RequestId, CommandResult>,
     /// Results that arrived (including re-sends).
@@ -187,6 +189,12 @@ enum Pending {
         conn: u64,
         code: Option<crate::transport::CloseCode>,
     },
+    /// A sample central's store made durable (after [`Ingest::delay`]).
+    Stored {
+        session_id: SessionId,
+        node_id: NodeId,
+        timestamp: WallTime,
+    },
     TaskDone {
         agent: usize,
         request_id: RequestId,
@@ -205,6 +213,16 @@ struct Conn {
     session: Option<SessionId>,
     agent_open: bool,
     central_open: bool,
+}
+
+/// How central's telemetry store behaves in a [`World`]: each sample is
+/// durable `delay` after it arrives, and at most `queue` wait at once —
+/// past that a sample is refused, as central's ingest queue refuses. The
+/// default stores at once and never refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ingest {
+    pub delay: Duration,
+    pub queue: Option<usize>,
 }
 
 /// The simulated world.
@@ -231,6 +249,10 @@ pub struct World {
     pub violations: Vec<String>,
     /// The most outputs one engine call produced.
     pub max_outputs_per_call: usize,
+    /// Central's telemetry store.
+    pub ingest: Ingest,
+    /// Samples waiting in it.
+    ingest_waiting: usize,
     rng: Prng,
     conns: BTreeMap<u64, Conn>,
     conn_by_epoch: BTreeMap<(usize, Epoch), u64>,
@@ -314,6 +336,8 @@ impl World {
             persisting: true,
             violations: Vec::new(),
             max_outputs_per_call: 0,
+            ingest: Ingest::default(),
+            ingest_waiting: 0,
             rng: Prng::new(seed),
             conns: BTreeMap::new(),
             conn_by_epoch: BTreeMap::new(),
@@ -731,6 +755,14 @@ impl World {
         super::tokens::mint(a.node_id, jti, iat, exp, a.signs_validly)
     }
 
+    /// A sample is durable: its row is written, and its session (if still
+    /// open) acks it.
+    fn store_sample(&mut self, session_id: SessionId, node_id: NodeId, timestamp: WallTime) {
+        self.store.telemetry.insert((node_id, timestamp));
+        let input = SessionInput::TelemetryStored(timestamp);
+        self.central.session_input(self.now, session_id, input);
+    }
+
     fn check_token(&self, token: &str) -> TokenCheck {
         super::tokens::check(token, &self.registry)
     }
@@ -997,6 +1029,14 @@ impl World {
                 let (agent, epoch) = (c.agent, c.epoch);
                 self.agent_input(agent, AgentInput::Closed { epoch, code });
             }
+            Pending::Stored {
+                session_id,
+                node_id,
+                timestamp,
+            } => {
+                self.ingest_waiting -= 1;
+                self.store_sample(session_id, node_id, timestamp);
+            }
             Pending::TaskDone {
                 agent,
                 request_id,
@@ -1133,9 +1173,23 @@ impl World {
             }
             SessionOutput::StoreTelemetry(t) => {
                 self.store.telemetry_received += 1;
-                self.store.telemetry.insert((t.node_id, t.timestamp));
-                let input = SessionInput::TelemetryStored(t.timestamp);
-                self.central.session_input(self.now, session_id, input);
+                if self.ingest.queue.is_some_and(|q| self.ingest_waiting >= q) {
+                    self.store.telemetry_refused += 1;
+                    let input = SessionInput::TelemetryRefused(t.timestamp);
+                    self.central.session_input(self.now, session_id, input);
+                } else if self.ingest.delay.is_zero() {
+                    self.store_sample(session_id, t.node_id, t.timestamp);
+                } else {
+                    self.ingest_waiting += 1;
+                    self.schedule(
+                        self.ingest.delay,
+                        Pending::Stored {
+                            session_id,
+                            node_id: t.node_id,
+                            timestamp: t.timestamp,
+                        },
+                    );
+                }
             }
             SessionOutput::VerifyToken { token } => {
                 let check = Box::new(self.check_token(&token));

@@ -235,6 +235,9 @@ impl super::CentralMessage {
     /// The command this message carries, or the message itself if it is
     /// not one. Exhaustive, so a new message type must say here whether it
     /// is a command.
+    // The message comes back as it was (moved, not copied onto the heap):
+    // boxing it would allocate for every message that is not a command.
+    #[allow(clippy::result_large_err)]
     pub fn into_command(self) -> Result<Command, Self> {
         match self {
             Self::Execute(m) => Ok(Command::Execute(m)),

@@ -32,6 +32,25 @@ pub struct Welcome {
         )
     )]
     pub features: Vec<String>,
+    /// The most `telemetry` samples the node may have sent on this session
+    /// and not yet seen acked (§5.2): replay is paced by acks, and acks by
+    /// what central can store. Absent from a central that predates it; the
+    /// agent then uses [`Welcome::DEFAULT_TELEMETRY_WINDOW`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry_window: Option<u32>,
+}
+
+impl Welcome {
+    /// The window an agent keeps when `welcome` names none: small enough
+    /// that a central without windows never sees a burst over its rate limit.
+    pub const DEFAULT_TELEMETRY_WINDOW: u32 = 8;
+
+    /// The window this `welcome` grants, at least one sample.
+    pub fn telemetry_window(&self) -> u32 {
+        self.telemetry_window
+            .unwrap_or(Self::DEFAULT_TELEMETRY_WINDOW)
+            .max(1)
+    }
 }
 
 /// Server-set periods in milliseconds.

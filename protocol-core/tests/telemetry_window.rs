@@ -1,0 +1,304 @@
+//! Replay converges (spec §5.2): telemetry in flight is bounded by the
+//! window `welcome` grants and paced by central's acks, telemetry has its
+//! own budget at central (never the message rate that pings and results
+//! need), and a store that cannot keep up is waited out with ever longer
+//! pauses, never answered with more copies.
+
+mod common;
+
+use common::*;
+use nap_core::agent::{AgentInput, ConnectionState};
+use nap_core::central::{
+    Admission, CentralSession, SessionConfig, SessionEvent, SessionInput, SessionOutput,
+};
+use nap_core::testing::{Ingest, World, sample};
+use nap_core::wire::{AgentMessage, Welcome};
+use nap_core::{SessionId, Timestamp, WallTime};
+use std::collections::BTreeMap;
+
+/// How often each sample the agent took went on a wire.
+fn copies_sent(world: &World) -> BTreeMap<WallTime, usize> {
+    let mut copies = BTreeMap::new();
+    for m in &world.agents[0].sent {
+        if let AgentMessage::Telemetry(t) = m {
+            *copies.entry(t.timestamp).or_insert(0) += 1;
+        }
+    }
+    copies
+}
+
+#[test]
+fn a_day_of_buffered_samples_drains_in_the_window_without_a_close() {
+    let mut world = connected(141);
+    world.ingest = Ingest {
+        delay: std::time::Duration::from_millis(200),
+        queue: None,
+    };
+    world.set_partitioned(true);
+    world.run_for(secs(23 * 3600 + 50 * 60));
+    let buffered = world.agents[0].engine.buffered_telemetry();
+    assert!(buffered > 1400, "{buffered} samples buffered");
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(600), |w| established(w, 0)));
+    let epoch = world.agents[0].engine.epoch();
+    let window = SessionConfig::default().telemetry_window as usize;
+    let mut most_in_flight = 0;
+    let drained = world.run_until_true(secs(120), |w| {
+        most_in_flight = most_in_flight.max(w.agents[0].engine.telemetry_in_flight());
+        w.agents[0].engine.buffered_telemetry() == 0
+    });
+    assert!(
+        drained,
+        "the backlog drained within two minutes of the return"
+    );
+    // The backlog fills the window; a sample taken meanwhile goes outside it.
+    assert!(most_in_flight <= window + 1, "{most_in_flight} in flight");
+    assert_eq!(
+        world.agents[0].engine.epoch(),
+        epoch,
+        "no close, no reconnect"
+    );
+    assert_eq!(world.agents[0].engine.dropped_telemetry(), 0);
+    assert_eq!(
+        world.store.telemetry.len() as u64,
+        world.agents[0].samples_taken,
+        "every sample stored"
+    );
+}
+
+#[test]
+fn a_store_that_refuses_is_waited_out_with_doubling_pauses() {
+    let mut world = connected(142);
+    world.run_for(secs(5));
+    // Central's ingest queue is full for half an hour: nothing is acked.
+    world.ingest = Ingest {
+        delay: std::time::Duration::ZERO,
+        queue: Some(0),
+    };
+    world.run_for(secs(15 * 60));
+    let copies = copies_sent(&world);
+    let most = copies.values().copied().max().unwrap_or(0);
+    // Sent, then again after 2, 4 and 8 minutes without an ack: four
+    // copies in a quarter of an hour, where a fixed two-interval re-send
+    // would have sent eight.
+    assert!(most <= 4, "a sample went {most} times");
+    assert!(most >= 3, "unacked samples are sent again ({most})");
+    assert!(world.store.telemetry_refused > 0);
+    world.ingest = Ingest::default();
+    assert!(world.run_until_true(secs(20 * 60), |w| {
+        w.agents[0].engine.buffered_telemetry() == 0
+    }));
+    assert_eq!(
+        world.store.telemetry.len() as u64,
+        world.agents[0].samples_taken
+    );
+    assert_eq!(world.agents[0].engine.epoch().0, 1, "never reconnected");
+}
+
+#[test]
+fn the_newest_sample_goes_before_the_backlog() {
+    let mut world = connected(143);
+    world.ingest = Ingest {
+        delay: std::time::Duration::from_secs(90),
+        queue: None,
+    };
+    world.set_partitioned(true);
+    world.run_for(secs(3 * 3600));
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(600), |w| established(w, 0)));
+    let sent_before = world.agents[0].sent.len();
+    // The window is full of backlog waiting for slow acks; the next sample
+    // taken is sent at once all the same.
+    world.run_for(secs(61));
+    let newest = world.agents[0]
+        .sent
+        .iter()
+        .skip(sent_before)
+        .filter_map(|m| match m {
+            AgentMessage::Telemetry(t) => Some(t.timestamp),
+            _ => None,
+        })
+        .max();
+    let latest_taken = world.wall();
+    assert!(
+        newest.is_some_and(|t| latest_taken.unix_millis() - t.unix_millis() <= 61_000),
+        "the live sample went out: {newest:?}"
+    );
+}
+
+#[test]
+fn a_central_without_a_window_gets_eight_at_a_time() {
+    let mut world = World::new(144);
+    world.add_agent(NODE, config(144));
+    world.start(0);
+    world.set_partitioned(true); // we play central by hand
+    world.run_for(secs(30 * 60));
+    assert!(world.agents[0].engine.buffered_telemetry() >= 20);
+    assert!(world.run_until_true(secs(600), |w| {
+        w.agents[0].engine.state() == ConnectionState::Connecting {}
+    }));
+    let epoch = world.agents[0].engine.epoch();
+    world.agent_input(0, AgentInput::Connected { epoch });
+    let welcome = format!(
+        r#"{{"type":"welcome","protocolVersion":"nap.v1","sessionId":"{}","nodeId":"{NODE}","serverTime":"{}","intervals":{{"heartbeat":30000,"telemetry":60000,"health":300000}},"maxMessageBytes":1048576}}"#,
+        SessionId::from_u128(7),
+        world.wall()
+    );
+    let before = world.agents[0].sent.len();
+    world.agent_input(
+        0,
+        AgentInput::Frame {
+            epoch,
+            text: welcome,
+        },
+    );
+    assert!(established(&world, 0));
+    let sent = world.agents[0]
+        .sent
+        .iter()
+        .skip(before)
+        .filter(|m| matches!(m, AgentMessage::Telemetry(_)))
+        .count();
+    assert_eq!(sent, Welcome::DEFAULT_TELEMETRY_WINDOW as usize);
+}
+
+fn session(config: SessionConfig) -> CentralSession {
+    let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
+    let mut s = CentralSession::new(
+        Timestamp::ZERO,
+        wall,
+        Admission {
+            node_id: NODE,
+            session_id: SessionId::from_u128(1),
+            token_expires_at: wall.add_millis(3_600_000),
+        },
+        config,
+    );
+    while s.poll_output().is_some() {}
+    s
+}
+
+fn telemetry_frame(n: i64) -> (String, WallTime) {
+    let at = WallTime::from_unix_millis(1_760_522_400_000 + n * 1000).expect("valid");
+    let t = nap_core::wire::Telemetry {
+        node_id: NODE,
+        timestamp: at,
+        data: sample(10.0, 20.0),
+        dropped_samples: 0,
+    };
+    (
+        nap_core::encode(&AgentMessage::Telemetry(t)).expect("encodes"),
+        at,
+    )
+}
+
+fn outputs(s: &mut CentralSession) -> Vec<SessionOutput> {
+    std::iter::from_fn(|| s.poll_output()).collect()
+}
+
+#[test]
+fn welcome_grants_the_configured_window() {
+    let config = SessionConfig {
+        telemetry_window: 5,
+        ..SessionConfig::default()
+    };
+    let mut s = CentralSession::new(
+        Timestamp::ZERO,
+        WallTime::from_unix_millis(1_760_522_400_000).expect("valid"),
+        Admission {
+            node_id: NODE,
+            session_id: SessionId::from_u128(1),
+            token_expires_at: WallTime::from_unix_millis(1_760_526_000_000).expect("valid"),
+        },
+        config,
+    );
+    let Some(SessionOutput::Send(nap_core::wire::CentralMessage::Welcome(w))) = s.poll_output()
+    else {
+        panic!("welcome first");
+    };
+    assert_eq!(w.telemetry_window, Some(5));
+}
+
+#[test]
+fn samples_past_twice_the_window_are_dropped_and_the_rest_stored() {
+    let config = SessionConfig {
+        telemetry_window: 2,
+        ..SessionConfig::default()
+    };
+    let mut s = session(config);
+    let now = Timestamp::from_secs(1);
+    let mut stored = Vec::new();
+    let mut over = 0;
+    for n in 0..5 {
+        let (text, _) = telemetry_frame(n);
+        s.handle_input(now, SessionInput::Frame(text));
+        for o in outputs(&mut s) {
+            match o {
+                SessionOutput::StoreTelemetry(t) => stored.push(t.timestamp),
+                SessionOutput::Event(SessionEvent::OverTelemetryWindow) => over += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(stored.len(), 4, "twice the window is taken");
+    assert_eq!(over, 1);
+    assert!(s.is_open(), "one sample too many is not a close");
+    // A refused sample (the ingest queue was full) frees its place too.
+    s.handle_input(now, SessionInput::TelemetryStored(stored[0]));
+    s.handle_input(now, SessionInput::TelemetryRefused(stored[1]));
+    let acks = outputs(&mut s)
+        .into_iter()
+        .filter(|o| matches!(o, SessionOutput::Send(nap_core::wire::CentralMessage::Ack(a)) if a.telemetry == Some(stored[0])))
+        .count();
+    assert_eq!(
+        acks, 1,
+        "the stored sample is acked, the refused one is not"
+    );
+    let (text, _) = telemetry_frame(10);
+    s.handle_input(now, SessionInput::Frame(text.clone()));
+    s.handle_input(now, SessionInput::Frame(telemetry_frame(11).0));
+    let taken = outputs(&mut s)
+        .iter()
+        .filter(|o| matches!(o, SessionOutput::StoreTelemetry(_)))
+        .count();
+    assert_eq!(taken, 2);
+}
+
+#[test]
+fn telemetry_does_not_spend_the_message_rate() {
+    let config = SessionConfig {
+        rate_burst: 5,
+        rate_per_sec: 1,
+        ..SessionConfig::default()
+    };
+    let mut s = session(config);
+    let now = Timestamp::from_secs(1);
+    for n in 0..100 {
+        let (text, at) = telemetry_frame(n);
+        s.handle_input(now, SessionInput::Frame(text));
+        s.handle_input(now, SessionInput::TelemetryStored(at));
+    }
+    let out = outputs(&mut s);
+    let stored = out
+        .iter()
+        .filter(|o| matches!(o, SessionOutput::StoreTelemetry(_)))
+        .count();
+    assert_eq!(stored, 100, "a replay at the pace of acks is all taken");
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, SessionOutput::Event(SessionEvent::RateLimited))),
+        "telemetry spent none of the rate"
+    );
+    // The rate is intact for everything else.
+    s.handle_input(
+        now,
+        SessionInput::Frame(r#"{"type":"ping","timestamp":1}"#.into()),
+    );
+    assert!(
+        outputs(&mut s).iter().any(|o| matches!(
+            o,
+            SessionOutput::Send(nap_core::wire::CentralMessage::Pong(_))
+        )),
+        "a ping after the replay is answered"
+    );
+}
