@@ -82,6 +82,11 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Refused because a member was `null` where its type has no `null`.
+    fn is_null_value(&self) -> bool {
+        matches!(self, Self::InvalidValue { reason, .. } if reason.starts_with("invalid type: null"))
+    }
+
     /// A short stable name, for metrics labels and logs.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -112,11 +117,42 @@ pub fn decode<M: Message>(text: &str, limits: &Limits) -> Result<M, DecodeError>
         });
     }
     check_depth(text.as_bytes(), limits.max_depth)?;
+    match decode_members::<M>(text) {
+        // Spec §2: a member that is `null` is the member absent. Only a
+        // frame refused for a `null` where a value must be pays for a
+        // second pass (any other refusal, a duplicate key say, stands).
+        Err(error) if error.is_null_value() => match without_nulls(text) {
+            Some(clean) => decode_members::<M>(&clean).map_err(|_| error),
+            None => Err(error),
+        },
+        decoded => decoded,
+    }
+}
+
+fn decode_members<M: Message>(text: &str) -> Result<M, DecodeError> {
     if let Some(message_type) = leading_type(text) {
         return M::decode_body(message_type, text);
     }
     let message_type = read_type(text)?;
     M::decode_body(&message_type, text)
+}
+
+/// `text` with every object member whose value is `null` removed, at any
+/// depth (a `null` element of an array is a value, not a member, and stays).
+fn without_nulls(text: &str) -> Option<String> {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(members) => {
+                members.retain(|_, v| !v.is_null());
+                members.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    strip(&mut value);
+    serde_json::to_string(&value).ok()
 }
 
 /// Like [`decode`], for a frame that arrived as bytes.
