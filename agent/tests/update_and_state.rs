@@ -117,7 +117,7 @@ fn state_survives_a_restart_and_a_corrupt_file_is_moved_aside() {
     let loaded = state.load().expect("load");
     assert_eq!(loaded, snapshot);
     let mut engine = AgentEngine::new(AgentConfig::new(nap_core::NodeId::from_u128(1), 1));
-    engine.restore(loaded);
+    engine.restore(loaded, nap_core::WallTime::UNIX_EPOCH);
     assert_eq!(
         engine.outbox_len(),
         1,

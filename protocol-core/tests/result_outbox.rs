@@ -84,6 +84,11 @@ fn a_request_in_progress_at_a_crash_is_never_run_again() {
     assert!(world.run_until_true(secs(60), |w| w.store.results.contains_key(&id)));
     let result = &world.store.results[&id];
     assert!(!result.success);
+    assert!(
+        result.timestamp.unix_millis() >= world.wall0.unix_millis(),
+        "stamped when the restarted agent recorded it, not {}",
+        result.timestamp
+    );
     assert!(world.deliver_to(NODE, execute(id, "sleep", &["30"], None)));
     world.run_for(secs(5));
     assert_eq!(
@@ -91,4 +96,28 @@ fn a_request_in_progress_at_a_crash_is_never_run_again() {
         Some(&1),
         "never started twice"
     );
+}
+
+#[test]
+fn an_interrupted_request_is_stamped_with_the_wall_clock_given_at_restore() {
+    use nap_core::agent::{AgentEngine, AgentSnapshot, RecordedRequest};
+    let snapshot = AgentSnapshot {
+        version: AgentSnapshot::VERSION,
+        requests: vec![RecordedRequest {
+            request_id: request(4),
+            result: None,
+            acked: false,
+        }],
+        telemetry: vec![],
+    };
+    // A fresh engine has read no wall clock yet: restore takes it.
+    let wall = nap_core::WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
+    let mut engine = AgentEngine::new(config(64));
+    engine.restore(snapshot, wall);
+    let saved = engine.snapshot();
+    let result = saved.requests[0]
+        .result
+        .as_ref()
+        .expect("recorded as failed");
+    assert_eq!(result.timestamp, wall);
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AgentEngine;
 use super::commands::Entry;
-use crate::RequestId;
 use crate::wire::{CommandError, CommandResult, ErrorCode, Telemetry};
+use crate::{RequestId, WallTime};
 
 /// The persisted part of an agent engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,9 +72,9 @@ impl AgentEngine {
     /// Restores a snapshot into a fresh engine, before `Start`. A request that
     /// was in progress when the agent stopped is recorded as failed with
     /// `internal` (it may have run: it is never run again) and its result is
-    /// sent to central like any other.
-    pub fn restore(&mut self, snapshot: AgentSnapshot) {
-        let wall = self.ctx.wall();
+    /// sent to central like any other, stamped `wall` (the wall clock now:
+    /// the engine has read none yet).
+    pub fn restore(&mut self, snapshot: AgentSnapshot, wall: WallTime) {
         let commands = &mut self.ctx.commands;
         for request in snapshot.requests {
             let id = request.request_id;

@@ -437,7 +437,7 @@ impl World {
         let mut engine = AgentEngine::new(config);
         engine.handle_input(self.now, AgentInput::WallClock(self.wall()));
         if let Some(snapshot) = self.agents[i].saved.clone() {
-            engine.restore(snapshot);
+            engine.restore(snapshot, self.wall());
         }
         // The old process is gone: its transports die with it.
         let conns: Vec<u64> = self

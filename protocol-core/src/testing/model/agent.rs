@@ -93,7 +93,7 @@ impl AgentActor {
         let mut engine = AgentEngine::new(config);
         engine.handle_input(now, AgentInput::WallClock(wall_at(now)));
         if let Some(snapshot) = store.snapshot.clone() {
-            engine.restore(snapshot);
+            engine.restore(snapshot, wall_at(now));
         }
         engine.handle_input(now, AgentInput::Start);
         let mut state = AgentState {
