@@ -85,7 +85,7 @@ impl Driver {
                 telemetry = snapshot.telemetry.len(),
                 "restored the outbox, the request record and buffered telemetry"
             );
-            engine.restore(snapshot, nap_core::WallTime::from(chrono::Utc::now()));
+            engine.restore(snapshot, WallTime::from(chrono::Utc::now()));
         }
         let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))?;
         let dialer = Dialer {
