@@ -302,3 +302,20 @@ fn telemetry_does_not_spend_the_message_rate() {
         "a ping after the replay is answered"
     );
 }
+
+#[test]
+fn an_agent_restarted_mid_outage_loses_no_buffered_sample() {
+    let mut world = connected(145);
+    world.set_partitioned(true);
+    world.run_for(secs(3 * 3600));
+    world.restart_agent(0, config(145));
+    world.run_for(secs(3 * 3600));
+    assert!(world.agents[0].engine.buffered_telemetry() > 300);
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(900), |w| established(w, 0)));
+    assert!(world.run_until_true(secs(120), |w| {
+        w.agents[0].engine.buffered_telemetry() == 0
+    }));
+    let taken = world.agents[0].samples_taken;
+    assert_eq!(world.store.telemetry.len() as u64, taken, "{taken} taken");
+}

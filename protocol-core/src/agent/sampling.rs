@@ -81,6 +81,11 @@ impl Ctx {
             let total = self.telemetry.total_drops();
             self.event(AgentEvent::TelemetryDropped { total });
         }
+        // Every sample is on disk before the next is taken: a crash during
+        // an outage loses at most the one being written. (Acks are saved
+        // with the next sample; a sample acked meanwhile is sent again after
+        // a crash and stored once.)
+        self.emit(AgentOutput::Persist);
         if self.established
             && let Some(live) = self.telemetry.send_newest(self.now)
         {
