@@ -135,6 +135,9 @@ impl Driver {
         loop {
             runner.perform();
             if let Some(exit) = runner.host.exit {
+                // `status offline` and the close frame are written before
+                // the process goes.
+                runner.finish_closing().await;
                 return Ok(exit);
             }
             let deadline = runner.deadline();

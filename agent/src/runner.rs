@@ -99,6 +99,9 @@ pub struct Runner<H> {
     pub clock: Monotonic,
     dialer: Dialer,
     links: HashMap<Epoch, Link>,
+    /// Transports the engine closed that are finishing their close, each
+    /// with the engine's deadline for it.
+    closing: Vec<(JoinHandle<()>, Instant)>,
     tx: Inputs,
     rx: mpsc::Receiver<AgentInput>,
 }
@@ -112,6 +115,7 @@ impl<H: Host> Runner<H> {
             clock: Monotonic::start(),
             dialer,
             links: HashMap::new(),
+            closing: Vec::new(),
             tx,
             rx,
         }
@@ -186,6 +190,7 @@ impl<H: Host> Runner<H> {
                     epoch,
                     code,
                     reason,
+                    linger,
                 } => {
                     if let Some(link) = self.links.remove(&epoch) {
                         let frame = CloseFrame {
@@ -197,6 +202,9 @@ impl<H: Host> Runner<H> {
                         {
                             // Still dialling, or wedged: nothing to close gracefully.
                             link.task.abort();
+                        } else {
+                            self.closing.retain(|(task, _)| !task.is_finished());
+                            self.closing.push((link.task, Instant::now() + linger));
                         }
                     }
                 }
@@ -242,6 +250,18 @@ impl<H: Host> Runner<H> {
         }
     }
 
+    /// Waits for the transports the engine closed to finish their close —
+    /// the last frames written, central's close frame back — each no longer
+    /// than the linger the engine gave it (before the process exits).
+    pub async fn finish_closing(&mut self) {
+        for (mut task, deadline) in self.closing.drain(..) {
+            let deadline = tokio::time::Instant::from_std(deadline);
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
     /// Sends what is queued on every transport and closes them (shutdown).
     pub async fn close_all(&mut self) {
         for (_, link) in self.links.drain() {
@@ -269,6 +289,9 @@ impl<H: Host> Runner<H> {
         // is still doing (closing, or a dial given up) stops now.
         for (_, old) in self.links.drain() {
             old.task.abort();
+        }
+        for (old, _) in self.closing.drain(..) {
+            old.abort();
         }
         let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
         let task = tokio::spawn(crate::transport::connect(

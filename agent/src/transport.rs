@@ -259,15 +259,24 @@ pub async fn connect(
     };
     let _ = inputs.send(AgentInput::Connected { epoch }).await;
     let (mut sink, mut stream) = ws.split();
-    let writer = tokio::spawn(async move {
-        while let Some(message) = outgoing.recv().await {
-            let closing = matches!(message, Message::Close(_));
-            if sink.send(message).await.is_err() || closing {
-                break;
+    let (peer_closed, mut finish) = tokio::sync::oneshot::channel::<()>();
+    let mut writer = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                message = outgoing.recv() => {
+                    let Some(message) = message else { break };
+                    let closing = matches!(message, Message::Close(_));
+                    if sink.send(message).await.is_err() || closing {
+                        break;
+                    }
+                }
+                // Central closed: finishing the close sends its close frame
+                // back (RFC 6455 §5.5.1).
+                _ = &mut finish => break,
             }
         }
         let _ = sink.close().await;
-    });
+    }));
     let code = loop {
         match stream.next().await {
             Some(Ok(Message::Text(text))) => {
@@ -276,14 +285,45 @@ pub async fn connect(
             }
             Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
             Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
+            Some(Err(error)) => {
+                use nap_core::transport::FrameFault;
+                use tokio_tungstenite::tungstenite::Error as WsError;
+                use tokio_tungstenite::tungstenite::error::CapacityError;
+                let fault = match error {
+                    WsError::Capacity(CapacityError::MessageTooLong { size, .. }) => {
+                        FrameFault::TooLarge { size }
+                    }
+                    WsError::Capacity(_) => FrameFault::TooLarge { size: 0 },
+                    WsError::Utf8(_) => FrameFault::NotUtf8,
+                    _ => break None,
+                };
+                // The engine closes with the code for it; this transport
+                // writes that close and ends (nothing more can be read).
+                let _ = inputs.send(AgentInput::FrameFault { epoch, fault }).await;
+                let _ = (&mut writer.0).await;
+                return;
+            }
+            None => break None,
         }
     };
-    writer.abort();
     let _ = inputs
         .send(AgentInput::Closed {
             epoch,
             code: code.map(nap_core::transport::CloseCode::from),
         })
         .await;
+    if code.is_some() {
+        let _ = peer_closed.send(());
+        let _ = (&mut writer.0).await;
+    }
+}
+
+/// A task that stops when its handle is dropped (the connection's writer
+/// goes with the connection, whichever way that ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

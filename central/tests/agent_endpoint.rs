@@ -160,6 +160,17 @@ async fn an_oversize_frame_closes_with_1009() {
 }
 
 #[tokio::test]
+async fn a_text_frame_that_is_not_utf8_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let central = central("not_utf8", |_| {}).await;
+    let (_key, mut ws) = connected_node(&central).await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(frame)).await.expect("send");
+    assert_eq!(close_code(&mut ws).await, Some(1007));
+}
+
+#[tokio::test]
 async fn garbage_is_ignored_then_closed_with_1008() {
     let central = central("garbage", |_| {}).await;
     let (_key, mut ws) = connected_node(&central).await;

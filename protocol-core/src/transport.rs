@@ -34,6 +34,8 @@ pub enum CloseCode {
     GoingAway,
     /// 1002: protocol error (e.g. no `welcome`, or a message out of place).
     ProtocolError,
+    /// 1007: a text frame that is not UTF-8 (RFC 6455 §8.1).
+    InvalidPayload,
     /// 1008: policy violation: too many invalid messages or over the rate limit.
     Policy,
     /// 1009: message too big.
@@ -55,6 +57,7 @@ impl CloseCode {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
             Self::ProtocolError => 1002,
+            Self::InvalidPayload => 1007,
             Self::Policy => 1008,
             Self::TooBig => 1009,
             Self::TokenExpired => 4001,
@@ -71,6 +74,7 @@ impl From<u16> for CloseCode {
             1000 => Self::Normal,
             1001 => Self::GoingAway,
             1002 => Self::ProtocolError,
+            1007 => Self::InvalidPayload,
             1008 => Self::Policy,
             1009 => Self::TooBig,
             4001 => Self::TokenExpired,
@@ -90,6 +94,34 @@ impl From<CloseCode> for u16 {
 impl std::fmt::Display for CloseCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.as_u16())
+    }
+}
+
+/// A frame the transport could not hand over as text. The engine closes
+/// with the code RFC 6455 names for it, so the peer learns why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameFault {
+    /// Over the message size limit (1009).
+    TooLarge { size: usize },
+    /// A text frame that is not UTF-8 (1007).
+    NotUtf8,
+}
+
+impl FrameFault {
+    /// The close code this fault is answered with.
+    pub fn close_code(self) -> CloseCode {
+        match self {
+            Self::TooLarge { .. } => CloseCode::TooBig,
+            Self::NotUtf8 => CloseCode::InvalidPayload,
+        }
+    }
+
+    /// The close frame's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "message too big",
+            Self::NotUtf8 => "invalid UTF-8",
+        }
     }
 }
 

@@ -144,6 +144,7 @@ impl Connection {
             Some(Ok(Message::Close(frame))) => SessionInput::Closed {
                 code: frame.map(|f| CloseCode::from(u16::from(f.code))),
             },
+            Some(Err(WsError::Utf8(_))) => SessionInput::InvalidUtf8,
             Some(Err(WsError::Capacity(e))) => {
                 tracing::info!(session = %self.session.session_id(), error = %e, "frame over the size limit");
                 SessionInput::FrameTooLarge {

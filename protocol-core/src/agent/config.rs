@@ -23,6 +23,10 @@ pub struct AgentConfig {
     /// How long the node tokens the driver mints for the engine live
     /// (central refuses more than an hour).
     pub token_lifetime: Duration,
+    /// How long a close may wait for central's close frame (and, on a
+    /// shutdown, for the last frames to be written) before the transport
+    /// is dropped.
+    pub close_linger: Duration,
     /// A `pong` must answer a `ping` this soon.
     pub pong_timeout: Duration,
     /// Intervals used until central's `welcome` sets them.
@@ -69,6 +73,7 @@ impl AgentConfig {
             welcome_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(30),
             token_lifetime: Duration::from_secs(3600),
+            close_linger: Duration::from_secs(2),
             pong_timeout: Duration::from_secs(10),
             intervals: Intervals::default(),
             refresh_at: 0.8,

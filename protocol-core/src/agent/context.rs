@@ -152,6 +152,7 @@ impl Ctx {
                 epoch: self.epoch,
                 code,
                 reason,
+                linger: self.config.close_linger,
             });
             self.transport = Transport::None;
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::policy::{Approved, Refusal};
-use crate::transport::{CloseCode, Epoch};
+use crate::transport::{CloseCode, Epoch, FrameFault};
 use crate::wire::{
     AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, Hello, TelemetryData,
 };
@@ -27,6 +27,9 @@ pub enum AgentInput {
     DialFailed { epoch: Epoch, reason: DialFailure },
     /// A text frame arrived on `epoch`.
     Frame { epoch: Epoch, text: String },
+    /// A frame on `epoch` could not be read as text (over the size limit,
+    /// or not UTF-8); the engine closes with the matching code.
+    FrameFault { epoch: Epoch, fault: FrameFault },
     /// This process is a newly installed version that must reach central
     /// (an established session) by `deadline`, or be rolled back.
     UpdateOnProbation { deadline: WallTime },
@@ -126,6 +129,10 @@ pub enum AgentOutput {
         epoch: Epoch,
         code: CloseCode,
         reason: &'static str,
+        /// How long the driver may wait for the transport to finish the
+        /// close (central's close frame back) before dropping it — on a
+        /// shutdown, before the process exits.
+        linger: Duration,
     },
     /// The newly installed version connected: keep it.
     ConfirmUpdate,
@@ -254,6 +261,8 @@ pub enum Disconnect {
     Drained,
     /// Too many invalid messages from central.
     Invalid,
+    /// Central sent a frame that could not be read (1009 or 1007 sent back).
+    Fault(FrameFault),
     /// The agent is shutting down.
     Shutdown,
 }

@@ -15,7 +15,7 @@ use statig::prelude::*;
 
 use super::context::{AgentTimer, Ctx, Transport};
 use super::io::{AgentEvent, AgentOutput, DialFailure, Disconnect};
-use crate::transport::CloseCode;
+use crate::transport::{CloseCode, FrameFault};
 use crate::wire::{Hello, NodeStatus, Ping, Status, TokenRefresh, Welcome};
 
 /// What the lifecycle reacts to. Frames are decoded and filtered by the
@@ -28,6 +28,8 @@ pub(crate) enum Event {
     Connected,
     DialFailed(DialFailure),
     Closed(Option<CloseCode>),
+    /// The transport could not read a frame of central's.
+    FrameFault(FrameFault),
     Welcome(Welcome),
     Drain(Duration),
     Pong(u64),
@@ -196,6 +198,9 @@ impl Lifecycle {
             Event::TooManyInvalid => {
                 context.drop_connection(CloseCode::Policy, Disconnect::Invalid)
             }
+            Event::FrameFault(fault) => {
+                context.drop_connection(fault.close_code(), Disconnect::Fault(*fault))
+            }
             Event::Shutdown => Transition(State::stopped()),
             _ => Handled,
         }
@@ -243,6 +248,17 @@ impl Lifecycle {
     )]
     fn established(context: &mut Ctx, event: &Event) -> Outcome<State> {
         match event {
+            Event::Shutdown => {
+                // Said here, while the session is still up: by the time the
+                // stopped state is entered this one has been left.
+                context.send(Status {
+                    node_id: context.config.node_id,
+                    status: NodeStatus::Offline,
+                    timestamp: context.wall(),
+                    reason: Some("agent shutting down".into()),
+                });
+                Transition(State::stopped())
+            }
             Event::Inbound => {
                 let silence = context.heartbeat() * 2;
                 context.arm_in(AgentTimer::Silence, silence);
@@ -356,16 +372,6 @@ impl Lifecycle {
 
     #[action]
     fn enter_stopped(context: &mut Ctx) {
-        if context.established {
-            let message = Status {
-                node_id: context.config.node_id,
-                status: NodeStatus::Offline,
-                timestamp: context.wall(),
-                reason: Some("agent shutting down".into()),
-            };
-            context.send(message);
-            context.established = false;
-        }
         let epoch = context.epoch;
         if context.transport != Transport::None {
             context.event(AgentEvent::Disconnected {
@@ -390,6 +396,7 @@ impl Ctx {
                 Disconnect::NoWelcome => "no valid welcome",
                 Disconnect::Drained => "drained",
                 Disconnect::Invalid => "too many invalid messages",
+                Disconnect::Fault(fault) => fault.reason(),
                 Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
             },
         );

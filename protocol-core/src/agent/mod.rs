@@ -102,11 +102,15 @@ impl AgentEngine {
                 self.ctx.event(AgentEvent::FrameDropped { epoch });
             }
             AgentInput::Frame { epoch, text } if self.current(epoch) => self.on_frame(&text),
+            AgentInput::FrameFault { epoch, fault } if self.current(epoch) => {
+                self.dispatch(Event::FrameFault(fault));
+            }
             AgentInput::Connected { .. }
             | AgentInput::DialFailed { .. }
             | AgentInput::Closed { .. }
             | AgentInput::SendQueueFull { .. }
-            | AgentInput::Frame { .. } => {} // a stale transport's leftovers
+            | AgentInput::Frame { .. }
+            | AgentInput::FrameFault { .. } => {} // a stale transport's leftovers
             AgentInput::TelemetrySample(data) => {
                 if self.is_running() {
                     self.ctx.telemetry_sampled(data);

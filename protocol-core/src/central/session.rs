@@ -79,6 +79,8 @@ pub enum SessionInput {
     Frame(String),
     /// A binary frame (never valid in this protocol).
     BinaryFrame,
+    /// A text frame that is not UTF-8: the session closes with 1007.
+    InvalidUtf8,
     /// The transport refused a frame over the size limit before reading it.
     FrameTooLarge { size: usize },
     /// The transport closed.
@@ -265,6 +267,13 @@ impl CentralSession {
         match input {
             SessionInput::Frame(text) => self.on_frame(&text),
             SessionInput::BinaryFrame => self.on_invalid(DecodeError::NotAnObject),
+            SessionInput::InvalidUtf8 => {
+                self.event(SessionEvent::Invalid {
+                    error: DecodeError::NotUtf8 { valid_up_to: 0 },
+                });
+                // RFC 6455 §8.1: fail the connection, saying why.
+                self.close(CloseCode::InvalidPayload, "invalid UTF-8");
+            }
             SessionInput::FrameTooLarge { size } => self.on_invalid(DecodeError::TooLarge {
                 size,
                 limit: self.config.limits.max_message_bytes,
