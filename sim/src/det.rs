@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nap_core::agent::AgentConfig;
 use nap_core::policy::{ArgRules, CommandRule, Policy};
 use nap_core::rng::Prng;
-use nap_core::testing::{NetFaults, World};
+use nap_core::testing::{Ingest, NetFaults, World};
 use nap_core::wire::{CentralMessage, Execute};
 use nap_core::{NodeId, RequestId};
 
@@ -33,8 +33,15 @@ pub struct DetReport {
     pub commands_submitted: u64,
     pub commands_answered: u64,
     pub partitions: u32,
+    /// Partitions of an hour up to a day (the fleet buffers, then replays).
+    pub long_partitions: u32,
     pub transport_cuts: u32,
     pub central_crashes: u32,
+    /// Agents crashed and restarted from their persisted state.
+    pub agent_crashes: u32,
+    /// Minutes in which central's database took nothing, or acked slowly.
+    pub store_outage_minutes: u32,
+    pub slow_store_minutes: u32,
 }
 
 /// A broken invariant, with how to replay it.
@@ -74,13 +81,16 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
         duplicate_permille: 1,
         reorder_permille: 1,
     };
-    for k in 0..config.nodes {
+    let agent_config = |k: u32| {
         let mut agent = AgentConfig::new(
             NodeId::from_u128(u128::from(k) + 1),
             config.seed ^ u64::from(k),
         );
         agent.policy = policy();
-        let i = world.add_agent(NodeId::from_u128(u128::from(k) + 1), agent);
+        agent
+    };
+    for k in 0..config.nodes {
+        let i = world.add_agent(NodeId::from_u128(u128::from(k) + 1), agent_config(k));
         world.start(i);
     }
     let mut chaos = Prng::new(config.seed ^ 0xC4A0_5EED);
@@ -94,11 +104,16 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
         commands_submitted: 0,
         commands_answered: 0,
         partitions: 0,
+        long_partitions: 0,
         transport_cuts: 0,
         central_crashes: 0,
+        agent_crashes: 0,
+        store_outage_minutes: 0,
+        slow_store_minutes: 0,
     };
     let minutes = u64::from(config.hours) * 60;
     let mut partition_until = None;
+    let mut store_until: Option<u64> = None;
     let mut next_request = 1u128;
     for minute in 0..minutes {
         // Faults, drawn from the seed: a partition every few hours, transport
@@ -108,6 +123,17 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
         if partition_until == Some(minute) {
             world.set_partitioned(false);
             partition_until = None;
+        }
+        if store_until == Some(minute) {
+            world.ingest = Ingest::default();
+            store_until = None;
+        }
+        if store_until.is_some() {
+            if world.ingest.queue == Some(0) {
+                report.store_outage_minutes += 1;
+            } else {
+                report.slow_store_minutes += 1;
+            }
         }
         if !quiet && partition_until.is_none() {
             match chaos.between(0, 999) {
@@ -123,6 +149,47 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
                 10 => {
                     world.restart_central();
                     report.central_crashes += 1;
+                }
+                // A long outage: an afternoon to a day of buffered samples,
+                // replayed by the whole fleet at once when it ends.
+                11 => {
+                    let last = minutes.saturating_sub(30);
+                    let until = (minute + chaos.between(60, 24 * 60)).min(last);
+                    if until > minute {
+                        world.set_partitioned(true);
+                        partition_until = Some(until);
+                        report.long_partitions += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // An agent crashes (somewhere within this minute) and restarts from
+        // what it persisted: every change the engine asks to persist is on
+        // disk by then, so its state at the crash is what a restart reads.
+        let mut crash = None;
+        if !quiet && config.nodes > 0 && chaos.between(0, 99) < 3 {
+            let k = u32::try_from(chaos.between(0, u64::from(config.nodes) - 1)).unwrap_or(0);
+            crash = Some((k, Duration::from_millis(chaos.between(1, 59_999))));
+        }
+        if !quiet && store_until.is_none() {
+            match chaos.between(0, 999) {
+                // The database takes nothing for a few minutes: ingest
+                // refuses, nothing is acked, agents wait it out.
+                0..=2 => {
+                    world.ingest = Ingest {
+                        delay: Duration::ZERO,
+                        queue: Some(0),
+                    };
+                    store_until = Some(minute + chaos.between(1, 10));
+                }
+                // The database is slow: acks take seconds and its queue is bounded.
+                3..=6 => {
+                    world.ingest = Ingest {
+                        delay: Duration::from_secs(chaos.between(1, 10)),
+                        queue: Some(20 * config.nodes as usize),
+                    };
+                    store_until = Some(minute + chaos.between(5, 30));
                 }
                 _ => {}
             }
@@ -142,7 +209,16 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
             world.submit(node, message, Duration::from_secs(30));
             report.commands_submitted += 1;
         }
-        world.run_for(Duration::from_secs(60));
+        let mut left = Duration::from_secs(60);
+        if let Some((k, at)) = crash {
+            world.run_for(at);
+            left -= at;
+            let i = k as usize;
+            world.agents[i].saved = Some(world.agents[i].engine.snapshot());
+            world.restart_agent(i, agent_config(k));
+            report.agent_crashes += 1;
+        }
+        world.run_for(left);
         check(&world, config.nodes).map_err(|what| Violation {
             at_minute: minute,
             what,
@@ -154,6 +230,7 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
     // arrived.
     world.set_partitioned(false);
     world.net.faults = NetFaults::default();
+    world.ingest = Ingest::default();
     world.run_for(Duration::from_secs(15 * 60 + 1));
     check_end(&world).map_err(|what| Violation {
         at_minute: minutes + 15,

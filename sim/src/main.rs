@@ -271,7 +271,8 @@ fn main() -> anyhow::Result<()> {
             Ok(r) => {
                 println!(
                     "det: {} nodes × {} h simulated in {:.1} s wall (seed {}): {} samples taken, {} stored; \
-                     {} commands, {} answered; {} partitions, {} transport cuts, {} central crashes; invariants held",
+                     {} commands, {} answered; {} partitions ({} of an hour to a day), {} transport cuts, {} central crashes, \
+                     {} agent crashes, {} min store down, {} min store slow; invariants held",
                     r.nodes,
                     r.simulated_hours,
                     r.wall_ms as f64 / 1000.0,
@@ -280,9 +281,13 @@ fn main() -> anyhow::Result<()> {
                     r.telemetry_stored,
                     r.commands_submitted,
                     r.commands_answered,
-                    r.partitions,
+                    r.partitions + r.long_partitions,
+                    r.long_partitions,
                     r.transport_cuts,
-                    r.central_crashes
+                    r.central_crashes,
+                    r.agent_crashes,
+                    r.store_outage_minutes,
+                    r.slow_store_minutes
                 );
                 if let Some(path) = report {
                     std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
