@@ -504,6 +504,8 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
                 acked: false,
             }],
             telemetry: vec![],
+            alerts: vec![],
+            health: vec![],
         })
         .expect("save the outbox");
     let mut events = s.running.events().subscribe();

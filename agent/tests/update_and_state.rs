@@ -112,6 +112,8 @@ fn state_survives_a_restart_and_a_corrupt_file_is_moved_aside() {
             acked: false,
         }],
         telemetry: vec![],
+        alerts: vec![],
+        health: vec![],
     };
     state.save(&snapshot).expect("save");
     let loaded = state.load().expect("load");

@@ -454,14 +454,41 @@ async fn tokens_alerts_and_events(store: &impl Storage) {
         rule: Some("cpu_high".into()),
         state: AlertState::Firing,
         timestamp: Some(t0()),
+        alert_id: Some(nap_core::AlertId::from_u128(7)),
     };
-    store
-        .insert_alert(NodeId::from_u128(1), t0(), &alert)
-        .await
-        .expect("alert");
+    // Sent again (its ack was lost): kept once.
+    for _ in 0..2 {
+        store
+            .insert_alert(NodeId::from_u128(1), t0(), &alert)
+            .await
+            .expect("alert");
+    }
     let alerts = store.list_alerts(10).await.expect("alerts");
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].alert, alert);
+    // An alert from an agent that names none is kept each time.
+    let unnamed = Alert {
+        alert_id: None,
+        ..alert.clone()
+    };
+    for _ in 0..2 {
+        store
+            .insert_alert(NodeId::from_u128(1), t0(), &unnamed)
+            .await
+            .expect("alert");
+    }
+    assert_eq!(store.list_alerts(10).await.expect("alerts").len(), 3);
+    // A health report sent again is not an error (and is kept once).
+    let health: nap_core::wire::Health = serde_json::from_str(
+        r#"{"checks":{"agent":"ok","containers":"ok","disk":"ok","memory":"ok","database":"ok"}}"#,
+    )
+    .expect("health");
+    for _ in 0..2 {
+        store
+            .insert_health(NodeId::from_u128(1), t0(), &health)
+            .await
+            .expect("health stored idempotently");
+    }
     store
         .insert_event(
             "auth_failure",

@@ -172,6 +172,8 @@ fn alert(
         rule: Some(rule.name.clone()),
         state,
         timestamp: Some(wall),
+        // The engine names it when it queues it for sending.
+        alert_id: None,
     }
 }
 

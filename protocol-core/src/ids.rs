@@ -19,6 +19,12 @@ macro_rules! uuid_id {
                 Self(Uuid::from_bytes(bytes))
             }
 
+            /// A version-4 identifier made of these random bytes (an
+            /// engine's PRNG, or the driver's randomness).
+            pub fn from_random_bytes(bytes: [u8; 16]) -> Self {
+                Self(uuid::Builder::from_random_bytes(bytes).into_uuid())
+            }
+
             /// The identifier with this 128-bit value, for tests and simulations.
             pub const fn from_u128(value: u128) -> Self {
                 Self(Uuid::from_u128(value))
@@ -74,6 +80,11 @@ uuid_id!(
 uuid_id!(
     /// One authenticated connection of a node, named by central in `welcome`.
     SessionId
+);
+uuid_id!(
+    /// One alert raised by a node: central acks it by this id, and stores it
+    /// once however often it is sent.
+    AlertId
 );
 uuid_id!(
     /// A JWT's `jti`: central refuses a token id it has seen within the replay window.

@@ -30,6 +30,14 @@ impl Prng {
         lo + u64::try_from(x >> 64).unwrap_or(0)
     }
 
+    /// Sixteen uniform bytes (for identifiers).
+    pub fn bytes16(&mut self) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.0.next_u64().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.0.next_u64().to_le_bytes());
+        bytes
+    }
+
     /// A duration uniform in `[lo, hi]`, at millisecond resolution.
     pub fn duration_between(&mut self, lo: Duration, hi: Duration) -> Duration {
         let lo_ms = u64::try_from(lo.as_millis()).unwrap_or(u64::MAX);

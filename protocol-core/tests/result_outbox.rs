@@ -109,6 +109,8 @@ fn an_interrupted_request_is_stamped_with_the_wall_clock_given_at_restore() {
             acked: false,
         }],
         telemetry: vec![],
+        alerts: vec![],
+        health: vec![],
     };
     // A fresh engine has read no wall clock yet: restore takes it.
     let wall = nap_core::WallTime::from_unix_millis(1_760_522_400_000).expect("valid");

@@ -228,7 +228,10 @@ impl Connection {
                         let _ = tx.send(Box::new(verified)).await;
                     });
                 }
-                SessionOutput::Record(message) => effects.record(self.session.node_id(), *message),
+                SessionOutput::Record { message, ack } => {
+                    let ack = ack.map(|key| (key, self.tx.clone()));
+                    effects.record(self.session.node_id(), *message, ack);
+                }
                 SessionOutput::Alarm(alarm) => effects.alarm(alarm),
                 SessionOutput::Event(event) => self.observe(event),
             }

@@ -88,9 +88,15 @@ impl Effects {
         results::record(self, node_id, result).await
     }
 
-    /// Keeps an alert, a health report or a log line.
-    pub fn record(&self, node_id: NodeId, message: AgentMessage) {
-        records::record(self, node_id, message);
+    /// Keeps an alert, a health report or a log line; `ack` is where to say
+    /// it was stored.
+    pub fn record(
+        &self,
+        node_id: NodeId,
+        message: AgentMessage,
+        ack: Option<(nap_core::central::RecordKey, Inbox)>,
+    ) {
+        records::record(self, node_id, message, ack);
     }
 
     /// Tells an administrator.

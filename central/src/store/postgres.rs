@@ -279,7 +279,10 @@ fn node_from_row(r: &Row) -> NodeRecord {
 const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
 /// Migrations after the first (which depends on TimescaleDB being there).
-const LATER_MIGRATIONS: &[(i64, &str)] = &[(2, include_str!("sql/postgres_0002.sql"))];
+const LATER_MIGRATIONS: &[(i64, &str)] = &[
+    (2, include_str!("sql/postgres_0002.sql")),
+    (3, include_str!("sql/postgres_0003.sql")),
+];
 
 /// Rows per multi-row insert of commands.
 const COMMAND_INSERT_CHUNK: usize = 2_000;
@@ -621,7 +624,8 @@ impl Storage for PgStore {
         let overall = format!("{:?}", health.overall()).to_lowercase();
         client
             .execute(
-                "INSERT INTO health (node_id, at, overall, report) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO health (node_id, at, overall, report) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (node_id, at) DO NOTHING",
                 &[&uuid(id.0), &ts(at), &overall, &Json(health)],
             )
             .await
@@ -634,8 +638,15 @@ impl Storage for PgStore {
         let severity = format!("{:?}", alert.severity).to_lowercase();
         client
             .execute(
-                "INSERT INTO alerts (node_id, at, severity, body) VALUES ($1, $2, $3, $4)",
-                &[&uuid(id.0), &ts(at), &severity, &Json(alert)],
+                "INSERT INTO alerts (node_id, at, severity, body, alert_id) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (alert_id) DO NOTHING",
+                &[
+                    &uuid(id.0),
+                    &ts(at),
+                    &severity,
+                    &Json(alert),
+                    &alert.alert_id.map(|a| a.0),
+                ],
             )
             .await
             .map_err(db)?;

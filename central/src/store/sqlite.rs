@@ -20,6 +20,7 @@ use super::{
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sql/sqlite_0001.sql")),
     (2, include_str!("sql/sqlite_0002.sql")),
+    (3, include_str!("sql/sqlite_0003.sql")),
 ];
 
 /// The SQLite backend.
@@ -418,7 +419,8 @@ impl Storage for SqliteStore {
         let overall = format!("{:?}", health.overall()).to_lowercase();
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO health (node_id, at, overall, report) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO health (node_id, at, overall, report) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (node_id, at) DO NOTHING",
                 params![id.to_string(), micros(at), overall, body],
             )
             .map_err(db)?;
@@ -430,10 +432,12 @@ impl Storage for SqliteStore {
     async fn insert_alert(&self, id: NodeId, at: WallTime, alert: &Alert) -> StoreResult<()> {
         let body = json(alert)?;
         let severity = format!("{:?}", alert.severity).to_lowercase();
+        let alert_id = alert.alert_id.map(|a| a.to_string());
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO alerts (node_id, at, severity, body) VALUES (?1, ?2, ?3, ?4)",
-                params![id.to_string(), micros(at), severity, body],
+                "INSERT INTO alerts (node_id, at, severity, body, alert_id) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (alert_id) DO NOTHING",
+                params![id.to_string(), micros(at), severity, body, alert_id],
             )
             .map_err(db)?;
             Ok(())

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use crate::WallTime;
-use crate::wire::{Alert, Telemetry};
+use crate::wire::Telemetry;
 
 /// Samples not yet acked, oldest first. When full, the oldest is dropped and
 /// counted; the count rides on the next sample pushed (`droppedSamples`).
@@ -177,33 +177,82 @@ impl TelemetryBuffer {
     }
 }
 
-/// Alerts raised while disconnected, oldest first; the oldest is dropped when full.
+/// Alerts and periodic health reports not yet acked, oldest first; when
+/// full the oldest goes. Each remembers when it was last put on a wire, so
+/// a reconnect sends everything again and a live connection re-sends what
+/// stayed unacked.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct AlertQueue {
-    alerts: VecDeque<Alert>,
+pub(crate) struct AckQueue<T> {
+    items: VecDeque<(T, Option<crate::Timestamp>)>,
     capacity: usize,
 }
 
-impl AlertQueue {
+impl<T: Clone> AckQueue<T> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            alerts: VecDeque::new(),
+            items: VecDeque::new(),
             capacity: capacity.max(1),
         }
     }
 
-    pub(crate) fn push(&mut self, alert: Alert) {
-        if self.alerts.len() >= self.capacity {
-            self.alerts.pop_front();
+    /// Queues `item`, marked sent at `sent` if it already went out.
+    pub(crate) fn push(&mut self, item: T, sent: Option<crate::Timestamp>) {
+        if self.items.len() >= self.capacity {
+            self.items.pop_front();
         }
-        self.alerts.push_back(alert);
+        self.items.push_back((item, sent));
     }
 
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = Alert> + '_ {
-        self.alerts.drain(..)
+    /// Central stored the item `acked` picks; false if none matched.
+    pub(crate) fn ack(&mut self, acked: impl Fn(&T) -> bool) -> bool {
+        match self.items.iter().position(|(item, _)| acked(item)) {
+            Some(i) => {
+                self.items.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What to send now, marked sent at `now`: every item not sent on this
+    /// connection, and those sent at or before `stale` (unacked since).
+    pub(crate) fn due(&mut self, now: crate::Timestamp, stale: Option<crate::Timestamp>) -> Vec<T> {
+        let mut out = Vec::new();
+        for (item, sent) in &mut self.items {
+            let due = match (*sent, stale) {
+                (None, _) => true,
+                (Some(at), Some(stale)) => at <= stale,
+                (Some(_), None) => false,
+            };
+            if due {
+                *sent = Some(now);
+                out.push(item.clone());
+            }
+        }
+        out
+    }
+
+    /// A new connection: nothing has been sent on it.
+    pub(crate) fn start_connection(&mut self) {
+        self.items.iter_mut().for_each(|(_, sent)| *sent = None);
+    }
+
+    /// Forgets what was sent (a central that does not ack: sent is done).
+    pub(crate) fn forget_sent(&mut self) {
+        self.items.retain(|(_, sent)| sent.is_none());
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.items.iter().map(|(item, _)| item)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.alerts.len()
+        self.items.len()
+    }
+
+    /// Replaces the contents (restoring a snapshot), none sent yet.
+    pub(crate) fn restore(&mut self, items: Vec<T>) {
+        let skip = items.len().saturating_sub(self.capacity);
+        self.items = items.into_iter().skip(skip).map(|i| (i, None)).collect();
     }
 }

@@ -47,6 +47,9 @@ pub struct AgentConfig {
     pub approval_window: Duration,
     /// Telemetry samples kept while central has not acked them.
     pub telemetry_buffer: usize,
+    /// Periodic health reports kept until acked (a day at one per 5 min would
+    /// be 288; the newest hour is what an operator reads).
+    pub health_buffer: usize,
     /// Alerts kept while disconnected.
     pub alert_buffer: usize,
     /// Results kept until acked.
@@ -84,13 +87,14 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(15),
             approval_window: Duration::from_secs(3600),
             telemetry_buffer: 1440,
+            health_buffer: 12,
             alert_buffer: 100,
             outbox_limit: 1000,
             record_limit: 10_000,
             alert_rules: AlertRule::defaults(),
             limits: Limits::default(),
             agent_version: None,
-            features: [Feature::Approval].into_iter().collect(),
+            features: [Feature::Approval, Feature::Acks].into_iter().collect(),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::buffers::{AlertQueue, TelemetryBuffer};
+use super::buffers::{AckQueue, TelemetryBuffer};
 use super::commands::CommandTable;
 use super::config::{AgentConfig, clamp_interval};
 use super::io::{AgentEvent, AgentOutput};
@@ -82,7 +82,13 @@ pub(crate) struct Ctx {
     pub(crate) commands: CommandTable,
     pub(crate) telemetry: TelemetryBuffer,
     pub(crate) alerts: AlertEngine,
-    pub(crate) pending_alerts: AlertQueue,
+    /// Alerts until central acks them (or, from a central that does not
+    /// ack, until sent).
+    pub(crate) pending_alerts: AckQueue<crate::wire::Alert>,
+    /// Periodic health reports until central acks them.
+    pub(crate) pending_health: AckQueue<crate::wire::Health>,
+    /// The session's central acks health and alerts (`welcome.features`).
+    pub(crate) central_acks: bool,
     pub(crate) status: (NodeStatus, Option<String>),
     pub(crate) status_sent: Option<NodeStatus>,
 }
@@ -110,7 +116,9 @@ impl Ctx {
             commands: CommandTable::default(),
             telemetry: TelemetryBuffer::new(config.telemetry_buffer),
             alerts: AlertEngine::new(config.alert_rules.clone()),
-            pending_alerts: AlertQueue::new(config.alert_buffer),
+            pending_alerts: AckQueue::new(config.alert_buffer),
+            pending_health: AckQueue::new(config.health_buffer),
+            central_acks: false,
             status: (NodeStatus::Online, None),
             status_sent: None,
             config,

@@ -219,6 +219,10 @@ impl Lifecycle {
                 context
                     .telemetry
                     .start_connection(welcome.telemetry_window());
+                context.central_acks = welcome
+                    .features
+                    .iter()
+                    .any(|f| f == crate::wire::Feature::Acks.as_str());
                 Transition(State::established())
             }
             Event::Welcome(_) => {
@@ -334,7 +338,7 @@ impl Lifecycle {
         context.send_status_if_changed();
         context.resend_outbox();
         context.send_telemetry();
-        context.flush_alerts();
+        context.flush_records();
     }
 
     #[action]

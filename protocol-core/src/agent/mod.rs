@@ -223,7 +223,12 @@ impl AgentEngine {
         self.ctx.telemetry.total_drops()
     }
 
-    /// Alerts waiting for a connection.
+    /// Periodic health reports waiting for central's ack (or a connection).
+    pub fn pending_health(&self) -> usize {
+        self.ctx.pending_health.len()
+    }
+
+    /// Alerts waiting for central's ack (or a connection).
     pub fn pending_alerts(&self) -> usize {
         self.ctx.pending_alerts.len()
     }
@@ -297,6 +302,7 @@ impl AgentEngine {
                 if let Some(timestamp) = ack.telemetry {
                     self.ctx.telemetry_acked(timestamp);
                 }
+                self.ctx.record_acked(&ack);
             }
             CentralMessage::StreamLogs(s) if established => {
                 self.ctx.emit(AgentOutput::StreamLogs {

@@ -58,17 +58,31 @@ impl Ctx {
     }
 
     pub(crate) fn health_due(&mut self) {
-        self.arm_in(AgentTimer::Health, clamp_interval(self.intervals.health));
+        let interval = clamp_interval(self.intervals.health);
+        self.arm_in(AgentTimer::Health, interval);
         self.emit(AgentOutput::CheckHealth);
+        if self.established && self.central_acks {
+            // Unacked for two health intervals on a live connection: again.
+            let micros = u64::try_from(interval.saturating_mul(2).as_micros()).unwrap_or(u64::MAX);
+            if self.now.as_micros() >= micros {
+                let stale = crate::Timestamp::from_micros(self.now.as_micros() - micros);
+                self.resend_records(Some(stale));
+            }
+        }
     }
 
     /// A sample from the driver: buffered until acked, sent if connected,
     /// and fed to the alert rules.
     pub(crate) fn telemetry_sampled(&mut self, data: TelemetryData) {
         let wall = self.wall();
-        for alert in self.alerts.observe(self.now, wall, &data) {
-            if !self.send(alert.clone()) {
-                self.pending_alerts.push(alert);
+        for mut alert in self.alerts.observe(self.now, wall, &data) {
+            alert.alert_id = Some(crate::AlertId::from_random_bytes(self.rng.bytes16()));
+            let sent = self.send(alert.clone()).then_some(self.now);
+            // Kept until acked; a central that does not ack only gets what
+            // it missed while disconnected.
+            if self.central_acks || sent.is_none() {
+                self.pending_alerts.push(alert, sent);
+                self.emit(AgentOutput::Persist);
             }
         }
         let sample = Telemetry {
@@ -111,10 +125,35 @@ impl Ctx {
         }
     }
 
-    pub(crate) fn flush_alerts(&mut self) {
-        let alerts: Vec<_> = self.pending_alerts.drain().collect();
-        for alert in alerts {
+    /// After `welcome`: what waits for an ack goes again.
+    pub(crate) fn flush_records(&mut self) {
+        self.pending_alerts.start_connection();
+        self.pending_health.start_connection();
+        self.resend_records(None);
+    }
+
+    /// Sends the alerts and health reports not sent on this connection,
+    /// and those sent at or before `stale` and still unacked.
+    fn resend_records(&mut self, stale: Option<crate::Timestamp>) {
+        for alert in self.pending_alerts.due(self.now, stale) {
             self.send(alert);
+        }
+        for health in self.pending_health.due(self.now, stale) {
+            self.send(health);
+        }
+        if !self.central_acks {
+            self.pending_alerts.forget_sent();
+            self.pending_health.forget_sent();
+        }
+    }
+
+    /// `ack.health` / `ack.alert`: central stored it.
+    pub(crate) fn record_acked(&mut self, ack: &crate::wire::Ack) {
+        if let Some(at) = ack.health {
+            self.pending_health.ack(|h| h.timestamp == Some(at));
+        }
+        if let Some(id) = ack.alert {
+            self.pending_alerts.ack(|a| a.alert_id == Some(id));
         }
     }
 
@@ -146,7 +185,11 @@ impl Ctx {
             timestamp: Some(self.wall()),
             request_id: None,
         };
-        self.send(health);
+        let sent = self.send(health.clone()).then_some(self.now);
+        if self.central_acks || sent.is_none() {
+            self.pending_health.push(health, sent);
+        }
+        self.emit(AgentOutput::Persist);
         self.send_status_if_changed();
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AgentEngine;
 use super::commands::Entry;
-use crate::wire::{CommandError, CommandResult, ErrorCode, Telemetry};
+use crate::wire::{Alert, CommandError, CommandResult, ErrorCode, Health, Telemetry};
 use crate::{RequestId, WallTime};
 
 /// The persisted part of an agent engine.
@@ -20,6 +20,12 @@ pub struct AgentSnapshot {
     pub requests: Vec<RecordedRequest>,
     /// Telemetry not yet acked, oldest first.
     pub telemetry: Vec<Telemetry>,
+    /// Alerts not yet acked (or not yet sent), oldest first.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+    /// Periodic health reports not yet acked, oldest first.
+    #[serde(default)]
+    pub health: Vec<Health>,
 }
 
 /// One remembered request.
@@ -66,6 +72,8 @@ impl AgentEngine {
             version: AgentSnapshot::VERSION,
             requests,
             telemetry: self.ctx.telemetry.iter().cloned().collect(),
+            alerts: self.ctx.pending_alerts.iter().cloned().collect(),
+            health: self.ctx.pending_health.iter().cloned().collect(),
         }
     }
 
@@ -110,5 +118,7 @@ impl AgentEngine {
             }
         }
         self.ctx.telemetry.restore(snapshot.telemetry);
+        self.ctx.pending_alerts.restore(snapshot.alerts);
+        self.ctx.pending_health.restore(snapshot.health);
     }
 }

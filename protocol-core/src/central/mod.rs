@@ -24,5 +24,6 @@ pub use hub::{
     Presence, Refusal, RefusalKind, TokenIdElsewhere, Upgrade,
 };
 pub use session::{
-    CentralSession, SessionConfig, SessionEvent, SessionInput, SessionOutput, SessionTimer,
+    CentralSession, RecordKey, SessionConfig, SessionEvent, SessionInput, SessionOutput,
+    SessionTimer,
 };

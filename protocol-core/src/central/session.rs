@@ -11,10 +11,10 @@ use crate::codec::{DecodeError, Limits, decode};
 use crate::timer::Timers;
 use crate::transport::{CloseCode, InvalidBudget};
 use crate::wire::{
-    Ack, AgentMessage, AlertState, CentralMessage, Drain, Features, Intervals, Pong, Severity,
-    Telemetry, Welcome,
+    Ack, AgentMessage, AlertState, CentralMessage, Drain, Feature, Features, Intervals, Pong,
+    Severity, Telemetry, Welcome,
 };
-use crate::{NodeId, PROTOCOL_VERSION, SessionId, Timestamp, WallAnchor, WallTime};
+use crate::{AlertId, NodeId, PROTOCOL_VERSION, SessionId, Timestamp, WallAnchor, WallTime};
 
 use super::alarm::Alarm;
 use super::auth::TokenCheck;
@@ -67,7 +67,8 @@ impl SessionConfig {
             rate_burst: 200,
             telemetry_window: 32,
             close_linger: Duration::from_secs(2),
-            features: Features::none(),
+            // What this central implements beyond the base.
+            features: [Feature::Acks].into_iter().collect(),
         }
     }
 }
@@ -92,6 +93,9 @@ pub enum SessionInput {
     /// The driver could not take this sample (its queue is full): it is not
     /// acked, so the node keeps it and sends it again later.
     TelemetryRefused(WallTime),
+    /// The driver stored the record asked for with
+    /// [`SessionOutput::Record`] whose `ack` this is: ack it.
+    RecordStored(RecordKey),
     /// The driver's findings on the token asked for with
     /// [`SessionOutput::VerifyToken`].
     TokenVerified(Box<TokenCheck>),
@@ -120,12 +124,45 @@ pub enum SessionOutput {
     /// Verify this token's signature against the node's registered key and
     /// answer with [`SessionInput::TokenVerified`].
     VerifyToken { token: String },
-    /// Keep this (alert, health, log line).
-    Record(Box<AgentMessage>),
+    /// Keep this (alert, health, log line); once stored, answer with
+    /// [`SessionInput::RecordStored`] carrying `ack` when there is one.
+    /// Storing is idempotent on the key: a record sent again is kept once.
+    Record {
+        message: Box<AgentMessage>,
+        ack: Option<RecordKey>,
+    },
     /// Tell an administrator.
     Alarm(Alarm),
     /// Something worth a log line or a metric.
     Event(SessionEvent),
+}
+
+/// What identifies a stored record for its ack (and for storing it once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKey {
+    /// A periodic health report, by its timestamp.
+    Health(WallTime),
+    /// An alert, by its id.
+    Alert(AlertId),
+}
+
+impl RecordKey {
+    /// The key of `message`, if it is a record the node waits to see acked:
+    /// a periodic `health` with its timestamp, an `alert` with its id.
+    pub fn of(message: &AgentMessage) -> Option<Self> {
+        match message {
+            AgentMessage::Health(h) if h.request_id.is_none() => h.timestamp.map(Self::Health),
+            AgentMessage::Alert(a) => a.alert_id.map(Self::Alert),
+            _ => None,
+        }
+    }
+
+    fn ack(self) -> Ack {
+        match self {
+            Self::Health(at) => Ack::health(at),
+            Self::Alert(id) => Ack::alert(id),
+        }
+    }
 }
 
 /// Session events for logs and metrics.
@@ -284,6 +321,7 @@ impl CentralSession {
                 self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
                 self.send(Ack::telemetry(timestamp));
             }
+            SessionInput::RecordStored(key) => self.send(key.ack()),
             SessionInput::TelemetryRefused(_) => {
                 self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
             }
@@ -503,6 +541,10 @@ impl CentralSession {
     }
 
     fn record(&mut self, message: AgentMessage) {
-        self.out.push_back(SessionOutput::Record(Box::new(message)));
+        let ack = RecordKey::of(&message);
+        self.out.push_back(SessionOutput::Record {
+            message: Box::new(message),
+            ack,
+        });
     }
 }

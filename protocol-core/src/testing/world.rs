@@ -13,8 +13,8 @@ use crate::agent::{
     Task,
 };
 use crate::central::{
-    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, ResultRecord,
-    SessionConfig, SessionInput, SessionOutput, Submission, ToSession, TokenCheck,
+    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, RecordKey,
+    ResultRecord, SessionConfig, SessionInput, SessionOutput, Submission, ToSession, TokenCheck,
     TokenIdElsewhere, Upgrade,
 };
 use crate::codec::{Limits, encode};
@@ -1196,7 +1196,22 @@ impl World {
                 let input = SessionInput::TokenVerified(check);
                 self.central.session_input(self.now, session_id, input);
             }
-            SessionOutput::Record(message) => self.store.records.push((node_id, *message)),
+            SessionOutput::Record { message, ack } => {
+                // Stored once per key, as central's store does.
+                let seen = ack.is_some_and(|key| {
+                    self.store
+                        .records
+                        .iter()
+                        .any(|(n, m)| *n == node_id && RecordKey::of(m) == Some(key))
+                });
+                if !seen {
+                    self.store.records.push((node_id, *message));
+                }
+                if let Some(key) = ack {
+                    let input = SessionInput::RecordStored(key);
+                    self.central.session_input(self.now, session_id, input);
+                }
+            }
             SessionOutput::Alarm(alarm) => self.store.alarms.push(alarm),
             SessionOutput::ToHub(_) | SessionOutput::Event(_) => {}
         }

@@ -20,17 +20,21 @@ pub enum Feature {
     Approval,
     /// v0.4: `stream_logs` and `log_line`.
     Logs,
+    /// Periodic `health` and `alert`s are acked (`ack.health`, `ack.alert`):
+    /// a node that knows central acks them keeps each until it is.
+    Acks,
 }
 
 impl Feature {
     /// Every feature, in order.
-    pub const ALL: [Self; 2] = [Self::Approval, Self::Logs];
+    pub const ALL: [Self; 3] = [Self::Approval, Self::Logs, Self::Acks];
 
     /// The name on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Approval => "approval",
             Self::Logs => "logs",
+            Self::Acks => "acks",
         }
     }
 

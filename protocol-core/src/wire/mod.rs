@@ -48,12 +48,18 @@ pub trait Validate {
 
 impl Validate for Ack {
     fn validate(&self) -> Result<(), DecodeError> {
-        match (self.request_id, self.telemetry) {
-            (Some(_), None) | (None, Some(_)) => Ok(()),
-            _ => Err(DecodeError::InvalidValue {
+        let keys = usize::from(self.request_id.is_some())
+            + usize::from(self.telemetry.is_some())
+            + usize::from(self.health.is_some())
+            + usize::from(self.alert.is_some());
+        if keys == 1 {
+            Ok(())
+        } else {
+            Err(DecodeError::InvalidValue {
                 path: "$".into(),
-                reason: "an ack carries exactly one of requestId and telemetry".into(),
-            }),
+                reason: "an ack carries exactly one of requestId, telemetry, health and alert"
+                    .into(),
+            })
         }
     }
 }

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::real;
-use crate::{NodeId, WallTime};
+use crate::{AlertId, NodeId, WallTime};
 
 /// The node's own view of its state. Central derives `offline` by itself too
 /// when it stops hearing from a node.
@@ -48,6 +48,10 @@ pub struct Alert {
     pub state: AlertState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<WallTime>,
+    /// Set by an agent that keeps the alert until central acks it
+    /// (`ack.alert`); central stores an alert once per id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<AlertId>,
 }
 
 /// How urgent an alert is.

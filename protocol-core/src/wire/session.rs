@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeId, RequestId, SessionId, WallTime};
+use crate::{AlertId, NodeId, RequestId, SessionId, WallTime};
 
 /// Central → node, first message after the upgrade: the session is
 /// authenticated and these are its parameters.
@@ -101,7 +101,12 @@ pub struct Pong {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[cfg_attr(
     feature = "schema",
-    schemars(extend("oneOf" = [{ "required": ["requestId"] }, { "required": ["telemetry"] }]))
+    schemars(extend("oneOf" = [
+        { "required": ["requestId"] },
+        { "required": ["telemetry"] },
+        { "required": ["health"] },
+        { "required": ["alert"] }
+    ]))
 )]
 pub struct Ack {
     /// The `command_result` for this request is recorded.
@@ -111,6 +116,12 @@ pub struct Ack {
     /// acked on its own, so a wall clock that steps back loses nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<WallTime>,
+    /// The periodic `health` report with this timestamp is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<WallTime>,
+    /// The `alert` with this `alertId` is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertId>,
 }
 
 impl Ack {
@@ -118,15 +129,40 @@ impl Ack {
     pub fn result(request_id: RequestId) -> Self {
         Self {
             request_id: Some(request_id),
+            ..Self::none()
+        }
+    }
+
+    fn none() -> Self {
+        Self {
+            request_id: None,
             telemetry: None,
+            health: None,
+            alert: None,
+        }
+    }
+
+    /// Acknowledge the health report taken at `timestamp`.
+    pub fn health(timestamp: WallTime) -> Self {
+        Self {
+            health: Some(timestamp),
+            ..Self::none()
+        }
+    }
+
+    /// Acknowledge the alert `alert_id`.
+    pub fn alert(alert_id: AlertId) -> Self {
+        Self {
+            alert: Some(alert_id),
+            ..Self::none()
         }
     }
 
     /// Acknowledge telemetry up to `timestamp`.
     pub fn telemetry(timestamp: WallTime) -> Self {
         Self {
-            request_id: None,
             telemetry: Some(timestamp),
+            ..Self::none()
         }
     }
 }
@@ -141,6 +177,8 @@ impl proptest::arbitrary::Arbitrary for Ack {
         prop_oneof![
             any::<RequestId>().prop_map(Ack::result),
             any::<WallTime>().prop_map(Ack::telemetry),
+            any::<WallTime>().prop_map(Ack::health),
+            any::<AlertId>().prop_map(Ack::alert),
         ]
         .boxed()
     }

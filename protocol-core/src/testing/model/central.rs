@@ -333,7 +333,7 @@ impl CentralState {
                 self.central.session_input(self.now, session_id, input);
             }
             SessionOutput::ToHub(_)
-            | SessionOutput::Record(_)
+            | SessionOutput::Record { .. }
             | SessionOutput::Alarm(_)
             | SessionOutput::Event(_) => {}
         }
