@@ -138,7 +138,7 @@ pub enum SessionOutput {
 }
 
 /// What identifies a stored record for its ack (and for storing it once).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RecordKey {
     /// A periodic health report, by its timestamp.
     Health(WallTime),

@@ -153,6 +153,8 @@ pub struct Store {
     pub statuses: BTreeMap<NodeId, Vec<NodeStatus>>,
     /// Alerts, health and log lines.
     pub records: Vec<(NodeId, AgentMessage)>,
+    /// The keys of the records stored, for storing each once.
+    pub record_keys: BTreeSet<(NodeId, RecordKey)>,
     /// Refused upgrades, by reason.
     pub auth_failures: Vec<&'static str>,
     /// Which node each submitted command is for (as the operator API
@@ -1197,14 +1199,11 @@ impl World {
                 self.central.session_input(self.now, session_id, input);
             }
             SessionOutput::Record { message, ack } => {
-                // Stored once per key, as central's store does.
-                let seen = ack.is_some_and(|key| {
-                    self.store
-                        .records
-                        .iter()
-                        .any(|(n, m)| *n == node_id && RecordKey::of(m) == Some(key))
-                });
-                if !seen {
+                // Stored once per key, as central's store does (kept only
+                // when recording: large runs do not look at them).
+                if self.recording
+                    && ack.is_none_or(|key| self.store.record_keys.insert((node_id, key)))
+                {
                     self.store.records.push((node_id, *message));
                 }
                 if let Some(key) = ack {
