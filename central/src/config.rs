@@ -71,6 +71,9 @@ pub struct ServeConfig {
     pub invalid_per_minute: u32,
     /// Refused tokens per minute from one address before its attempts get 429.
     pub auth_failures_per_minute: u32,
+    /// State changes waiting for the database past which new connections
+    /// get 503 (the writer never drops one; this is its back-pressure).
+    pub store_backlog_limit: usize,
 }
 
 impl Default for ServeConfig {
@@ -105,6 +108,7 @@ impl Default for ServeConfig {
             telemetry_window: 32,
             invalid_per_minute: 10,
             auth_failures_per_minute: 10,
+            store_backlog_limit: 50_000,
         }
     }
 }
@@ -149,6 +153,7 @@ impl ServeConfig {
         hub.max_queued_per_node = self.max_queued_per_node;
         hub.drain_rate_per_sec = self.drain_rate_per_s;
         hub.admission.throttle_limit = self.auth_failures_per_minute;
+        hub.admission.max_store_backlog = self.store_backlog_limit;
         hub.clustered = self.redis.is_some();
         hub.seed = seed;
         hub

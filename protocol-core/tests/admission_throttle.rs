@@ -91,7 +91,7 @@ fn refusals_are_held_longer_each_time_up_to_a_second() {
     let mut holds = Vec::new();
     for k in 0..12u64 {
         let now = Timestamp::from_secs(k);
-        if hub.screen(now, Some(SHARED)).is_some() {
+        if hub.screen(now, Some(SHARED), 0).is_some() {
             break;
         }
         let upgrade = nap_core::central::Upgrade {
@@ -108,7 +108,10 @@ fn refusals_are_held_longer_each_time_up_to_a_second() {
     }
     assert_eq!(holds, [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]);
     // A minute after the first failure the address starts afresh.
-    assert!(hub.screen(Timestamp::from_secs(61), Some(SHARED)).is_none());
+    assert!(
+        hub.screen(Timestamp::from_secs(61), Some(SHARED), 0)
+            .is_none()
+    );
 }
 
 #[test]
@@ -132,4 +135,20 @@ fn the_503_retry_after_is_drawn_from_the_hub_s_seeded_prng() {
     assert_ne!(a, draws(2));
     assert!(a.iter().all(|s| (5..=14).contains(s)), "{a:?}");
     assert!(a.iter().any(|s| *s != a[0]), "spread, not one value: {a:?}");
+}
+
+#[test]
+fn a_store_that_is_behind_turns_new_upgrades_away_with_503() {
+    let mut hub = CentralHub::new(HubConfig::new("nap-central"));
+    let limit = hub.config().admission.max_store_backlog;
+    let now = Timestamp::from_secs(1);
+    assert!(
+        hub.screen(now, Some(SHARED), limit).is_none(),
+        "at the bound: admitted"
+    );
+    let refusal = hub
+        .screen(now, Some(SHARED), limit + 1)
+        .expect("past it: refused");
+    assert_eq!(refusal.kind.http_status(), 503);
+    assert!(refusal.retry_after.is_some(), "told when to come back");
 }

@@ -83,6 +83,12 @@ impl Effects {
         self.state.queue(change);
     }
 
+    /// State changes waiting to be written (the hub turns new nodes away
+    /// while this is past its bound).
+    pub fn store_backlog(&self) -> usize {
+        self.state.backlog()
+    }
+
     /// Stores a command result unless its command belongs to another node.
     pub async fn record_result(&self, node_id: NodeId, result: &CommandResult) -> ResultRecord {
         results::record(self, node_id, result).await

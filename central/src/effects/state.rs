@@ -1,9 +1,11 @@
 //! The hub's state changes, written in order in batched transactions: what
 //! queued up while a write was in flight goes in the next transaction
 //! together, so a burst (a fan-out to 10,000 nodes, a fleet reconnecting)
-//! costs a few commits, not one per decision.
+//! costs a few commits, not one per decision. Nothing is dropped: while
+//! the store is behind, the hub turns new nodes away instead (spec §3).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -15,27 +17,47 @@ use crate::store::{AnyStore, StateChange, Storage};
 /// Most state changes one transaction carries.
 const WRITE_BATCH: usize = 512;
 
-/// Changes waiting to be written.
-const QUEUE: usize = 100_000;
-
+/// The writer never drops a change: the queue is unbounded, and its depth
+/// is what the hub's admission reads (past its bound, new nodes get 503),
+/// so that the producers slow down instead of the store losing state.
 #[derive(Debug, Clone)]
 pub(super) struct StateWriter {
-    tx: mpsc::Sender<StateChange>,
+    tx: mpsc::UnboundedSender<StateChange>,
+    pending: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
 impl StateWriter {
     pub(super) fn start(store: AnyStore, metrics: Arc<Metrics>, events: Events) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, Arc::clone(&metrics), events, rx));
-        Self { tx, metrics }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write(
+            store,
+            Arc::clone(&metrics),
+            events,
+            rx,
+            Arc::clone(&pending),
+        ));
+        Self {
+            tx,
+            pending,
+            metrics,
+        }
     }
 
     pub(super) fn queue(&self, change: StateChange) {
-        if let Err(e) = self.tx.try_send(change) {
-            self.metrics.db_error("write_queue_full");
-            tracing::error!("state write queue is full; dropping {:?}", e.into_inner());
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tx.send(change) {
+            // Only when the writer is gone (the runtime is shutting down).
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.db_error("state_writer_gone");
+            tracing::error!("state writer stopped; {:?} not written", e.0);
         }
+    }
+
+    /// Changes queued and not yet written.
+    pub(super) fn backlog(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -43,7 +65,8 @@ async fn write(
     store: AnyStore,
     metrics: Arc<Metrics>,
     events: Events,
-    mut rx: mpsc::Receiver<StateChange>,
+    mut rx: mpsc::UnboundedReceiver<StateChange>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while rx.recv_many(&mut batch, WRITE_BATCH).await > 0 {
@@ -51,6 +74,7 @@ async fn write(
             store.apply_state_changes(batch.clone())
         })
         .await;
+        pending.fetch_sub(batch.len(), Ordering::Relaxed);
         // Announced once stored, so whoever waits can read it back.
         for change in batch.drain(..) {
             events.emit(match change {

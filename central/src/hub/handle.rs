@@ -73,7 +73,8 @@ impl HubHandle {
     /// Screens an upgrade before anything is spent on it (429 when its
     /// address failed too often lately).
     pub fn screen(&self, peer: Option<IpAddr>) -> Option<Refusal> {
-        self.with(|hub, now| hub.screen(now, peer))
+        let backlog = self.0.effects.store_backlog();
+        self.with(|hub, now| hub.screen(now, peer, backlog))
     }
 
     /// The answer when handshakes are saturated (503).

@@ -1078,7 +1078,7 @@ impl World {
         }
         let peer = Some(self.agents[c.agent].peer);
         let session_id = SessionId::from_u128(self.fresh_id());
-        let verdict = match self.central.hub.screen(self.now, peer) {
+        let verdict = match self.central.hub.screen(self.now, peer, 0) {
             Some(refusal) => Admit::Refused(refusal),
             None => {
                 let upgrade = Upgrade {

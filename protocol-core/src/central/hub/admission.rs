@@ -30,6 +30,8 @@ pub struct AdmissionConfig {
     pub busy_retry_after_max: Duration,
     /// Addresses remembered before the stale ones are swept.
     pub max_tracked_addresses: usize,
+    /// State changes waiting for the store past which new upgrades get 503.
+    pub max_store_backlog: usize,
 }
 
 impl Default for AdmissionConfig {
@@ -42,6 +44,7 @@ impl Default for AdmissionConfig {
             busy_retry_after_min: Duration::from_secs(5),
             busy_retry_after_max: Duration::from_secs(14),
             max_tracked_addresses: 100_000,
+            max_store_backlog: 50_000,
         }
     }
 }

@@ -381,11 +381,25 @@ impl CentralHub {
 
     /// Screens an upgrade before anything else is done for it: an address
     /// that failed too often lately is refused (429) without a token check.
-    pub fn screen(&mut self, now: Timestamp, peer: Option<IpAddr>) -> Option<Refusal> {
+    ///
+    /// `store_backlog` is how many state changes wait to be written: past
+    /// the configured bound new nodes are told to come back later (503)
+    /// instead of adding to what the store cannot keep up with — the writer
+    /// never drops a change, so this is where its back-pressure goes.
+    pub fn screen(
+        &mut self,
+        now: Timestamp,
+        peer: Option<IpAddr>,
+        store_backlog: usize,
+    ) -> Option<Refusal> {
         self.advance(now);
         let blocked =
             peer.is_some_and(|ip| self.throttle.blocked(&self.config.admission, self.now, ip));
-        blocked.then(|| admission::throttled(&self.config.admission))
+        if blocked {
+            return Some(admission::throttled(&self.config.admission));
+        }
+        (store_backlog > self.config.admission.max_store_backlog)
+            .then(|| admission::busy(&self.config.admission, &mut self.rng))
     }
 
     /// The answer to an upgrade when handshakes are saturated (503, with a
