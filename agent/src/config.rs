@@ -32,6 +32,18 @@ pub struct FileConfig {
     /// refuses more than 3600).
     #[serde(default = "default_token_lifetime")]
     pub token_lifetime_s: u64,
+    /// What the agent keeps until central acks it, across outages and
+    /// restarts: telemetry samples, periodic health reports, alerts.
+    #[serde(default = "default_telemetry_buffer")]
+    pub telemetry_buffer: usize,
+    #[serde(default = "default_health_buffer")]
+    pub health_buffer: usize,
+    #[serde(default = "default_alert_buffer")]
+    pub alert_buffer: usize,
+    /// How long a close waits for central's close frame (and, on a stop,
+    /// for the last frames to go out), in milliseconds.
+    #[serde(default = "default_close_linger")]
+    pub close_linger_ms: u64,
     #[serde(default)]
     pub sandbox: SandboxConfig,
     #[serde(default)]
@@ -54,6 +66,22 @@ fn default_audience() -> String {
 
 fn default_token_lifetime() -> u64 {
     3600
+}
+
+fn default_telemetry_buffer() -> usize {
+    1440
+}
+
+fn default_health_buffer() -> usize {
+    12
+}
+
+fn default_alert_buffer() -> usize {
+    100
+}
+
+fn default_close_linger() -> u64 {
+    2000
 }
 
 fn default_running() -> usize {

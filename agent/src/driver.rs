@@ -73,6 +73,10 @@ impl Driver {
         core.max_running = config.max_running.max(1);
         core.agent_version = Some(env!("CARGO_PKG_VERSION").to_owned());
         core.token_lifetime = Duration::from_secs(config.token_lifetime_s.clamp(60, 3600));
+        core.telemetry_buffer = config.telemetry_buffer;
+        core.health_buffer = config.health_buffer;
+        core.alert_buffer = config.alert_buffer;
+        core.close_linger = Duration::from_millis(config.close_linger_ms.clamp(100, 30_000));
         core.intervals = Intervals::default();
         // The engine waits this long after a kill before recording the timeout anyway.
         core.kill_grace =

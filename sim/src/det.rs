@@ -113,6 +113,13 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
     };
     let minutes = u64::from(config.hours) * 60;
     let mut partition_until = None;
+    // A run of three hours or more has one long outage for certain (more
+    // may come at random): the whole fleet buffers, then replays at once.
+    let long_outage = (minutes >= 180).then(|| {
+        let start = chaos.between(30, minutes / 2);
+        let longest = (24 * 60).min(minutes - start - 60);
+        (start, start + chaos.between(60, longest))
+    });
     let mut store_until: Option<u64> = None;
     let mut next_request = 1u128;
     for minute in 0..minutes {
@@ -123,6 +130,13 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
         if partition_until == Some(minute) {
             world.set_partitioned(false);
             partition_until = None;
+        }
+        if let Some((start, end)) = long_outage
+            && start == minute
+        {
+            world.set_partitioned(true);
+            partition_until = Some(end.max(partition_until.unwrap_or(0)));
+            report.long_partitions += 1;
         }
         if store_until == Some(minute) {
             world.ingest = Ingest::default();
