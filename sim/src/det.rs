@@ -309,14 +309,33 @@ fn check_end(world: &World) -> Result<(), String> {
             ));
         }
         let stored = world.store.telemetry.count(agent.node_id) as u64;
+        // A sample taken in the last second may still be on its way (an
+        // agent restarted mid-minute samples at any phase): everything
+        // older must be stored.
+        let recent = world.wall().add_millis(-1000);
+        let on_the_way = agent
+            .engine
+            .snapshot()
+            .telemetry
+            .iter()
+            .filter(|t| t.timestamp > recent)
+            .count() as u64;
         let taken = agent.samples_taken;
-        if stored != taken {
+        if stored + on_the_way != taken {
             return Err(format!(
-                "agent {}: {taken} samples taken, {stored} stored, {} buffered unacked, {} dropped, epoch {}",
+                "agent {}: {taken} samples taken, {stored} stored, {} buffered unacked ({} in flight), {} dropped, epoch {}, snapshot {:?}",
                 agent.node_id,
                 agent.engine.buffered_telemetry(),
+                agent.engine.telemetry_in_flight(),
                 agent.engine.dropped_telemetry(),
-                agent.engine.epoch().0
+                agent.engine.epoch().0,
+                agent
+                    .engine
+                    .snapshot()
+                    .telemetry
+                    .iter()
+                    .map(|t| t.timestamp)
+                    .collect::<Vec<_>>(),
             ));
         }
     }

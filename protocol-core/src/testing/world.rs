@@ -441,22 +441,27 @@ impl World {
         if let Some(snapshot) = self.agents[i].saved.clone() {
             engine.restore(snapshot, self.wall());
         }
-        // The old process is gone: its transports die with it.
-        let conns: Vec<u64> = self
+        // The old process is gone: its transports die with it, dials still
+        // on their way included (the new process counts epochs from 1
+        // again: nothing of the old one's may reach it).
+        let conns: Vec<(u64, bool)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.agent == i && c.central_open)
-            .map(|(id, _)| *id)
+            .filter(|(_, c)| c.agent == i && c.agent_open)
+            .map(|(id, c)| (*id, c.central_open))
             .collect();
-        for conn in conns {
+        for (conn, central_open) in conns {
             if let Some(c) = self.conns.get_mut(&conn) {
                 c.agent_open = false;
             }
-            self.schedule(
-                self.net.latency,
-                Pending::ClosedToCentral { conn, code: None },
-            );
+            if central_open {
+                self.schedule(
+                    self.net.latency,
+                    Pending::ClosedToCentral { conn, code: None },
+                );
+            }
         }
+        self.conn_by_epoch.retain(|(agent, _), _| *agent != i);
         self.agents[i].engine = engine;
         self.agents[i].running.clear();
         self.start(i);
@@ -964,7 +969,7 @@ impl World {
         match p {
             Pending::DialArrives { conn, token, hello } => self.admit(conn, &token, hello),
             Pending::DialAnswer { conn, failure } => {
-                let Some(c) = self.conns.get(&conn).copied() else {
+                let Some(c) = self.conns.get(&conn).copied().filter(|c| c.agent_open) else {
                     return;
                 };
                 let input = match failure {
