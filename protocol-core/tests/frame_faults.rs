@@ -7,11 +7,11 @@
 mod common;
 
 use common::*;
+use nap_core::Timestamp;
 use nap_core::agent::{AgentEvent, AgentInput, AgentOutput, Disconnect};
-use nap_core::central::{Admission, CentralSession, SessionConfig, SessionInput, SessionOutput};
+use nap_core::central::{SessionConfig, SessionInput, SessionOutput};
 use nap_core::transport::{CloseCode, FrameFault};
 use nap_core::wire::{AgentMessage, NodeStatus};
-use nap_core::{SessionId, Timestamp, WallTime};
 
 /// Feeds the agent a fault on its live transport and returns the close it asks for.
 fn close_after(world: &mut nap_core::testing::World, fault: FrameFault) -> Option<CloseCode> {
@@ -88,18 +88,7 @@ fn a_fault_on_a_stale_transport_changes_nothing() {
 
 #[test]
 fn central_closes_a_session_that_sent_text_that_is_not_utf8_with_1007() {
-    let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
-    let mut s = CentralSession::new(
-        Timestamp::ZERO,
-        wall,
-        Admission {
-            node_id: NODE,
-            session_id: SessionId::from_u128(1),
-            token_expires_at: wall.add_millis(3_600_000),
-        },
-        SessionConfig::default(),
-    );
-    while s.poll_output().is_some() {}
+    let mut s = open_session(SessionConfig::default());
     s.handle_input(Timestamp::from_secs(1), SessionInput::InvalidUtf8);
     let closes: Vec<_> = std::iter::from_fn(|| s.poll_output())
         .filter_map(|o| match o {

@@ -8,13 +8,11 @@ mod common;
 
 use common::*;
 use nap_core::AlertId;
-use nap_core::central::{
-    Admission, CentralSession, RecordKey, SessionConfig, SessionInput, SessionOutput,
-};
+use nap_core::central::{CentralSession, RecordKey, SessionConfig, SessionInput, SessionOutput};
 use nap_core::codec::{Limits, decode};
 use nap_core::testing::World;
 use nap_core::wire::{AgentMessage, CentralMessage, Features};
-use nap_core::{SessionId, Timestamp, WallTime};
+use nap_core::{Timestamp, WallTime};
 
 fn health_records(world: &World) -> Vec<WallTime> {
     world
@@ -111,17 +109,7 @@ fn a_central_that_does_not_ack_gets_each_record_once() {
 }
 
 fn session() -> CentralSession {
-    let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
-    let mut s = CentralSession::new(
-        Timestamp::ZERO,
-        wall,
-        Admission {
-            node_id: NODE,
-            session_id: SessionId::from_u128(1),
-            token_expires_at: wall.add_millis(3_600_000),
-        },
-        SessionConfig::default(),
-    );
+    let mut s = fresh_session(SessionConfig::default());
     let Some(SessionOutput::Send(CentralMessage::Welcome(welcome))) = s.poll_output() else {
         panic!("welcome first");
     };

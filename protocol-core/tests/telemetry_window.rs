@@ -8,9 +8,7 @@ mod common;
 
 use common::*;
 use nap_core::agent::{AgentInput, ConnectionState};
-use nap_core::central::{
-    Admission, CentralSession, SessionConfig, SessionEvent, SessionInput, SessionOutput,
-};
+use nap_core::central::{CentralSession, SessionConfig, SessionEvent, SessionInput, SessionOutput};
 use nap_core::testing::{Ingest, World, sample};
 use nap_core::wire::{AgentMessage, Welcome};
 use nap_core::{SessionId, Timestamp, WallTime};
@@ -163,19 +161,7 @@ fn a_central_without_a_window_gets_eight_at_a_time() {
 }
 
 fn session(config: SessionConfig) -> CentralSession {
-    let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
-    let mut s = CentralSession::new(
-        Timestamp::ZERO,
-        wall,
-        Admission {
-            node_id: NODE,
-            session_id: SessionId::from_u128(1),
-            token_expires_at: wall.add_millis(3_600_000),
-        },
-        config,
-    );
-    while s.poll_output().is_some() {}
-    s
+    open_session(config)
 }
 
 fn telemetry_frame(n: i64) -> (String, WallTime) {
@@ -202,16 +188,7 @@ fn welcome_grants_the_configured_window() {
         telemetry_window: 5,
         ..SessionConfig::default()
     };
-    let mut s = CentralSession::new(
-        Timestamp::ZERO,
-        WallTime::from_unix_millis(1_760_522_400_000).expect("valid"),
-        Admission {
-            node_id: NODE,
-            session_id: SessionId::from_u128(1),
-            token_expires_at: WallTime::from_unix_millis(1_760_526_000_000).expect("valid"),
-        },
-        config,
-    );
+    let mut s = fresh_session(config);
     let Some(SessionOutput::Send(nap_core::wire::CentralMessage::Welcome(w))) = s.poll_output()
     else {
         panic!("welcome first");

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use nap_core::agent::{AgentConfig, ConnectionState};
+use nap_core::central::{Admission, CentralSession, SessionConfig};
 use nap_core::policy::{ArgRule, ArgRules, CommandRule, Policy};
 use nap_core::testing::World;
 use nap_core::wire::{CentralMessage, Execute};
-use nap_core::{NodeId, RequestId, Timestamp};
+use nap_core::{NodeId, RequestId, SessionId, Timestamp, WallTime};
 
 pub const NODE: NodeId = NodeId::from_u128(0x6f1c_2b9e_8a4d_4c3e_9b7a_2d5e_8f1a_3c47);
 
@@ -108,4 +109,27 @@ pub fn execute(
         requires_approval: false,
         approver: None,
     })
+}
+
+/// A central session for `NODE` admitted at time zero, its `welcome` still
+/// queued.
+pub fn fresh_session(config: SessionConfig) -> CentralSession {
+    let wall = WallTime::from_unix_millis(1_760_522_400_000).expect("valid");
+    CentralSession::new(
+        Timestamp::ZERO,
+        wall,
+        Admission {
+            node_id: NODE,
+            session_id: SessionId::from_u128(1),
+            token_expires_at: wall.add_millis(3_600_000),
+        },
+        config,
+    )
+}
+
+/// [`fresh_session`] with what it says on opening already taken.
+pub fn open_session(config: SessionConfig) -> CentralSession {
+    let mut s = fresh_session(config);
+    while s.poll_output().is_some() {}
+    s
 }
