@@ -122,11 +122,6 @@ impl TelemetryBuffer {
         out
     }
 
-    /// Whether the oldest sample in flight went out before `before`.
-    fn stalled(&self, before: crate::Timestamp) -> bool {
-        self.sent.iter().flatten().any(|at| *at <= before)
-    }
-
     /// When no ack came for `wait` doubled once per re-send since the last
     /// ack (at most `max_wait`), puts back what is in flight to be sent
     /// again and returns true: central refused or lost it. The doubling is
@@ -140,9 +135,12 @@ impl TelemetryBuffer {
         let wait = wait
             .saturating_mul(1u32 << self.resends.min(16))
             .min(max_wait.max(wait));
-        let micros = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX);
-        let before = crate::Timestamp::from_micros(now.as_micros().saturating_sub(micros));
-        if self.in_flight == 0 || now.as_micros() < micros || !self.stalled(before) {
+        let stalled = self
+            .sent
+            .iter()
+            .flatten()
+            .any(|at| now.saturating_since(*at) >= wait);
+        if !stalled {
             return false;
         }
         self.sent.iter_mut().for_each(|s| *s = None);
@@ -215,13 +213,17 @@ impl<T: Clone> AckQueue<T> {
     }
 
     /// What to send now, marked sent at `now`: every item not sent on this
-    /// connection, and those sent at or before `stale` (unacked since).
-    pub(crate) fn due(&mut self, now: crate::Timestamp, stale: Option<crate::Timestamp>) -> Vec<T> {
+    /// connection, and those unacked for `resend_after` since they were.
+    pub(crate) fn due(
+        &mut self,
+        now: crate::Timestamp,
+        resend_after: Option<std::time::Duration>,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for (item, sent) in &mut self.items {
-            let due = match (*sent, stale) {
+            let due = match (*sent, resend_after) {
                 (None, _) => true,
-                (Some(at), Some(stale)) => at <= stale,
+                (Some(at), Some(after)) => now.saturating_since(at) >= after,
                 (Some(_), None) => false,
             };
             if due {

@@ -63,11 +63,7 @@ impl Ctx {
         self.emit(AgentOutput::CheckHealth);
         if self.established && self.central_acks {
             // Unacked for two health intervals on a live connection: again.
-            let micros = u64::try_from(interval.saturating_mul(2).as_micros()).unwrap_or(u64::MAX);
-            if self.now.as_micros() >= micros {
-                let stale = crate::Timestamp::from_micros(self.now.as_micros() - micros);
-                self.resend_records(Some(stale));
-            }
+            self.resend_records(Some(interval.saturating_mul(2)));
         }
     }
 
@@ -133,12 +129,12 @@ impl Ctx {
     }
 
     /// Sends the alerts and health reports not sent on this connection,
-    /// and those sent at or before `stale` and still unacked.
-    fn resend_records(&mut self, stale: Option<crate::Timestamp>) {
-        for alert in self.pending_alerts.due(self.now, stale) {
+    /// and those unacked for `resend_after` since they were sent.
+    fn resend_records(&mut self, resend_after: Option<Duration>) {
+        for alert in self.pending_alerts.due(self.now, resend_after) {
             self.send(alert);
         }
-        for health in self.pending_health.due(self.now, stale) {
+        for health in self.pending_health.due(self.now, resend_after) {
             self.send(health);
         }
         if !self.central_acks {
