@@ -39,6 +39,9 @@ pub struct Metrics {
     pub ingest_latency: Histogram,
     pub telemetry_rows: Counter,
     pub telemetry_refused: Counter,
+    pub result_batches: Counter,
+    pub results_stored: Counter,
+    pub sweep_resubmitted: Counter,
     pub db_errors: Family<Reason, Counter>,
     pub notifications: Family<Outcome, Counter<u64, AtomicU64>>,
 }
@@ -58,6 +61,9 @@ impl Metrics {
             ingest_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             telemetry_rows: Counter::default(),
             telemetry_refused: Counter::default(),
+            result_batches: Counter::default(),
+            results_stored: Counter::default(),
+            sweep_resubmitted: Counter::default(),
             db_errors: Family::default(),
             notifications: Family::default(),
             registry: Registry::default(),
@@ -116,6 +122,21 @@ impl Metrics {
             "telemetry_refused",
             "Telemetry samples refused (queue full; the agent re-sends)",
             m.telemetry_refused.clone(),
+        );
+        registry.register(
+            "result_batches",
+            "Transactions that recorded command results",
+            m.result_batches.clone(),
+        );
+        registry.register(
+            "results_stored",
+            "Command results stored (first answers only)",
+            m.results_stored.clone(),
+        );
+        registry.register(
+            "sweep_commands",
+            "Open commands the cluster sweep handed to the hub again",
+            m.sweep_resubmitted.clone(),
         );
         registry.register(
             "db_errors",

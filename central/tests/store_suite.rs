@@ -10,7 +10,7 @@ use nap_central::store::sqlite::SqliteStore;
 use nap_central::store::{
     CommandRecord, NodeRecord, StateChange, Storage, StoreError, TokenRecord, first_broken,
 };
-use nap_core::central::CommandState;
+use nap_core::central::{CommandState, ResultRecord};
 use nap_core::testing::sample;
 use nap_core::wire::{
     Alert, AlertData, AlertState, CentralMessage, CommandResult, Execute, NodeStatus, Severity,
@@ -220,17 +220,19 @@ async fn a_command_keeps_its_first_terminal_state_and_first_result(store: &impl 
         .await
         .expect("state");
     assert_eq!(store.open_commands().await.expect("open").len(), 1);
-    assert!(
+    assert_eq!(
         store
-            .record_result(&result(1, "first"), t0())
+            .record_result(NodeId::from_u128(1), &result(1, "first"), t0())
             .await
-            .expect("result")
+            .expect("result"),
+        ResultRecord::Stored { first: true }
     );
-    assert!(
-        !store
-            .record_result(&result(1, "second"), t0())
+    assert_eq!(
+        store
+            .record_result(NodeId::from_u128(1), &result(1, "second"), t0())
             .await
-            .expect("result")
+            .expect("result"),
+        ResultRecord::Stored { first: false }
     );
     store
         .set_command_state(RequestId::from_u128(1), CommandState::Succeeded, t0())
@@ -252,6 +254,66 @@ async fn a_command_keeps_its_first_terminal_state_and_first_result(store: &impl 
     assert!(
         store
             .get_command(RequestId::from_u128(2))
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+async fn a_batch_of_results_keeps_each_command_s_first_answer_from_its_own_node(
+    store: &impl Storage,
+) {
+    store
+        .insert_commands(vec![command(1, 1), command(2, 1), command(3, 2)])
+        .await
+        .expect("insert");
+    store
+        .record_result(NodeId::from_u128(1), &result(2, "earlier"), t0())
+        .await
+        .expect("result");
+    let records = store
+        .record_results(
+            vec![
+                (NodeId::from_u128(1), result(1, "first")),
+                // The same command answered twice in one batch: the first counts.
+                (NodeId::from_u128(1), result(1, "again")),
+                // Answered before this batch.
+                (NodeId::from_u128(1), result(2, "later")),
+                // Node 1 answering node 2's command.
+                (NodeId::from_u128(1), result(3, "forged")),
+                // A command the store does not know.
+                (NodeId::from_u128(1), result(9, "stray")),
+                (NodeId::from_u128(2), result(3, "own")),
+            ],
+            t0(),
+        )
+        .await
+        .expect("results");
+    assert_eq!(
+        records,
+        vec![
+            ResultRecord::Stored { first: true },
+            ResultRecord::Stored { first: false },
+            ResultRecord::Stored { first: false },
+            ResultRecord::WrongNode,
+            ResultRecord::Stored { first: false },
+            ResultRecord::Stored { first: true },
+        ]
+    );
+    let output = |id| async move {
+        store
+            .get_command(RequestId::from_u128(id))
+            .await
+            .expect("get")
+            .and_then(|c| c.result)
+            .map(|r| r.result)
+    };
+    assert_eq!(output(1).await.as_deref(), Some("first"));
+    assert_eq!(output(2).await.as_deref(), Some("earlier"));
+    assert_eq!(output(3).await.as_deref(), Some("own"));
+    assert!(
+        store
+            .get_command(RequestId::from_u128(9))
             .await
             .expect("get")
             .is_none()
@@ -558,6 +620,7 @@ suite!(
     nodes_are_registered_listed_and_revoked,
     telemetry_is_stored_once_and_queried,
     a_command_keeps_its_first_terminal_state_and_first_result,
+    a_batch_of_results_keeps_each_command_s_first_answer_from_its_own_node,
     a_batch_of_state_changes_applies_in_order,
     a_batch_of_commands_is_inserted_whole_or_not_at_all,
     a_node_s_open_commands_are_found_and_old_queued_ones_expire,

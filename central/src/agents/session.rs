@@ -116,7 +116,7 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(&mut self, mut rx: mpsc::Receiver<Box<SessionInput>>) {
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Box<SessionInput>>) {
         let clock = self.hub.clock();
         while self.open {
             let deadline = self
@@ -225,7 +225,7 @@ impl Connection {
                             Err(_) => super::tokens::inspect_with(&token, None),
                         };
                         let verified = SessionInput::TokenVerified(Box::new(check));
-                        let _ = tx.send(Box::new(verified)).await;
+                        let _ = tx.send(Box::new(verified));
                     });
                 }
                 SessionOutput::Record { message, ack } => {

@@ -1,5 +1,6 @@
 //! What the engines ask central to do, performed: store writes (state
-//! changes, telemetry, results, records), administrator alarms, and upkeep.
+//! changes, telemetry and results through batching writers; records),
+//! administrator alarms, and upkeep.
 //! Every effect that must not be lost retries with the one policy in
 //! [`retry`]; none decides anything about the protocol.
 
@@ -34,8 +35,7 @@ pub struct Effects {
     pub events: Events,
     pub clock: Clock,
     pub telemetry: Ingest,
-    /// Results being recorded at once (half the database pool).
-    results: Arc<tokio::sync::Semaphore>,
+    results: results::ResultWriter,
     state: state::StateWriter,
     alarms: alarms::Alarms,
 }
@@ -65,7 +65,12 @@ impl Effects {
             clock,
         );
         maintenance::start(store.clone(), Arc::clone(&metrics), clock);
-        let results = Arc::new(tokio::sync::Semaphore::new((config.db_pool / 2).max(1)));
+        let results = results::ResultWriter::start(
+            store.clone(),
+            Arc::clone(&metrics),
+            events.clone(),
+            clock,
+        );
         Self {
             store,
             metrics,
@@ -89,9 +94,10 @@ impl Effects {
         self.state.backlog()
     }
 
-    /// Stores a command result unless its command belongs to another node.
-    pub async fn record_result(&self, node_id: NodeId, result: &CommandResult) -> ResultRecord {
-        results::record(self, node_id, result).await
+    /// Stores a command result unless its command belongs to another node
+    /// (in a batch with the others that arrive meanwhile).
+    pub async fn record_result(&self, node_id: NodeId, result: CommandResult) -> ResultRecord {
+        self.results.record(node_id, result).await
     }
 
     /// Keeps an alert, a health report or a log line; `ack` is where to say

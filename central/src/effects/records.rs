@@ -31,7 +31,7 @@ pub(super) fn record(
         match stored {
             Ok(()) => {
                 if let Some((key, session)) = ack {
-                    let _ = session.try_send(Box::new(SessionInput::RecordStored(key)));
+                    let _ = session.send(Box::new(SessionInput::RecordStored(key)));
                 }
             }
             // Not acked: the node keeps it and sends it again.

@@ -16,10 +16,13 @@ use crate::events::{AppEvent, Events};
 use crate::metrics::Metrics;
 use crate::store::{AnyStore, Storage};
 
-/// Where a session's inputs go. Inputs travel boxed: a channel allocates its
-/// slots 32 at a time, and 32 unboxed inputs are kilobytes that every idle
-/// connection would hold; boxed, a quarter of a KiB.
-pub type Inbox = mpsc::Sender<Box<SessionInput>>;
+/// Where a session's inputs go: the hub's events and the store's acks. It is
+/// unbounded so that neither is ever dropped; what arrives is bounded by the
+/// session itself (acks by its telemetry window and message budgets, hub
+/// events by the commands the hub holds for the node). Inputs travel boxed:
+/// a channel allocates its slots 32 at a time, and 32 unboxed inputs are
+/// kilobytes that every idle connection would hold; boxed, a quarter of a KiB.
+pub type Inbox = mpsc::UnboundedSender<Box<SessionInput>>;
 
 /// One queued sample and where its ack goes.
 #[derive(Debug)]
@@ -100,9 +103,10 @@ async fn run(
         write_with_retries(&ingest, &store, &metrics, &events, &batch).await;
         for p in batch.drain(..) {
             let timestamp = p.telemetry.timestamp;
+            // Fails only when the session has ended (the node re-sends).
             let _ = p
                 .session
-                .try_send(Box::new(SessionInput::TelemetryStored(timestamp)));
+                .send(Box::new(SessionInput::TelemetryStored(timestamp)));
             metrics
                 .ingest_latency
                 .observe(p.received.elapsed().as_secs_f64());

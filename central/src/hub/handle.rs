@@ -141,12 +141,10 @@ impl HubHandle {
         match output {
             HubOutput::ToSession { session_id, event } => {
                 let inbox = self.routes().get(&session_id).cloned();
-                if let Some(inbox) = inbox
-                    && inbox
-                        .try_send(Box::new(SessionInput::FromHub(event)))
-                        .is_err()
-                {
-                    tracing::warn!(session = %session_id, "session inbox full or closed; event dropped");
+                // Fails only when the session has just ended; the hub
+                // hears of that end and settles what the event carried.
+                if let Some(inbox) = inbox {
+                    let _ = inbox.send(Box::new(SessionInput::FromHub(event)));
                 }
             }
             HubOutput::StatusChanged {
@@ -173,7 +171,11 @@ impl HubHandle {
             } => {
                 let hub = self.clone();
                 tokio::spawn(async move {
-                    let record = hub.0.effects.record_result(node_id, &result).await;
+                    let record = hub
+                        .0
+                        .effects
+                        .record_result(node_id, (*result).clone())
+                        .await;
                     hub.input(HubInput::ResultRecorded {
                         session_id,
                         node_id,
@@ -242,6 +244,6 @@ impl HubHandle {
 }
 
 /// A session's inbox with room for what the hub and the effects send it.
-pub fn inbox() -> (Inbox, mpsc::Receiver<Box<SessionInput>>) {
-    mpsc::channel(256)
+pub fn inbox() -> (Inbox, mpsc::UnboundedReceiver<Box<SessionInput>>) {
+    mpsc::unbounded_channel()
 }

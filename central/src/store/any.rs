@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use nap_core::central::ResultRecord;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 
@@ -111,8 +112,12 @@ impl Storage for AnyStore {
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
         delegate!(self.apply_state_changes(changes))
     }
-    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
-        delegate!(self.record_result(result, at))
+    async fn record_results(
+        &self,
+        rows: Vec<(NodeId, CommandResult)>,
+        at: WallTime,
+    ) -> StoreResult<Vec<ResultRecord>> {
+        delegate!(self.record_results(rows, at))
     }
     async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
         delegate!(self.get_command(id))

@@ -9,7 +9,7 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
-use nap_core::central::CommandState;
+use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{Alert, CentralMessage, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use serde::{Deserialize, Serialize};
@@ -216,12 +216,31 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         changes: Vec<StateChange>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Records a result once; false if one was already recorded.
+    /// Records results in one transaction, in order, each command's first
+    /// result only: per row, `Stored { first }` (`first` false when the
+    /// command already had one, from the store or earlier in the batch, or
+    /// is unknown), or `WrongNode` when the command belongs to another node
+    /// (nothing stored). All rows or none: an error means none was stored.
+    fn record_results(
+        &self,
+        rows: Vec<(NodeId, CommandResult)>,
+        at: WallTime,
+    ) -> impl Future<Output = StoreResult<Vec<ResultRecord>>> + Send;
+    /// Records one result from `node_id` (see [`Self::record_results`]).
     fn record_result(
         &self,
+        node_id: NodeId,
         result: &CommandResult,
         at: WallTime,
-    ) -> impl Future<Output = StoreResult<bool>> + Send;
+    ) -> impl Future<Output = StoreResult<ResultRecord>> + Send {
+        let rows = vec![(node_id, result.clone())];
+        async move {
+            let mut records = self.record_results(rows, at).await?;
+            records
+                .pop()
+                .ok_or_else(|| StoreError::Database("no answer for the result".into()))
+        }
+    }
     fn get_command(
         &self,
         id: RequestId,
@@ -279,6 +298,27 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// The name of a command kind as stored.
+/// What each of a batch of results does, given who owns each command and
+/// whether it already has a result (`owners`); the rows to write are those
+/// answered `Stored { first: true }`. Both backends decide with this.
+pub(crate) fn sort_results(
+    rows: &[(NodeId, CommandResult)],
+    mut owners: std::collections::HashMap<RequestId, (NodeId, bool)>,
+) -> Vec<ResultRecord> {
+    rows.iter()
+        .map(
+            |(node_id, result)| match owners.get_mut(&result.request_id) {
+                Some((owner, _)) if owner != node_id => ResultRecord::WrongNode,
+                Some((_, answered)) if !*answered => {
+                    *answered = true;
+                    ResultRecord::Stored { first: true }
+                }
+                _ => ResultRecord::Stored { first: false },
+            },
+        )
+        .collect()
+}
+
 pub fn command_kind(message: &CentralMessage) -> &'static str {
     nap_core::codec::Message::message_type(message)
 }

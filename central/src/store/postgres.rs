@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use nap_core::central::ResultRecord;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -780,16 +781,49 @@ impl Storage for PgStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE commands SET result = $2, updated_at = $3 WHERE request_id = $1 AND result IS NULL",
-                &[&uuid(result.request_id.0), &Json(result), &ts(at)],
+    async fn record_results(
+        &self,
+        rows: Vec<(NodeId, CommandResult)>,
+        at: WallTime,
+    ) -> StoreResult<Vec<ResultRecord>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let ids: Vec<Uuid> = rows.iter().map(|(_, r)| uuid(r.request_id.0)).collect();
+        // Locked: a result arriving at another process at once waits here.
+        let owners = tx
+            .query(
+                "SELECT request_id, node_id, result IS NOT NULL FROM commands
+                 WHERE request_id = ANY($1) FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| {
+                let id: Uuid = row.get(0);
+                let node: Uuid = row.get(1);
+                (RequestId(id), (NodeId(node), row.get::<_, bool>(2)))
+            })
+            .collect();
+        let records = super::sort_results(&rows, owners);
+        let (first_ids, first_results): (Vec<Uuid>, Vec<Json<&CommandResult>>) = rows
+            .iter()
+            .zip(&records)
+            .filter(|(_, r)| **r == ResultRecord::Stored { first: true })
+            .map(|((_, result), _)| (uuid(result.request_id.0), Json(result)))
+            .unzip();
+        if !first_ids.is_empty() {
+            tx.execute(
+                "UPDATE commands c SET result = v.result, updated_at = $3
+                 FROM unnest($1::uuid[], $2::jsonb[]) AS v(request_id, result)
+                 WHERE c.request_id = v.request_id AND c.result IS NULL",
+                &[&first_ids, &first_results, &ts(at)],
             )
             .await
             .map_err(db)?;
-        Ok(n > 0)
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(records)
     }
 
     async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {

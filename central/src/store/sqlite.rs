@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nap_core::central::CommandState;
+use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -555,17 +555,52 @@ impl Storage for SqliteStore {
         .await
     }
 
-    async fn record_result(&self, result: &CommandResult, at: WallTime) -> StoreResult<bool> {
-        let body = json(result)?;
-        let id = result.request_id.to_string();
+    async fn record_results(
+        &self,
+        rows: Vec<(NodeId, CommandResult)>,
+        at: WallTime,
+    ) -> StoreResult<Vec<ResultRecord>> {
         self.with(move |conn| {
-            let changed = conn
-                .execute(
-                    "UPDATE commands SET result = ?2, updated_at = ?3 WHERE request_id = ?1 AND result IS NULL",
-                    params![id, body, micros(at)],
-                )
-                .map_err(db)?;
-            Ok(changed > 0)
+            let tx = conn.transaction().map_err(db)?;
+            let mut owners = std::collections::HashMap::new();
+            {
+                let mut owner = tx
+                    .prepare_cached(
+                        "SELECT node_id, result IS NOT NULL FROM commands WHERE request_id = ?1",
+                    )
+                    .map_err(db)?;
+                for (_, result) in &rows {
+                    let found = owner
+                        .query_row([result.request_id.to_string()], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+                        })
+                        .optional()
+                        .map_err(db)?;
+                    if let Some((node, answered)) = found {
+                        let node = node
+                            .parse::<NodeId>()
+                            .map_err(|e| StoreError::Corrupt(format!("node id {node}: {e}")))?;
+                        owners.insert(result.request_id, (node, answered));
+                    }
+                }
+            }
+            let records = super::sort_results(&rows, owners);
+            {
+                let mut update = tx
+                    .prepare_cached(
+                        "UPDATE commands SET result = ?2, updated_at = ?3 WHERE request_id = ?1 AND result IS NULL",
+                    )
+                    .map_err(db)?;
+                for ((_, result), record) in rows.iter().zip(&records) {
+                    if *record == (ResultRecord::Stored { first: true }) {
+                        update
+                            .execute(params![result.request_id.to_string(), json(result)?, micros(at)])
+                            .map_err(db)?;
+                    }
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(records)
         })
         .await
     }
