@@ -58,6 +58,10 @@ pub struct ServeConfig {
     pub result_grace_s: u64,
     /// Commands queued per offline node; past this, new ones are undeliverable.
     pub max_queued_per_node: usize,
+    /// With `redis`: how often the store is swept for expired queued
+    /// commands and for commands whose notice from another process was lost
+    /// (they are delivered by the sweep instead), in seconds.
+    pub sweep_every_s: u64,
     /// A drain (graceful shutdown) spreads the fleet's return at this many nodes per second.
     pub drain_rate_per_s: u32,
     /// Messages per second one node may send, and the burst above that.
@@ -102,6 +106,7 @@ impl Default for ServeConfig {
             command_ttl_s: 3600,
             result_grace_s: 300,
             max_queued_per_node: 1000,
+            sweep_every_s: 60,
             drain_rate_per_s: 200,
             rate_per_s: 20,
             rate_burst: 200,
@@ -155,6 +160,7 @@ impl ServeConfig {
         hub.admission.throttle_limit = self.auth_failures_per_minute;
         hub.admission.max_store_backlog = self.store_backlog_limit;
         hub.clustered = self.redis.is_some();
+        hub.sweep_every = Duration::from_secs(self.sweep_every_s.max(1));
         hub.seed = seed;
         hub
     }

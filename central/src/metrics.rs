@@ -41,7 +41,6 @@ pub struct Metrics {
     pub telemetry_refused: Counter,
     pub result_batches: Counter,
     pub results_stored: Counter,
-    pub sweep_resubmitted: Counter,
     pub db_errors: Family<Reason, Counter>,
     pub notifications: Family<Outcome, Counter<u64, AtomicU64>>,
 }
@@ -63,7 +62,6 @@ impl Metrics {
             telemetry_refused: Counter::default(),
             result_batches: Counter::default(),
             results_stored: Counter::default(),
-            sweep_resubmitted: Counter::default(),
             db_errors: Family::default(),
             notifications: Family::default(),
             registry: Registry::default(),
@@ -132,11 +130,6 @@ impl Metrics {
             "results_stored",
             "Command results stored (first answers only)",
             m.results_stored.clone(),
-        );
-        registry.register(
-            "sweep_commands",
-            "Open commands the cluster sweep handed to the hub again",
-            m.sweep_resubmitted.clone(),
         );
         registry.register(
             "db_errors",

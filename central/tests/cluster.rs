@@ -2,8 +2,8 @@
 //! `NAP_TEST_REDIS_URL` (skipped with a message when unset, unless
 //! `NAP_REQUIRE_SERVICES` makes it mandatory): commands reach a node held by
 //! the other instance, a node that moves closes its old session with 4002,
-//! commands for offline nodes wait in the store, and a token id is spent
-//! across instances.
+//! commands for offline nodes wait in the store, a command whose notice was
+//! lost is delivered by the sweep, and a token id is spent across instances.
 
 mod common;
 
@@ -37,11 +37,20 @@ fn redis_url(test: &str) -> Option<String> {
 /// Instance A (with the test's store) and instance B sharing its store and
 /// a Redis namespace of their own.
 async fn pair(test: &str) -> Option<(Central, Running)> {
+    pair_with(test, |_| {}).await
+}
+
+/// [`pair`], both instances configured by `tune` too.
+async fn pair_with(
+    test: &str,
+    tune: impl FnOnce(&mut nap_central::ServeConfig),
+) -> Option<(Central, Running)> {
     let url = redis_url(test)?;
     let prefix = format!("nap-test-{test}-{}", uuid::Uuid::new_v4().simple());
     let a = central(test, |c| {
         c.redis = Some(url);
         c.redis_prefix = prefix;
+        tune(c);
     })
     .await;
     let b = start(a.running.config.clone())
@@ -213,6 +222,46 @@ async fn a_command_for_an_offline_node_waits_in_the_store_and_follows_the_node()
     );
     let mut ws = join(&a, &b, &key).await;
     assert_eq!(next_command(&mut ws).await, request_id);
+}
+
+#[tokio::test]
+async fn a_command_whose_notice_was_lost_is_delivered_by_the_sweep() {
+    let Some((a, b)) = pair_with("cluster_sweep", |c| c.sweep_every_s = 1).await else {
+        return;
+    };
+    let key = node_key();
+    register(&a, &key).await;
+    let mut ws = join(&a, &b, &key).await;
+
+    // Written to the store as instance A would, with no notice on the bus.
+    let request_id = RequestId(uuid::Uuid::new_v4());
+    let now = nap_core::WallTime::from(chrono::Utc::now());
+    let message = CentralMessage::HealthCheck(nap_core::wire::HealthCheck { request_id });
+    a.running
+        .store()
+        .insert_command(nap_central::store::CommandRecord {
+            request_id,
+            node_id: key.id,
+            kind: "health_check".into(),
+            message: serde_json::to_value(&message).expect("json"),
+            state: CommandState::Queued,
+            requester: "alice".into(),
+            approver: None,
+            timeout_ms: 30_000,
+            created_at: now,
+            updated_at: now,
+            result: None,
+        })
+        .await
+        .expect("insert");
+
+    assert_eq!(next_command(&mut ws).await, request_id);
+    let mut b_events = b.events().subscribe();
+    send(&mut ws, succeeded(request_id)).await;
+    wait_for(&mut b_events, Duration::from_secs(5), |e| {
+        matches!(e, AppEvent::Command { request_id: id, state: CommandState::Succeeded } if *id == request_id)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! hub lets it go — its session closes with 4002, its open commands are
 //! forgotten without a state change (the new holder reports them), and no
 //! status is written (the new holder writes `online`). A claim older than
-//! the node's return here is not honoured. Driven through the central host
+//! the node's return here is not honoured. The periodic sweep hands the hub
+//! the open commands of the nodes it holds, and it delivers those it never
+//! heard of (their notice was lost). Driven through the central host
 //! (the real hub and sessions, forwarded as the driver does).
 
 mod common;
@@ -281,4 +283,81 @@ fn a_clustered_hub_sweeps_the_store_for_expired_queued_commands() {
                 .add_millis(-ttl + i64::try_from(every.as_millis()).expect("fits")),
         }]
     );
+}
+
+/// The health checks sent to the node.
+fn delivered(effects: &[CentralEffect]) -> Vec<nap_core::RequestId> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            CentralEffect::Session {
+                output: SessionOutput::Send(CentralMessage::HealthCheck(h)),
+                ..
+            } => Some(h.request_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_sweep_asks_for_the_open_commands_of_the_nodes_held_here() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    effects(&mut central);
+
+    let sweep = Timestamp::ZERO + central.hub.config().sweep_every;
+    central.handle_timeout(sweep);
+
+    let asked = hub_effects(&mut central);
+    assert!(
+        asked.contains(&HubOutput::LoadOpenCommands {
+            sessions: vec![(NODE, session(1))],
+        }),
+        "{asked:?}"
+    );
+    assert!(
+        asked
+            .iter()
+            .any(|o| matches!(o, HubOutput::ExpireQueued { .. }))
+    );
+}
+
+#[test]
+fn a_swept_command_whose_notice_was_lost_is_delivered_and_a_known_one_is_not_sent_again() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    effects(&mut central);
+    central.hub_input(Timestamp::ZERO, HubInput::Submit(vec![health_check(1)]));
+    assert_eq!(delivered(&effects(&mut central)), vec![request(1)]);
+
+    let swept = HubInput::Swept {
+        sessions: vec![(NODE, session(1))],
+        commands: vec![health_check(1), health_check(2)],
+    };
+    central.hub_input(Timestamp::ZERO, swept);
+
+    assert_eq!(delivered(&effects(&mut central)), vec![request(2)]);
+    assert_eq!(
+        central.hub.command(request(2)).map(|c| c.state),
+        Some(CommandState::Sent)
+    );
+}
+
+#[test]
+fn a_swept_command_of_a_session_that_has_ended_is_left_to_the_node_s_next_holder() {
+    let mut central = central();
+    admit(&mut central, session(1), 1);
+    effects(&mut central);
+    // Loaded for session 1, answered after the node came back on session 2.
+    admit(&mut central, session(2), 2);
+    effects(&mut central);
+
+    let swept = HubInput::Swept {
+        sessions: vec![(NODE, session(1))],
+        commands: vec![health_check(3)],
+    };
+    central.hub_input(Timestamp::ZERO, swept);
+
+    assert!(delivered(&effects(&mut central)).is_empty());
+    assert!(central.hub.command(request(3)).is_none());
 }

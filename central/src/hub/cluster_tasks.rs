@@ -1,7 +1,9 @@
 //! The cluster's background work for the hub: claims of the nodes whose
 //! sessions open here (batched, with their open commands loaded from the
 //! store afterwards — in that order, see `cluster::presence`), notices from
-//! the bus turned into hub inputs, and the presence refresh.
+//! the bus turned into hub inputs, the presence refresh, and the sweep that
+//! loads the open commands of the nodes held here (for a notice that was
+//! lost on the bus).
 
 use std::sync::Arc;
 
@@ -65,6 +67,33 @@ async fn take_overs(hub: HubHandle, cluster: Cluster, mut rx: Claims) {
             });
         }
     }
+}
+
+/// Loads the open commands of the nodes these sessions hold, a batch at a
+/// time, for the hub to pick out what it never heard of. A failed load is
+/// left to the next sweep.
+pub(super) fn sweep(hub: HubHandle, sessions: Vec<(NodeId, SessionId)>) {
+    tokio::spawn(async move {
+        for batch in sessions.chunks(TAKE_OVER_BATCH) {
+            let nodes: Vec<NodeId> = batch.iter().map(|(n, _)| *n).collect();
+            let open = match hub.effects().store.open_commands_for(nodes).await {
+                Ok(open) => open,
+                Err(e) => {
+                    hub.effects().metrics.db_error("sweep_open_commands");
+                    tracing::warn!(error = %e, "cannot sweep open commands; the next sweep will");
+                    return;
+                }
+            };
+            if open.is_empty() {
+                continue;
+            }
+            let commands = open.into_iter().map(|c| submission(c, true)).collect();
+            hub.input(HubInput::Swept {
+                sessions: batch.to_vec(),
+                commands,
+            });
+        }
+    });
 }
 
 async fn forward_notices(hub: HubHandle, cluster: Cluster, mut notices: mpsc::Receiver<Notice>) {

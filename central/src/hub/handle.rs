@@ -189,6 +189,9 @@ impl HubHandle {
                 let effects = effects.clone();
                 tokio::spawn(async move { effects.expire_queued(created_before).await });
             }
+            HubOutput::LoadOpenCommands { sessions } => {
+                super::cluster_tasks::sweep(self.clone(), sessions);
+            }
             HubOutput::Claim {
                 node_id,
                 session_id,

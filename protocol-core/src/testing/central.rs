@@ -142,6 +142,11 @@ impl CentralHost {
                 session_id,
                 presence: Some(Presence::Nobody),
             },
+            // Alone, every command was submitted here: none was missed.
+            HubOutput::LoadOpenCommands { sessions } => HubInput::Swept {
+                sessions,
+                commands: vec![],
+            },
             HubOutput::Locate { node_id } => {
                 let presence = self.hub.live_session(node_id).map(Presence::Here);
                 HubInput::Located {

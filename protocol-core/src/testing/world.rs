@@ -1266,6 +1266,7 @@ impl World {
             HubOutput::Alarm(alarm) => self.store.alarms.push(alarm),
             output @ (HubOutput::Claim { .. }
             | HubOutput::Vacate { .. }
+            | HubOutput::LoadOpenCommands { .. }
             | HubOutput::Locate { .. }) => {
                 let left = self.central.answer_alone(self.now, output);
                 debug_assert!(left.is_none());

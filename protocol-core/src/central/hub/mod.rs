@@ -50,8 +50,10 @@ pub struct HubConfig {
     /// in presence when they connect, a session's end asks presence who holds
     /// the node now, and commands for offline nodes wait in the store.
     pub clustered: bool,
-    /// With `clustered`: how often the store is swept for queued commands
-    /// past their time to live (no hub holds a command for an offline node).
+    /// With `clustered`: how often the store is swept — for queued commands
+    /// past their time to live (no hub holds a command for an offline node),
+    /// and for open commands of the nodes held here that this hub has not
+    /// heard of (their cross-process notice was lost).
     pub sweep_every: Duration,
     /// Seed of the hub's PRNG (drain spread, `Retry-After` draws).
     pub seed: u64,
@@ -148,6 +150,15 @@ pub enum HubInput {
         sessions: Vec<(NodeId, SessionId)>,
         commands: Vec<Submission>,
     },
+    /// With `clustered`: the open commands in the store of these sessions'
+    /// nodes (answer to [`HubOutput::LoadOpenCommands`]). Those the hub does
+    /// not track yet — their notice from another process was lost — are
+    /// delivered; those it tracks are ignored (at least once, deduplicated
+    /// by request id).
+    Swept {
+        sessions: Vec<(NodeId, SessionId)>,
+        commands: Vec<Submission>,
+    },
     /// An admitted upgrade never became a session (the upgrade failed).
     NeverOpened(Admission),
     /// An operator revoked the node.
@@ -221,6 +232,9 @@ pub enum HubOutput {
     Locate { node_id: NodeId },
     /// Store: expire the commands still queued that were created before this.
     ExpireQueued { created_before: WallTime },
+    /// Cluster sweep: load the open commands of these sessions' nodes from
+    /// the store; answer with [`HubInput::Swept`].
+    LoadOpenCommands { sessions: Vec<(NodeId, SessionId)> },
     /// Tell an administrator.
     Alarm(Alarm),
 }
@@ -231,7 +245,8 @@ pub enum HubTimer {
     /// A queued command's time to live, a sent command's result deadline,
     /// or a finished command's time in memory.
     Command(RequestId),
-    /// With `clustered`: the store sweep for expired queued commands.
+    /// With `clustered`: the store sweep (expired queued commands, and
+    /// commands whose notice never arrived).
     Sweep,
 }
 
@@ -296,16 +311,8 @@ impl CentralHub {
                     self.submit(command);
                 }
             }
-            HubInput::TakenOver { sessions, commands } => {
-                let held: BTreeMap<NodeId, SessionId> = sessions
-                    .into_iter()
-                    .filter(|(node, session)| self.live.get(node) == Some(session))
-                    .collect();
-                for command in commands {
-                    if held.contains_key(&command.node_id) {
-                        self.submit(command);
-                    }
-                }
+            HubInput::TakenOver { sessions, commands } | HubInput::Swept { sessions, commands } => {
+                self.submit_held(&sessions, commands);
             }
             HubInput::NeverOpened(admission) => {
                 self.session_closed(admission.node_id, admission.session_id);
@@ -358,6 +365,10 @@ impl CentralHub {
                     let created_before = self.anchor.wall_at(self.now).add_millis(-ttl);
                     self.out
                         .push_back(HubOutput::ExpireQueued { created_before });
+                    if !self.live.is_empty() {
+                        let sessions = self.live_sessions().collect();
+                        self.out.push_back(HubOutput::LoadOpenCommands { sessions });
+                    }
                     self.timers
                         .set(HubTimer::Sweep, self.now + self.config.sweep_every);
                 }
@@ -665,6 +676,21 @@ impl CentralHub {
         for request_id in open {
             self.commands.remove(&request_id);
             self.timers.stop(&HubTimer::Command(request_id));
+        }
+    }
+
+    /// Submits the commands of the nodes still held by the sessions they
+    /// were loaded for (a node that moved on meanwhile gets them where it is).
+    fn submit_held(&mut self, sessions: &[(NodeId, SessionId)], commands: Vec<Submission>) {
+        let held: BTreeMap<NodeId, SessionId> = sessions
+            .iter()
+            .copied()
+            .filter(|(node, session)| self.live.get(node) == Some(session))
+            .collect();
+        for command in commands {
+            if held.contains_key(&command.node_id) {
+                self.submit(command);
+            }
         }
     }
 

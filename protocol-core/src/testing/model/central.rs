@@ -377,6 +377,7 @@ impl CentralState {
             }
             output @ (HubOutput::Claim { .. }
             | HubOutput::Vacate { .. }
+            | HubOutput::LoadOpenCommands { .. }
             | HubOutput::Locate { .. }) => {
                 let left = self.central.answer_alone(self.now, output);
                 debug_assert!(left.is_none());
