@@ -1,7 +1,9 @@
-//! Replay converges (spec §5.2): telemetry in flight is bounded by the
+//! Replay converges (spec §7.1): telemetry in flight is bounded by the
 //! window `welcome` grants and paced by central's acks, telemetry has its
 //! own budget at central (never the message rate that pings and results
-//! need), and a store that cannot keep up is waited out with ever longer
+//! need), a sample the store refused is held by the session and offered
+//! again while the node's window is cut (and grown back as samples are
+//! stored), and a store that takes nothing is waited out with ever longer
 //! pauses, never answered with more copies.
 
 mod common;
@@ -211,7 +213,7 @@ fn samples_past_twice_the_window_are_dropped_and_the_rest_stored() {
         s.handle_input(now, SessionInput::Frame(text));
         for o in outputs(&mut s) {
             match o {
-                SessionOutput::StoreTelemetry(t) => stored.push(t.timestamp),
+                SessionOutput::StoreTelemetry(t) => stored.push(t),
                 SessionOutput::Event(SessionEvent::OverTelemetryWindow) => over += 1,
                 _ => {}
             }
@@ -220,25 +222,162 @@ fn samples_past_twice_the_window_are_dropped_and_the_rest_stored() {
     assert_eq!(stored.len(), 4, "twice the window is taken");
     assert_eq!(over, 1);
     assert!(s.is_open(), "one sample too many is not a close");
-    // A refused sample (the ingest queue was full) frees its place too.
-    s.handle_input(now, SessionInput::TelemetryStored(stored[0]));
-    s.handle_input(now, SessionInput::TelemetryRefused(stored[1]));
+    // A refused sample (the ingest queue was full) keeps its place: the
+    // session holds it.
+    s.handle_input(now, SessionInput::TelemetryStored(stored[0].timestamp));
+    s.handle_input(now, SessionInput::TelemetryRefused(stored[1].clone()));
     let acks = outputs(&mut s)
         .into_iter()
-        .filter(|o| matches!(o, SessionOutput::Send(nap_core::wire::CentralMessage::Ack(a)) if a.telemetry == Some(stored[0])))
+        .filter(|o| {
+            matches!(
+                o,
+                SessionOutput::Send(nap_core::wire::CentralMessage::Ack(_))
+            )
+        })
         .count();
     assert_eq!(
         acks, 1,
         "the stored sample is acked, the refused one is not"
     );
-    let (text, _) = telemetry_frame(10);
-    s.handle_input(now, SessionInput::Frame(text.clone()));
+    s.handle_input(now, SessionInput::Frame(telemetry_frame(10).0));
     s.handle_input(now, SessionInput::Frame(telemetry_frame(11).0));
     let taken = outputs(&mut s)
         .iter()
         .filter(|o| matches!(o, SessionOutput::StoreTelemetry(_)))
         .count();
-    assert_eq!(taken, 2);
+    assert_eq!(taken, 1, "one place was freed, by the ack");
+}
+
+#[test]
+fn a_refused_sample_is_held_and_offered_to_the_store_again() {
+    let mut s = session(SessionConfig::default());
+    let now = Timestamp::from_secs(1);
+    let (text, at) = telemetry_frame(1);
+    s.handle_input(now, SessionInput::Frame(text));
+    let Some(sample) = outputs(&mut s).into_iter().find_map(|o| match o {
+        SessionOutput::StoreTelemetry(t) => Some(t),
+        _ => None,
+    }) else {
+        panic!("handed to the store");
+    };
+    s.handle_input(now, SessionInput::TelemetryRefused(sample));
+    assert!(outputs(&mut s).is_empty(), "not acked, not offered at once");
+
+    let retry = now + SessionConfig::default().ingest_retry;
+    assert!(s.poll_timeout().is_some_and(|t| t <= retry));
+    s.handle_timeout(retry);
+    let again: Vec<WallTime> = outputs(&mut s)
+        .into_iter()
+        .filter_map(|o| match o {
+            SessionOutput::StoreTelemetry(t) => Some(t.timestamp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(again, vec![at]);
+}
+
+/// The telemetry acks the session sent, with the window each carried.
+fn telemetry_acks(out: &[SessionOutput]) -> Vec<(WallTime, Option<u32>)> {
+    out.iter()
+        .filter_map(|o| match o {
+            SessionOutput::Send(nap_core::wire::CentralMessage::Ack(a)) => {
+                a.telemetry.map(|t| (t, a.telemetry_window))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_refusal_halves_the_window_and_stored_samples_grow_it_back() {
+    let config = SessionConfig {
+        telemetry_window: 8,
+        ..SessionConfig::default()
+    };
+    let mut s = session(config);
+    let mut now = Timestamp::from_secs(1);
+    let mut n = 0;
+    let mut offer = |s: &mut CentralSession, now: Timestamp| {
+        n += 1;
+        s.handle_input(now, SessionInput::Frame(telemetry_frame(n).0));
+        outputs(s).into_iter().find_map(|o| match o {
+            SessionOutput::StoreTelemetry(t) => Some(t),
+            _ => None,
+        })
+    };
+    let first = offer(&mut s, now).expect("taken");
+    s.handle_input(now, SessionInput::TelemetryRefused(first));
+    // A second refusal in the same retry period is the same full queue.
+    let second = offer(&mut s, now).expect("taken");
+    s.handle_input(now, SessionInput::TelemetryRefused(second));
+    assert_eq!(s.telemetry_window(), 4);
+
+    // The next ack tells the node; the ones after it say nothing new.
+    let stored = offer(&mut s, now).expect("taken");
+    s.handle_input(now, SessionInput::TelemetryStored(stored.timestamp));
+    assert_eq!(
+        telemetry_acks(&outputs(&mut s)),
+        vec![(stored.timestamp, Some(4))]
+    );
+    // A window's worth stored widens it by one, back up to the configured 8.
+    let mut announced = Vec::new();
+    for _ in 0..60 {
+        now = now + std::time::Duration::from_millis(100);
+        let t = offer(&mut s, now).expect("taken");
+        s.handle_input(now, SessionInput::TelemetryStored(t.timestamp));
+        announced.extend(
+            telemetry_acks(&outputs(&mut s))
+                .into_iter()
+                .filter_map(|(_, w)| w),
+        );
+    }
+    assert_eq!(announced, vec![5, 6, 7, 8]);
+    assert_eq!(s.telemetry_window(), 8);
+}
+
+#[test]
+fn a_fleet_replaying_into_a_small_store_queue_is_narrowed_and_loses_nothing() {
+    let nodes = 20;
+    let mut world = World::new(145);
+    for i in 0..nodes {
+        world.add_agent(
+            nap_core::NodeId::from_u128(1000 + i),
+            config(145 + i as u64),
+        );
+        world.start(i as usize);
+    }
+    assert!(world.run_until_true(secs(60), |w| (0..nodes as usize).all(|i| established(w, i))));
+    world.set_partitioned(true);
+    world.run_for(secs(6 * 3600));
+    // 20 windows of 32 want 640 places; the store queues 100 at a time.
+    world.ingest = Ingest {
+        delay: std::time::Duration::from_millis(500),
+        queue: Some(100),
+    };
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(900), |w| {
+        (0..nodes as usize).all(|i| established(w, i))
+    }));
+    let epochs: Vec<_> = world.agents.iter().map(|a| a.engine.epoch()).collect();
+    let mut narrowest = usize::MAX;
+    let drained = world.run_until_true(secs(30 * 60), |w| {
+        for a in &w.agents {
+            if matches!(a.engine.state(), ConnectionState::Established {}) {
+                narrowest = narrowest.min(a.engine.telemetry_window());
+            }
+        }
+        w.agents.iter().all(|a| a.engine.buffered_telemetry() == 0)
+    });
+    assert!(drained, "every node caught up");
+    assert!(
+        world.store.telemetry_refused > 0,
+        "the queue was full at times"
+    );
+    assert!(narrowest < 32, "central narrowed the windows ({narrowest})");
+    let taken: u64 = world.agents.iter().map(|a| a.samples_taken).sum();
+    assert_eq!(world.store.telemetry.len() as u64, taken, "nothing lost");
+    let after: Vec<_> = world.agents.iter().map(|a| a.engine.epoch()).collect();
+    assert_eq!(after, epochs, "no node was closed during the replay");
 }
 
 #[test]

@@ -204,15 +204,14 @@ impl Connection {
                     event,
                 }),
                 SessionOutput::StoreTelemetry(telemetry) => {
-                    let timestamp = telemetry.timestamp;
-                    let accepted = effects.telemetry.submit(Pending {
+                    let refused = effects.telemetry.submit(Pending {
                         telemetry: *telemetry,
                         session: self.tx.clone(),
                         received: Instant::now(),
                     });
-                    if !accepted {
-                        self.session
-                            .handle_input(clock.now(), SessionInput::TelemetryRefused(timestamp));
+                    if let Err(sample) = refused {
+                        let input = SessionInput::TelemetryRefused(sample);
+                        self.session.handle_input(clock.now(), input);
                     }
                 }
                 SessionOutput::VerifyToken { token } => {

@@ -1,8 +1,8 @@
 //! Telemetry ingest: samples are queued (bounded), written in batches at
 //! least every second, and acked to their sessions only once durable. While
 //! the database is down the batch is retried and the queue fills; past its
-//! bound new samples are refused — not acked, so agents keep and re-send
-//! them. Nothing accepted is lost silently: every refusal and every failed
+//! bound new samples are refused — handed back to their session, which
+//! holds them, offers them again and narrows its node's window. Nothing accepted is lost silently: every refusal and every failed
 //! write is logged and counted.
 
 use std::sync::Arc;
@@ -60,13 +60,13 @@ pub(super) fn start(
 }
 
 impl Ingest {
-    /// Queues a sample; false when the queue is full (the sample is refused).
-    pub fn submit(&self, pending: Pending) -> bool {
-        let accepted = self.tx.try_send(pending).is_ok();
-        if !accepted {
+    /// Queues a sample; when the queue is full the sample is refused and
+    /// handed back.
+    pub fn submit(&self, pending: Pending) -> Result<(), Box<Telemetry>> {
+        self.tx.try_send(pending).map_err(|e| {
             self.metrics.telemetry_refused.inc();
-        }
-        accepted
+            Box::new(e.into_inner().telemetry)
+        })
     }
 
     /// Samples waiting.

@@ -20,7 +20,7 @@ pub(crate) struct TelemetryBuffer {
     sent: VecDeque<Option<crate::Timestamp>>,
     /// How many of `sent` are `Some`.
     in_flight: usize,
-    /// What `welcome` granted.
+    /// What `welcome` granted, or the last telemetry ack that set it.
     window: usize,
     /// Re-sends since the last ack: each doubles the wait before the next.
     resends: u32,
@@ -93,6 +93,13 @@ impl TelemetryBuffer {
         self.window = usize::try_from(window).unwrap_or(usize::MAX).max(1);
     }
 
+    /// Central set a new window (with an ack). Samples already in flight
+    /// past a smaller window stay in flight; no more go until acks bring
+    /// the count under it.
+    pub(crate) fn set_window(&mut self, window: u32) {
+        self.window = usize::try_from(window).unwrap_or(usize::MAX).max(1);
+    }
+
     /// The sample just pushed, marked in flight: live telemetry is sent
     /// as it is taken, outside the window (one per interval).
     pub(crate) fn send_newest(&mut self, now: crate::Timestamp) -> Option<Telemetry> {
@@ -160,6 +167,10 @@ impl TelemetryBuffer {
     /// Samples sent on this connection and not yet acked.
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight
+    }
+
+    pub(crate) fn window(&self) -> usize {
+        self.window
     }
 
     pub(crate) fn total_drops(&self) -> u64 {

@@ -218,6 +218,11 @@ impl AgentEngine {
         self.ctx.telemetry.in_flight()
     }
 
+    /// How many backlog samples may be in flight now (what central granted).
+    pub fn telemetry_window(&self) -> usize {
+        self.ctx.telemetry.window()
+    }
+
     /// Telemetry samples dropped from the full buffer since start.
     pub fn dropped_telemetry(&self) -> u64 {
         self.ctx.telemetry.total_drops()
@@ -300,7 +305,7 @@ impl AgentEngine {
                     self.ctx.result_acked(request_id);
                 }
                 if let Some(timestamp) = ack.telemetry {
-                    self.ctx.telemetry_acked(timestamp);
+                    self.ctx.telemetry_acked(timestamp, ack.telemetry_window);
                 }
                 self.ctx.record_acked(&ack);
             }

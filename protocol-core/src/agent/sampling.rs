@@ -114,8 +114,12 @@ impl Ctx {
         }
     }
 
-    /// Central stored a sample: the window has room for the next.
-    pub(crate) fn telemetry_acked(&mut self, timestamp: crate::WallTime) {
+    /// Central stored a sample: the window has room for the next (and an
+    /// ack may carry a new window).
+    pub(crate) fn telemetry_acked(&mut self, timestamp: crate::WallTime, window: Option<u32>) {
+        if let Some(window) = window {
+            self.telemetry.set_window(window);
+        }
         if self.telemetry.ack(timestamp) {
             self.send_telemetry();
         }

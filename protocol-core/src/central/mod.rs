@@ -11,6 +11,7 @@ mod capacity;
 mod command;
 mod events;
 mod hub;
+mod pacing;
 mod rate;
 mod session;
 

@@ -20,6 +20,7 @@ use super::alarm::Alarm;
 use super::auth::TokenCheck;
 use super::events::{ToHub, ToHubKind, ToSession, ToSessionKind};
 use super::hub::Admission;
+use super::pacing::TelemetryPacing;
 use super::rate::TokenBucket;
 
 /// Parameters of every session.
@@ -38,7 +39,10 @@ pub struct SessionConfig {
     /// Telemetry samples a node may have in flight (sent, not yet acked),
     /// announced in `welcome`. Telemetry is paced by this window, not by
     /// the rate: a replay after an outage runs as fast as central stores.
+    /// The store's refusals cut it and acks grow it back to this (spec §7.1).
     pub telemetry_window: u32,
+    /// How long a sample the store refused is held before it is offered again.
+    pub ingest_retry: Duration,
     /// How long a closing session waits for the node's close frame before
     /// the transport is dropped.
     pub close_linger: Duration,
@@ -66,6 +70,7 @@ impl SessionConfig {
             rate_per_sec: 20,
             rate_burst: 200,
             telemetry_window: 32,
+            ingest_retry: Duration::from_secs(1),
             close_linger: Duration::from_secs(2),
             // What this central implements beyond the base.
             features: [Feature::Acks].into_iter().collect(),
@@ -90,9 +95,10 @@ pub enum SessionInput {
     FromHub(ToSession),
     /// The driver made this sample durable: ack it.
     TelemetryStored(WallTime),
-    /// The driver could not take this sample (its queue is full): it is not
-    /// acked, so the node keeps it and sends it again later.
-    TelemetryRefused(WallTime),
+    /// The driver could not take this sample (its queue is full): the
+    /// session holds it, offers it again after `ingest_retry`, and cuts the
+    /// node's window (spec §7.1).
+    TelemetryRefused(Box<Telemetry>),
     /// The driver stored the record asked for with
     /// [`SessionOutput::Record`] whose `ack` this is: ack it.
     RecordStored(RecordKey),
@@ -199,6 +205,8 @@ pub enum SessionTimer {
     Liveness,
     /// The session's token expires.
     TokenExpiry,
+    /// Offer the samples the store refused again.
+    IngestRetry,
 }
 
 /// One connection's engine.
@@ -214,8 +222,8 @@ pub struct CentralSession {
     out: VecDeque<SessionOutput>,
     invalid: InvalidBudget,
     bucket: TokenBucket,
-    /// Samples handed to the driver to store and not yet answered.
-    telemetry_in_flight: u32,
+    /// The node's telemetry window and the samples being stored.
+    pacing: TelemetryPacing,
     refresh_pending: bool,
 }
 
@@ -244,7 +252,7 @@ impl CentralSession {
             out: VecDeque::new(),
             invalid: InvalidBudget::new(config.invalid_limit, config.invalid_window),
             bucket: TokenBucket::new(now, config.rate_per_sec, config.rate_burst),
-            telemetry_in_flight: 0,
+            pacing: TelemetryPacing::new(config.telemetry_window),
             refresh_pending: false,
             config,
         };
@@ -318,12 +326,15 @@ impl CentralSession {
             SessionInput::Closed { code } => self.end(code, "transport closed"),
             SessionInput::FromHub(event) => self.on_hub(event.0),
             SessionInput::TelemetryStored(timestamp) => {
-                self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
-                self.send(Ack::telemetry(timestamp));
+                let ack = self.pacing.stored(timestamp);
+                self.send(ack);
             }
             SessionInput::RecordStored(key) => self.send(key.ack()),
-            SessionInput::TelemetryRefused(_) => {
-                self.telemetry_in_flight = self.telemetry_in_flight.saturating_sub(1);
+            SessionInput::TelemetryRefused(sample) => {
+                let retry = self.config.ingest_retry;
+                if self.pacing.refused(self.now, retry, sample) {
+                    self.timers.set(SessionTimer::IngestRetry, self.now + retry);
+                }
             }
             SessionInput::TokenVerified(check) => self.tell_hub(ToHubKind::Refresh {
                 node_id: self.node_id,
@@ -333,12 +344,22 @@ impl CentralSession {
         }
     }
 
+    /// The telemetry window the node is held to now (spec §7.1).
+    pub fn telemetry_window(&self) -> u32 {
+        self.pacing.window()
+    }
+
     pub fn handle_timeout(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
         while let Some(timer) = self.timers.pop_due(self.now) {
             match timer {
                 SessionTimer::Liveness => self.close(CloseCode::GoingAway, "node silent"),
                 SessionTimer::TokenExpiry => self.close(CloseCode::TokenExpired, "token expired"),
+                SessionTimer::IngestRetry => {
+                    for sample in self.pacing.retry() {
+                        self.out.push_back(SessionOutput::StoreTelemetry(sample));
+                    }
+                }
             }
         }
     }
@@ -458,7 +479,7 @@ impl CentralSession {
         if matches!(message, AgentMessage::Telemetry(_)) {
             // Twice the window: a sample the node re-sent because its ack
             // was slow may arrive while the first copy is still being stored.
-            if self.telemetry_in_flight < self.config.telemetry_window.max(1).saturating_mul(2) {
+            if self.pacing.has_room() {
                 return true;
             }
             self.event(SessionEvent::OverTelemetryWindow);
@@ -499,7 +520,7 @@ impl CentralSession {
                 self.refuse(message_type, "telemetry for another node");
             }
             AgentMessage::Telemetry(t) => {
-                self.telemetry_in_flight = self.telemetry_in_flight.saturating_add(1);
+                self.pacing.handed_over();
                 self.out
                     .push_back(SessionOutput::StoreTelemetry(Box::new(t)));
             }

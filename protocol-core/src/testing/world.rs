@@ -1182,7 +1182,7 @@ impl World {
                 self.store.telemetry_received += 1;
                 if self.ingest.queue.is_some_and(|q| self.ingest_waiting >= q) {
                     self.store.telemetry_refused += 1;
-                    let input = SessionInput::TelemetryRefused(t.timestamp);
+                    let input = SessionInput::TelemetryRefused(t);
                     self.central.session_input(self.now, session_id, input);
                 } else if self.ingest.delay.is_zero() {
                     self.store_sample(session_id, t.node_id, t.timestamp);

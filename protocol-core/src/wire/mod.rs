@@ -53,7 +53,17 @@ impl Validate for Ack {
             + usize::from(self.health.is_some())
             + usize::from(self.alert.is_some());
         if keys == 1 {
-            Ok(())
+            match self.telemetry_window {
+                Some(_) if self.telemetry.is_none() => Err(DecodeError::InvalidValue {
+                    path: "$.telemetryWindow".into(),
+                    reason: "telemetryWindow comes only with a telemetry ack".into(),
+                }),
+                Some(0) => Err(DecodeError::InvalidValue {
+                    path: "$.telemetryWindow".into(),
+                    reason: "a telemetry window is at least 1".into(),
+                }),
+                _ => Ok(()),
+            }
         } else {
             Err(DecodeError::InvalidValue {
                 path: "$".into(),

@@ -95,7 +95,9 @@ pub struct Pong {
 }
 
 /// Central → node: something the node sent is durably stored and may leave
-/// the node's outbox. Exactly one of the two fields is present.
+/// the node's outbox. Exactly one of `requestId`, `telemetry`, `health` and
+/// `alert` is present; a telemetry ack may also carry the session's new
+/// telemetry window (spec §7.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -106,7 +108,7 @@ pub struct Pong {
         { "required": ["telemetry"] },
         { "required": ["health"] },
         { "required": ["alert"] }
-    ]))
+    ], "dependentRequired" = { "telemetryWindow": ["telemetry"] }))
 )]
 pub struct Ack {
     /// The `command_result` for this request is recorded.
@@ -122,6 +124,11 @@ pub struct Ack {
     /// The `alert` with this `alertId` is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<AlertId>,
+    /// With `telemetry`: from now on, at most this many samples of the
+    /// backlog in flight (central adjusts it to what its store ingests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
+    pub telemetry_window: Option<u32>,
 }
 
 impl Ack {
@@ -139,6 +146,7 @@ impl Ack {
             telemetry: None,
             health: None,
             alert: None,
+            telemetry_window: None,
         }
     }
 
@@ -158,10 +166,19 @@ impl Ack {
         }
     }
 
-    /// Acknowledge telemetry up to `timestamp`.
+    /// Acknowledge the sample taken at `timestamp`.
     pub fn telemetry(timestamp: WallTime) -> Self {
         Self {
             telemetry: Some(timestamp),
+            ..Self::none()
+        }
+    }
+
+    /// Acknowledge the sample taken at `timestamp` and set the window.
+    pub fn telemetry_with_window(timestamp: WallTime, window: u32) -> Self {
+        Self {
+            telemetry: Some(timestamp),
+            telemetry_window: Some(window),
             ..Self::none()
         }
     }
@@ -177,6 +194,7 @@ impl proptest::arbitrary::Arbitrary for Ack {
         prop_oneof![
             any::<RequestId>().prop_map(Ack::result),
             any::<WallTime>().prop_map(Ack::telemetry),
+            (any::<WallTime>(), 1..=64u32).prop_map(|(t, w)| Ack::telemetry_with_window(t, w)),
             any::<WallTime>().prop_map(Ack::health),
             any::<AlertId>().prop_map(Ack::alert),
         ]
