@@ -118,3 +118,35 @@ fn a_sample_unacked_on_a_live_connection_is_sent_again() {
         world.agents[0].samples_taken
     );
 }
+
+#[test]
+fn a_full_buffer_drops_a_sample_not_in_flight_so_every_drop_counted_is_a_sample_lost() {
+    let mut world = World::new(84);
+    let mut config = config(84);
+    config.telemetry_buffer = 40;
+    world.add_agent(NODE, config);
+    world.start(0);
+    assert!(world.run_until_true(secs(5), |w| established(w, 0)));
+    // Acks are slow: the replay's window is in flight when live samples
+    // arrive at a full buffer.
+    world.ingest = nap_core::testing::Ingest {
+        delay: std::time::Duration::from_secs(90),
+        queue: None,
+    };
+    world.set_partitioned(true);
+    world.run_for(secs(2 * 3600));
+    world.set_partitioned(false);
+    assert!(world.run_until_true(secs(600), |w| established(w, 0)));
+    world.ingest = nap_core::testing::Ingest::default();
+    assert!(world.run_until_true(secs(3600), |w| {
+        w.agents[0].engine.buffered_telemetry() == 0
+    }));
+    let agent = &world.agents[0];
+    let dropped = agent.engine.dropped_telemetry();
+    assert!(dropped > 80, "the bound dropped {dropped}");
+    assert_eq!(
+        world.store.telemetry.len() as u64 + dropped,
+        agent.samples_taken,
+        "each sample is stored or counted as dropped, never both"
+    );
+}

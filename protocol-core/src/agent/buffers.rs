@@ -44,13 +44,17 @@ impl TelemetryBuffer {
     }
 
     /// Adds a sample, stamping it with the drops not yet reported. Returns
-    /// true if an older sample had to be dropped to make room.
+    /// true if an older sample had to be dropped to make room: the oldest
+    /// not in flight (one in flight is probably being stored already, and
+    /// dropping it would count as lost a sample central keeps), or the
+    /// oldest of all when everything is in flight.
     pub(crate) fn push(&mut self, mut sample: Telemetry) -> bool {
         let mut dropped = false;
+        let victim = self.sent.iter().position(Option::is_none).unwrap_or(0);
         if self.samples.len() >= self.capacity
-            && let Some(old) = self.samples.pop_front()
+            && let Some(old) = self.samples.remove(victim)
         {
-            if self.sent.pop_front().flatten().is_some() {
+            if self.sent.remove(victim).flatten().is_some() {
                 self.in_flight -= 1;
             }
             // The dropped sample may itself have carried a count: keep it.
