@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use nap_core::agent::{AgentEngine, AgentEvent, AgentInput, AgentOutput, AgentSnapshot, Task};
-use nap_core::transport::Epoch;
+use nap_core::transport::{Epoch, SendClass};
 use nap_core::wire::Hello;
 use nap_core::{RequestId, Timestamp};
 use tokio::sync::mpsc;
@@ -23,7 +23,7 @@ pub use crate::transport::Dialer;
 /// Where the host reports what it was asked for (samples, outcomes, health).
 pub type Inputs = mpsc::Sender<AgentInput>;
 
-/// Frames one transport may have waiting to be written.
+/// Frames one transport may have waiting to be written, per send class.
 const SEND_QUEUE: usize = 256;
 
 /// What the machine does for the engine.
@@ -81,13 +81,13 @@ impl Monotonic {
 /// One transport as the runner holds it.
 #[derive(Debug)]
 struct Link {
-    writer: mpsc::Sender<Message>,
+    writer: crate::transport::SendQueues,
     task: JoinHandle<()>,
     /// The dial has connected (until then a close aborts the dial: a dial
     /// the engine gave up on must not go on to cost central a handshake).
     connected: bool,
     /// Frames held back while the path is stalled (the simulator's chaos).
-    held: Vec<Message>,
+    held: Vec<(SendClass, Message)>,
     stalled_until: Option<Instant>,
 }
 
@@ -142,8 +142,8 @@ impl<H: Host> Runner<H> {
         for link in self.links.values_mut() {
             if link.stalled_until.is_some_and(|u| u <= now) {
                 link.stalled_until = None;
-                for frame in link.held.drain(..) {
-                    let _ = link.writer.try_send(frame);
+                for (class, frame) in link.held.drain(..) {
+                    link.writer.try_send(class, frame);
                 }
             }
         }
@@ -182,8 +182,12 @@ impl<H: Host> Runner<H> {
                     token,
                     hello,
                 } => self.dial(epoch, token, hello),
-                AgentOutput::Send { epoch, message } => match nap_core::encode(&message) {
-                    Ok(text) => self.send(epoch, Message::Text(text.into())),
+                AgentOutput::Send {
+                    epoch,
+                    message,
+                    class,
+                } => match nap_core::encode(&message) {
+                    Ok(text) => self.send(epoch, class, Message::Text(text.into())),
                     Err(e) => tracing::error!(error = %e, "cannot encode a message; dropped"),
                 },
                 AgentOutput::Close {
@@ -197,9 +201,7 @@ impl<H: Host> Runner<H> {
                             code: WsCloseCode::from(code.as_u16()),
                             reason: reason.into(),
                         };
-                        if !link.connected
-                            || link.writer.try_send(Message::Close(Some(frame))).is_err()
-                        {
+                        if !link.connected || !link.writer.try_close(Message::Close(Some(frame))) {
                             // Still dialling, or wedged: nothing to close gracefully.
                             link.task.abort();
                         } else {
@@ -262,23 +264,37 @@ impl<H: Host> Runner<H> {
         }
     }
 
+    /// The process dies: every transport is dropped where it stands (no
+    /// close frame), and what is left is the host (what was persisted).
+    pub fn crash(mut self) -> H {
+        for (_, link) in self.links.drain() {
+            link.task.abort();
+        }
+        for (task, _) in self.closing.drain(..) {
+            task.abort();
+        }
+        self.host
+    }
+
     /// Sends what is queued on every transport and closes them (shutdown).
     pub async fn close_all(&mut self) {
         for (_, link) in self.links.drain() {
-            for frame in link.held {
-                let _ = link.writer.send(frame).await;
+            for (class, frame) in link.held {
+                link.writer.send(class, frame).await;
             }
-            let _ = link.writer.send(Message::Close(None)).await;
+            link.writer
+                .send(SendClass::Backlog, Message::Close(None))
+                .await;
         }
     }
 
-    fn send(&mut self, epoch: Epoch, frame: Message) {
+    fn send(&mut self, epoch: Epoch, class: SendClass, frame: Message) {
         let Some(link) = self.links.get_mut(&epoch) else {
             return;
         };
         if link.stalled_until.is_some() {
-            link.held.push(frame);
-        } else if link.writer.try_send(frame).is_err() {
+            link.held.push((class, frame));
+        } else if !link.writer.try_send(class, frame) {
             // The engine decides what a full queue means.
             self.input(AgentInput::SendQueueFull { epoch });
         }
@@ -293,7 +309,7 @@ impl<H: Host> Runner<H> {
         for (old, _) in self.closing.drain(..) {
             old.abort();
         }
-        let (writer, outgoing) = mpsc::channel::<Message>(SEND_QUEUE);
+        let (writer, outgoing) = crate::transport::send_queues(SEND_QUEUE);
         let task = tokio::spawn(crate::transport::connect(
             self.dialer.clone(),
             token,

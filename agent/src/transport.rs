@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 
 use anyhow::Context as _;
 use nap_core::agent::DialFailure;
+use nap_core::transport::SendClass;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -225,6 +226,77 @@ pub async fn dial(
     connect.await
 }
 
+/// One connection's send queues, one per [`SendClass`], each of `capacity`
+/// frames: the writer always takes the most urgent frame waiting (spec
+/// §7.1), so a replay's backlog never holds back a pong or a result.
+#[derive(Debug)]
+pub struct SendQueues {
+    senders: [tokio::sync::mpsc::Sender<tokio_tungstenite::tungstenite::Message>; 4],
+}
+
+/// The writer's side of [`SendQueues`].
+#[derive(Debug)]
+pub struct Outgoing {
+    receivers: [tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>; 4],
+}
+
+/// A connection's queues, both sides.
+pub fn send_queues(capacity: usize) -> (SendQueues, Outgoing) {
+    let (c, rc) = tokio::sync::mpsc::channel(capacity);
+    let (r, rr) = tokio::sync::mpsc::channel(capacity);
+    let (l, rl) = tokio::sync::mpsc::channel(capacity);
+    let (b, rb) = tokio::sync::mpsc::channel(capacity);
+    (
+        SendQueues {
+            senders: [c, r, l, b],
+        },
+        Outgoing {
+            receivers: [rc, rr, rl, rb],
+        },
+    )
+}
+
+impl SendQueues {
+    /// Queues `frame` in `class`; false when that queue is full or the
+    /// connection is gone.
+    pub fn try_send(
+        &self,
+        class: SendClass,
+        frame: tokio_tungstenite::tungstenite::Message,
+    ) -> bool {
+        self.senders[class.rank()].try_send(frame).is_ok()
+    }
+
+    /// Queues `frame` in `class`, waiting for room.
+    pub async fn send(&self, class: SendClass, frame: tokio_tungstenite::tungstenite::Message) {
+        let _ = self.senders[class.rank()].send(frame).await;
+    }
+
+    /// Queues the close frame behind everything already queued (a close
+    /// ends the connection: whatever is queued goes first).
+    pub fn try_close(&self, frame: tokio_tungstenite::tungstenite::Message) -> bool {
+        self.try_send(SendClass::Backlog, frame)
+    }
+}
+
+impl Outgoing {
+    /// The most urgent frame waiting, or `None` once the queues are closed
+    /// and empty.
+    async fn recv(&mut self) -> Option<tokio_tungstenite::tungstenite::Message> {
+        let [control, commands, live, backlog] = &mut self.receivers;
+        // Biased: the first ready queue in order of urgency wins. A closed
+        // queue is skipped until every queue is closed and drained.
+        tokio::select! {
+            biased;
+            Some(m) = control.recv() => Some(m),
+            Some(m) = commands.recv() => Some(m),
+            Some(m) = live.recv() => Some(m),
+            Some(m) = backlog.recv() => Some(m),
+            else => None,
+        }
+    }
+}
+
 /// Dials and then runs the connection of `epoch` until it ends: the
 /// outcome of the dial, every text frame and the close are reported to the
 /// engine through `inputs`; what arrives on `outgoing` is written.
@@ -234,7 +306,7 @@ pub async fn connect(
     hello: nap_core::wire::Hello,
     epoch: nap_core::transport::Epoch,
     inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
-    mut outgoing: tokio::sync::mpsc::Receiver<tokio_tungstenite::tungstenite::Message>,
+    mut outgoing: Outgoing,
 ) {
     let Dialer { url, tls, options } = dialer;
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -325,5 +397,47 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn text(s: &str) -> Message {
+        Message::Text(s.to_owned().into())
+    }
+
+    #[tokio::test]
+    async fn the_writer_takes_the_most_urgent_frame_waiting_and_the_close_last() {
+        let (queues, mut outgoing) = send_queues(8);
+        assert!(queues.try_send(SendClass::Backlog, text("old sample")));
+        assert!(queues.try_close(Message::Close(None)));
+        assert!(queues.try_send(SendClass::Live, text("new sample")));
+        assert!(queues.try_send(SendClass::Commands, text("result")));
+        assert!(queues.try_send(SendClass::Control, text("pong")));
+        drop(queues);
+
+        let mut order = Vec::new();
+        while let Some(frame) = outgoing.recv().await {
+            order.push(match frame {
+                Message::Text(t) => t.as_str().to_owned(),
+                Message::Close(_) => "close".to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        assert_eq!(
+            order,
+            ["pong", "result", "new sample", "old sample", "close"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_class_refuses_without_blocking_the_others() {
+        let (queues, _outgoing) = send_queues(1);
+        assert!(queues.try_send(SendClass::Backlog, text("a")));
+        assert!(!queues.try_send(SendClass::Backlog, text("b")));
+        assert!(queues.try_send(SendClass::Control, text("ping")));
     }
 }

@@ -1,4 +1,5 @@
-//! What the engines know of a transport: its epoch and its close codes.
+//! What the engines know of a transport: its epoch, its close codes, and
+//! how urgently each frame must go out.
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,31 @@ impl Epoch {
 impl std::fmt::Display for Epoch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "epoch {}", self.0)
+    }
+}
+
+/// How urgently a frame goes out (spec §7.1). A driver with frames of
+/// several classes waiting writes the most urgent first, so a replay never
+/// delays a pong, a result or a live sample. Declared most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SendClass {
+    /// Liveness and the session itself: ping, pong, status, token refresh.
+    Control,
+    /// Command results.
+    Commands,
+    /// What was just taken: live telemetry, health, alerts.
+    Live,
+    /// What waited: the telemetry backlog and records sent again.
+    Backlog,
+}
+
+impl SendClass {
+    /// Every class, most urgent first.
+    pub const ALL: [Self; 4] = [Self::Control, Self::Commands, Self::Live, Self::Backlog];
+
+    /// The class's place in [`Self::ALL`].
+    pub fn rank(self) -> usize {
+        self as usize
     }
 }
 

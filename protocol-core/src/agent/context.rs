@@ -12,7 +12,7 @@ use crate::alerts::AlertEngine;
 use crate::backoff::Backoff;
 use crate::rng::Prng;
 use crate::timer::Timers;
-use crate::transport::{CloseCode, Epoch, InvalidBudget};
+use crate::transport::{CloseCode, Epoch, InvalidBudget, SendClass};
 use crate::wire::{AgentMessage, Intervals, NodeStatus, Status};
 use crate::{RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
@@ -139,13 +139,30 @@ impl Ctx {
 
     /// Sends on the established session; a no-op otherwise (callers keep
     /// what must survive an outage in their own buffers).
+    /// Sends `message` in the class its type has (what was just taken is
+    /// `Live`); false when no session is up.
     pub(crate) fn send(&mut self, message: impl Into<AgentMessage>) -> bool {
+        let message = message.into();
+        let class = match &message {
+            AgentMessage::Ping(_)
+            | AgentMessage::Pong(_)
+            | AgentMessage::Status(_)
+            | AgentMessage::TokenRefresh(_) => SendClass::Control,
+            AgentMessage::CommandResult(_) => SendClass::Commands,
+            _ => SendClass::Live,
+        };
+        self.send_as(message, class)
+    }
+
+    /// Sends `message` in `class`; false when no session is up.
+    pub(crate) fn send_as(&mut self, message: impl Into<AgentMessage>, class: SendClass) -> bool {
         if !self.established {
             return false;
         }
         self.out.push_back(AgentOutput::Send {
             epoch: self.epoch,
             message: message.into(),
+            class,
         });
         true
     }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::policy::{Approved, Refusal};
-use crate::transport::{CloseCode, Epoch, FrameFault};
+use crate::transport::{CloseCode, Epoch, FrameFault, SendClass};
 use crate::wire::{
     AgentMessage, CommandError, CommandResult, HealthChecks, HealthDetails, Hello, TelemetryData,
 };
@@ -122,8 +122,12 @@ pub enum AgentOutput {
         token: String,
         hello: Hello,
     },
-    /// Send a message on `epoch`.
-    Send { epoch: Epoch, message: AgentMessage },
+    /// Send a message on `epoch`, ahead of anything less urgent waiting.
+    Send {
+        epoch: Epoch,
+        message: AgentMessage,
+        class: SendClass,
+    },
     /// Close the transport of `epoch` with this code.
     Close {
         epoch: Epoch,

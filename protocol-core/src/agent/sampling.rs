@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::config::clamp_interval;
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput};
+use crate::transport::SendClass;
 use crate::wire::{
     CheckStatus, Health, HealthChecks, HealthDetails, NodeStatus, Telemetry, TelemetryData,
 };
@@ -110,7 +111,7 @@ impl Ctx {
             return;
         }
         for sample in self.telemetry.next_to_send(self.now) {
-            self.send(sample);
+            self.send_as(sample, SendClass::Backlog);
         }
     }
 
@@ -136,10 +137,10 @@ impl Ctx {
     /// and those unacked for `resend_after` since they were sent.
     fn resend_records(&mut self, resend_after: Option<Duration>) {
         for alert in self.pending_alerts.due(self.now, resend_after) {
-            self.send(alert);
+            self.send_as(alert, SendClass::Backlog);
         }
         for health in self.pending_health.due(self.now, resend_after) {
-            self.send(health);
+            self.send_as(health, SendClass::Backlog);
         }
         if !self.central_acks {
             self.pending_alerts.forget_sent();

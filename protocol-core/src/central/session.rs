@@ -221,7 +221,9 @@ pub struct CentralSession {
     timers: Timers<SessionTimer>,
     out: VecDeque<SessionOutput>,
     invalid: InvalidBudget,
-    bucket: TokenBucket,
+    /// The message rate, one budget per class of message (telemetry has
+    /// its window instead): a flood of one class never spends another's.
+    buckets: [TokenBucket; 3],
     /// The node's telemetry window and the samples being stored.
     pacing: TelemetryPacing,
     refresh_pending: bool,
@@ -251,7 +253,9 @@ impl CentralSession {
             timers: Timers::default(),
             out: VecDeque::new(),
             invalid: InvalidBudget::new(config.invalid_limit, config.invalid_window),
-            bucket: TokenBucket::new(now, config.rate_per_sec, config.rate_burst),
+            buckets: std::array::from_fn(|_| {
+                TokenBucket::new(now, config.rate_per_sec, config.rate_burst)
+            }),
             pacing: TelemetryPacing::new(config.telemetry_window),
             refresh_pending: false,
             config,
@@ -473,8 +477,10 @@ impl CentralSession {
     }
 
     /// Each class of message has its own budget: telemetry the window
-    /// `welcome` granted, everything else the message rate. A replay never
-    /// uses up the rate that pings, results and status need.
+    /// `welcome` granted; control (ping, pong, status, token refresh),
+    /// command results, and records (health, alerts, log lines) each the
+    /// message rate. A replay never uses up what pings, results and status
+    /// need, and neither does a burst of records.
     fn within_budget(&mut self, message: &AgentMessage) -> bool {
         if matches!(message, AgentMessage::Telemetry(_)) {
             // Twice the window: a sample the node re-sent because its ack
@@ -488,7 +494,7 @@ impl CentralSession {
             }
             return false;
         }
-        if self.bucket.take(self.now) {
+        if self.buckets[budget_class(message)].take(self.now) {
             return true;
         }
         self.event(SessionEvent::RateLimited);
@@ -567,5 +573,18 @@ impl CentralSession {
             message: Box::new(message),
             ack,
         });
+    }
+}
+
+/// Which of a session's message budgets `message` spends (spec §9): 0
+/// control, 1 command results, 2 records.
+fn budget_class(message: &AgentMessage) -> usize {
+    match message {
+        AgentMessage::Ping(_)
+        | AgentMessage::Pong(_)
+        | AgentMessage::Status(_)
+        | AgentMessage::TokenRefresh(_) => 0,
+        AgentMessage::CommandResult(_) => 1,
+        _ => 2,
     }
 }

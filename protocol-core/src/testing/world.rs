@@ -19,7 +19,7 @@ use crate::central::{
 };
 use crate::codec::{Limits, encode};
 use crate::rng::Prng;
-use crate::transport::Epoch;
+use crate::transport::{Epoch, SendClass};
 use crate::wire::{
     AgentMessage, ApplicationMetrics, ApplicationStatus, CentralMessage, CheckStatus,
     CommandResult, CpuMetrics, DiskMetrics, HealthChecks, HealthDetails, Hello, Intervals,
@@ -60,6 +60,8 @@ pub struct AgentNode {
     pub running: BTreeSet<RequestId>,
     /// Every message the agent put on a wire, in order.
     pub sent: Vec<AgentMessage>,
+    /// The send class of each of `sent`.
+    pub sent_classes: Vec<SendClass>,
     /// Every message the agent received and decoded, in order.
     pub received: Vec<CentralMessage>,
     /// Tokens it mints carry a valid signature.
@@ -386,6 +388,7 @@ impl World {
             runs: BTreeMap::new(),
             running: BTreeSet::new(),
             sent: Vec::new(),
+            sent_classes: Vec::new(),
             received: Vec::new(),
             signs_validly: true,
             cpu: 10.0,
@@ -825,9 +828,14 @@ impl World {
                         self.schedule(self.net.latency, arrives);
                     }
                 }
-                AgentOutput::Send { epoch, message } => {
+                AgentOutput::Send {
+                    epoch,
+                    message,
+                    class,
+                } => {
                     if self.recording {
                         self.agents[i].sent.push(message.clone());
+                        self.agents[i].sent_classes.push(class);
                     }
                     let open = self
                         .conn_of(i, epoch)

@@ -222,7 +222,7 @@ impl AgentState {
                         },
                     );
                 }
-                AgentOutput::Send { epoch, message } => {
+                AgentOutput::Send { epoch, message, .. } => {
                     let text = encode(&message).unwrap_or_default();
                     send(
                         o,
