@@ -171,6 +171,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     // The virtual fleet.
     let fleet = Arc::new(Fleet::new(config.nodes));
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    // The demo never restarts its virtual nodes; the sender stays for the run.
+    let (_restart, restarts) = tokio::sync::watch::channel(0u64);
     let mut tasks = Vec::with_capacity(config.nodes);
     for k in 0..config.nodes {
         let (key, _) = NodeKey::generate()?;
@@ -191,11 +193,14 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             seed: 0xDE30 + k as u64,
             dial: nap_agent::transport::DialOptions::default(),
             chaos: None,
+            backlog: 0,
+            persist: false,
         };
         tasks.push(tokio::spawn(virtual_node::run(
             spec,
             Arc::clone(&fleet),
             stopped.clone(),
+            restarts.clone(),
         )));
     }
     let total = config.nodes + 1;

@@ -40,8 +40,22 @@ enum Command {
         /// Seconds of the scenario (after every node connected).
         #[arg(long, default_value_t = 30)]
         duration: u64,
-        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm", "chaos", "fanout"])]
+        /// `replay`: every node starts with `--backlog` unacked samples (a day's
+        /// outage ended by a restart) and all connect at once; `outage`:
+        /// central is down for `--outage-s` while nodes keep sampling (and,
+        /// with `--restart-mid-outage`, every agent restarts from what it
+        /// persisted halfway through). Both report the catch-up.
+        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm", "chaos", "fanout", "replay", "outage"])]
         scenario: String,
+        /// `replay`: samples each node holds at the start (1,440: a day at 60 s).
+        #[arg(long, default_value_t = 1440)]
+        backlog: usize,
+        /// `outage`: seconds central is down.
+        #[arg(long, default_value_t = 60)]
+        outage_s: u64,
+        /// `outage`: restart every agent from its persisted state halfway through.
+        #[arg(long)]
+        restart_mid_outage: bool,
         /// `postgres://…`; default: SQLite in a temporary directory. With
         /// `--central`, the database that central uses.
         #[arg(long)]
@@ -103,6 +117,10 @@ enum Command {
         chaos_mean_ms: Option<u64>,
         #[arg(long)]
         start_per_s: Option<f64>,
+        #[arg(long, default_value_t = 0)]
+        backlog: usize,
+        #[arg(long)]
+        persist: bool,
     },
     /// Internal: central in its own process for `load`.
     #[command(hide = true)]
@@ -161,6 +179,9 @@ fn main() -> anyhow::Result<()> {
             centrals,
             redis,
             ramp_per_s,
+            backlog,
+            outage_s,
+            restart_mid_outage,
         } => {
             init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -186,6 +207,9 @@ fn main() -> anyhow::Result<()> {
                 centrals,
                 redis,
                 ramp_per_s,
+                backlog,
+                outage: std::time::Duration::from_secs(outage_s),
+                restart_mid_outage,
             };
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());
@@ -220,6 +244,8 @@ fn main() -> anyhow::Result<()> {
             seed,
             chaos_mean_ms,
             start_per_s,
+            backlog,
+            persist,
         } => {
             init_tracing("error");
             load::prepare_process();
@@ -235,6 +261,8 @@ fn main() -> anyhow::Result<()> {
                 seed,
                 chaos: chaos_mean_ms.map(std::time::Duration::from_millis),
                 start_per_s,
+                backlog,
+                persist,
             }))?;
         }
         Command::Central { config } => {

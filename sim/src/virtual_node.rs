@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use nap_agent::keys::NodeKey;
 use nap_agent::runner::{Dialer, Host, Inputs, Runner};
 use nap_agent::transport::DialOptions;
+use nap_core::agent::Disconnect;
 use nap_core::agent::{
     AgentConfig, AgentEngine, AgentEvent, AgentInput, AgentSnapshot, CommandOutcome,
     ConnectionState, Task,
 };
 use nap_core::rng::Prng;
 use nap_core::testing::sample;
-use nap_core::transport::Epoch;
+use nap_core::transport::{CloseCode, Epoch};
 use nap_core::wire::{CheckStatus, HealthChecks, HealthDetails};
 use nap_core::{NodeId, RequestId, WallTime};
 
@@ -31,6 +32,9 @@ pub struct Fleet {
     pub samples: AtomicU64,
     /// Per node, samples taken.
     pub samples_per_node: Vec<AtomicU64>,
+    /// Per node, samples the buffer's bound dropped (counted in
+    /// `droppedSamples`), over all of the node's restarts.
+    pub dropped_per_node: Vec<AtomicU64>,
     /// Per node, samples not yet acked by central (updated every loop turn).
     pub buffered: Vec<AtomicUsize>,
     /// Stop taking samples (the load test's final phase, to drain the buffers).
@@ -54,6 +58,13 @@ pub struct Fleet {
     /// Transports cut and stalls begun by the chaos scenario.
     pub cuts: AtomicU64,
     pub stalls: AtomicU64,
+    /// Nodes with more than one sample waiting for its ack (one may be the
+    /// live sample on its way): those still catching up.
+    pub behind: AtomicUsize,
+    /// Sessions central closed with 1008 (over a budget).
+    pub policy_closes: AtomicU64,
+    /// Agent processes restarted from what they persisted.
+    pub restarts: AtomicU64,
 }
 
 impl Fleet {
@@ -63,6 +74,7 @@ impl Fleet {
             connected: AtomicUsize::new(0),
             samples: AtomicU64::new(0),
             samples_per_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
+            dropped_per_node: (0..nodes).map(|_| AtomicU64::new(0)).collect(),
             buffered: (0..nodes).map(|_| AtomicUsize::new(0)).collect(),
             quiesce: AtomicBool::new(false),
             dials: AtomicU64::new(0),
@@ -75,6 +87,9 @@ impl Fleet {
             chaos_on: AtomicBool::new(false),
             cuts: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
+            behind: AtomicUsize::new(0),
+            policy_closes: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
         }
     }
 }
@@ -97,6 +112,12 @@ pub struct NodeSpec {
     pub seed: u64,
     pub dial: DialOptions,
     pub chaos: Option<Chaos>,
+    /// Samples the node starts with, unacked, a minute apart up to now: a
+    /// node restarted after a long outage (the `replay` scenario).
+    pub backlog: usize,
+    /// Keep what the engine persists, for a restart (a copy of the whole
+    /// buffer per node: off unless the run restarts agents).
+    pub persist: bool,
 }
 
 /// The audience virtual nodes' tokens name (central's default).
@@ -113,6 +134,9 @@ struct Synthetic {
     fleet: Arc<Fleet>,
     /// The epoch being dialled, until it is answered.
     dialing: Option<Epoch>,
+    /// What the engine last asked to persist (a restart starts from it).
+    persisted: Option<AgentSnapshot>,
+    keep_persisted: bool,
 }
 
 impl Synthetic {
@@ -199,7 +223,11 @@ impl Host for Synthetic {
 
     fn kill(&mut self, _request_id: RequestId) {}
 
-    fn persist(&mut self, _snapshot: &AgentSnapshot) {}
+    fn persist(&mut self, snapshot: &AgentSnapshot) {
+        if self.keep_persisted {
+            self.persisted = Some(snapshot.clone());
+        }
+    }
 
     fn event(&mut self, event: AgentEvent) {
         let fleet = &self.fleet;
@@ -214,6 +242,12 @@ impl Host for Synthetic {
                 let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
                 fleet.max_backoff_ms.fetch_max(ms, Ordering::Relaxed);
             }
+            AgentEvent::Disconnected {
+                reason: Disconnect::Closed(Some(CloseCode::Policy)),
+                ..
+            } => {
+                fleet.policy_closes.fetch_add(1, Ordering::Relaxed);
+            }
             AgentEvent::RoundTrip { rtt_ms } => {
                 let bucket = usize::try_from(rtt_ms)
                     .unwrap_or(usize::MAX)
@@ -225,8 +259,44 @@ impl Host for Synthetic {
     }
 }
 
-/// Runs one virtual node until `stop` fires.
-pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// A day's outage as a restarted node holds it: `n` samples a minute apart,
+/// the last one taken now.
+fn backlog(node_id: NodeId, n: usize, now: WallTime, cpu: f64) -> AgentSnapshot {
+    let telemetry = (0..n)
+        .map(|i| {
+            let minutes_ago = i64::try_from(n - i).unwrap_or(i64::MAX);
+            nap_core::wire::Telemetry {
+                node_id,
+                timestamp: now.add_millis(-minutes_ago * 60_000),
+                data: sample(cpu, 40.0),
+                dropped_samples: 0,
+            }
+        })
+        .collect();
+    AgentSnapshot {
+        version: AgentSnapshot::VERSION,
+        requests: Vec::new(),
+        telemetry,
+        alerts: Vec::new(),
+        health: Vec::new(),
+    }
+}
+
+/// How one life of the agent process ended.
+enum End {
+    Stopped,
+    /// Killed, to be started again from what it persisted.
+    Crashed,
+}
+
+/// Runs one virtual node until `stop` fires; each change of `restart`
+/// kills its process and starts it again from what it persisted.
+pub async fn run(
+    spec: NodeSpec,
+    fleet: Arc<Fleet>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut restart: tokio::sync::watch::Receiver<u64>,
+) {
     let NodeSpec {
         index,
         node_id,
@@ -236,10 +306,12 @@ pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch
         seed,
         dial,
         chaos,
+        backlog: backlog_len,
+        persist,
     } = spec;
     let mut rng = Prng::new(seed);
     let cpu = 20.0 + f64::from(u32::try_from(rng.between(0, 30)).unwrap_or(0));
-    let host = Synthetic {
+    let mut host = Synthetic {
         index,
         node_id,
         key,
@@ -248,25 +320,84 @@ pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch
         cpu,
         fleet: Arc::clone(&fleet),
         dialing: None,
+        persisted: None,
+        keep_persisted: persist,
     };
     let mut config = AgentConfig::new(node_id, seed);
     config.agent_version = Some(concat!(env!("CARGO_PKG_VERSION"), "-virtual").to_owned());
-    let engine = AgentEngine::new(config);
+    config.telemetry_buffer = config.telemetry_buffer.max(backlog_len);
     let dialer = Dialer {
         url,
         tls,
         options: dial,
     };
-    let mut runner = Runner::new(engine, host, dialer);
+    if backlog_len > 0 {
+        let now = WallTime::from(chrono::Utc::now());
+        host.persisted = Some(backlog(node_id, backlog_len, now, cpu));
+        let taken = u64::try_from(backlog_len).unwrap_or(u64::MAX);
+        fleet.samples.fetch_add(taken, Ordering::Relaxed);
+        if let Some(n) = fleet.samples_per_node.get(index) {
+            n.fetch_add(taken, Ordering::Relaxed);
+        }
+    }
+    loop {
+        let wall = WallTime::from(chrono::Utc::now());
+        let mut engine = AgentEngine::new(config.clone());
+        if let Some(snapshot) = host.persisted.take() {
+            engine.restore(snapshot, wall);
+        }
+        let runner = Runner::new(engine, host, dialer.clone());
+        let (end, runner) = live(runner, &fleet, &mut rng, chaos, &mut stop, &mut restart).await;
+        match end {
+            End::Stopped => return,
+            End::Crashed => {
+                host = runner.crash();
+                host.cut();
+                fleet.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One life of the agent process.
+async fn live(
+    mut runner: Runner<Synthetic>,
+    fleet: &Fleet,
+    rng: &mut Prng,
+    chaos: Option<Chaos>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    restart: &mut tokio::sync::watch::Receiver<u64>,
+) -> (End, Runner<Synthetic>) {
+    let index = runner.host.index;
+    let dropped_before = fleet
+        .dropped_per_node
+        .get(index)
+        .map_or(0, |d| d.load(Ordering::Relaxed));
     let mut established = false;
+    let mut behind = false;
     let mut next_fault =
         chaos.map(|c| Instant::now() + rng.duration_between(Duration::ZERO, c.mean_interval * 2));
     runner.input(AgentInput::WallClock(WallTime::from(chrono::Utc::now())));
     runner.input(AgentInput::Start);
-    loop {
+    let end = loop {
         runner.perform();
+        let buffered = runner.engine.buffered_telemetry();
         if let Some(slot) = fleet.buffered.get(index) {
-            slot.store(runner.engine.buffered_telemetry(), Ordering::Relaxed);
+            slot.store(buffered, Ordering::Relaxed);
+        }
+        if let Some(slot) = fleet.dropped_per_node.get(index) {
+            slot.store(
+                dropped_before + runner.engine.dropped_telemetry(),
+                Ordering::Relaxed,
+            );
+        }
+        if (buffered > 1) != behind {
+            behind = buffered > 1;
+            if behind {
+                fleet.behind.fetch_add(1, Ordering::Relaxed);
+            } else {
+                fleet.behind.fetch_sub(1, Ordering::Relaxed);
+            }
         }
         let is_established = runner.engine.state() == ConnectionState::Established {};
         if is_established != established {
@@ -312,18 +443,24 @@ pub async fn run(spec: NodeSpec, fleet: Arc<Fleet>, mut stop: tokio::sync::watch
                 }
                 runner.handle_timeout();
             }
+            Ok(()) = restart.changed() => break End::Crashed,
             _ = stop.changed() => {
                 runner.input(AgentInput::Shutdown);
                 runner.perform();
                 runner.close_all().await;
-                if established {
-                    fleet.connected.fetch_sub(1, Ordering::Relaxed);
-                }
-                if runner.host.dialing.is_some() {
-                    fleet.handshaking.fetch_sub(1, Ordering::Relaxed);
-                }
-                return;
+                break End::Stopped;
             }
         }
+    };
+    // This life's contributions to the fleet's gauges end with it.
+    if established {
+        fleet.connected.fetch_sub(1, Ordering::Relaxed);
     }
+    if behind {
+        fleet.behind.fetch_sub(1, Ordering::Relaxed);
+    }
+    if matches!(end, End::Stopped) && runner.host.dialing.is_some() {
+        fleet.handshaking.fetch_sub(1, Ordering::Relaxed);
+    }
+    (end, runner)
 }

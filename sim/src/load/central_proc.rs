@@ -151,10 +151,21 @@ impl CentralSet {
 
     /// Kills every process at once and starts them again.
     pub async fn crash_all(&mut self) -> anyhow::Result<()> {
+        self.kill_all().await?;
+        self.start_all().await
+    }
+
+    /// Kills every process at once (central is down until [`Self::start_all`]).
+    pub async fn kill_all(&mut self) -> anyhow::Result<()> {
         for p in std::mem::take(&mut self.processes) {
             p.crash().await?;
         }
-        for _ in 0..self.count {
+        Ok(())
+    }
+
+    /// Starts the processes that are not running.
+    pub async fn start_all(&mut self) -> anyhow::Result<()> {
+        while self.processes.len() < self.count {
             self.processes
                 .push(CentralProcess::spawn(&self.serve).await?);
         }

@@ -42,6 +42,8 @@ pub enum Scenario {
     ReconnectStorm,
     Chaos,
     Fanout,
+    Replay,
+    Outage,
 }
 
 impl Scenario {
@@ -51,6 +53,8 @@ impl Scenario {
             "reconnect-storm" => Self::ReconnectStorm,
             "chaos" => Self::Chaos,
             "fanout" => Self::Fanout,
+            "replay" => Self::Replay,
+            "outage" => Self::Outage,
             _ => return None,
         })
     }
@@ -61,6 +65,8 @@ impl Scenario {
             Self::ReconnectStorm => "reconnect-storm",
             Self::Chaos => "chaos",
             Self::Fanout => "fanout",
+            Self::Replay => "replay",
+            Self::Outage => "outage",
         }
     }
 }
@@ -87,6 +93,12 @@ pub struct LoadConfig {
     pub redis: String,
     /// Nodes started per second across the fleet (all at once when unset).
     pub ramp_per_s: Option<u32>,
+    /// `replay`: samples each node starts with.
+    pub backlog: usize,
+    /// `outage`: how long central is down.
+    pub outage: Duration,
+    /// `outage`: every agent restarts from its persisted state halfway.
+    pub restart_mid_outage: bool,
 }
 
 /// Connections one central process is given (of its 20,000 files).
@@ -196,15 +208,30 @@ impl Run {
     }
 }
 
-async fn spawn_worker(
-    nodes_file: &std::path::Path,
-    url: &str,
-    ca: &std::path::Path,
+/// What differs between one worker and the next.
+struct WorkerArgs {
     source: Option<String>,
     seed: u64,
     chaos: Option<Duration>,
     start_per_s: Option<f64>,
+    backlog: usize,
+    persist: bool,
+}
+
+async fn spawn_worker(
+    nodes_file: &std::path::Path,
+    url: &str,
+    ca: &std::path::Path,
+    args: WorkerArgs,
 ) -> anyhow::Result<Worker> {
+    let WorkerArgs {
+        source,
+        seed,
+        chaos,
+        start_per_s,
+        backlog,
+        persist,
+    } = args;
     let mut command = Command::new(std::env::current_exe()?);
     command
         .arg("worker")
@@ -230,6 +257,12 @@ async fn spawn_worker(
     }
     if let Some(rate) = start_per_s {
         command.arg("--start-per-s").arg(rate.to_string());
+    }
+    if backlog > 0 {
+        command.arg("--backlog").arg(backlog.to_string());
+    }
+    if persist {
+        command.arg("--persist");
     }
     let mut child = command.spawn().context("starting a worker")?;
     let stdin = child.stdin.take().context("worker stdin")?;
@@ -411,7 +444,20 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         let start_per_s = config
             .ramp_per_s
             .map(|r| f64::from(r) * slice.len() as f64 / n.max(1) as f64);
-        workers.push(spawn_worker(&file, &url, &ca, source, seed, chaos, start_per_s).await?);
+        let backlog = if config.scenario == Scenario::Replay {
+            config.backlog
+        } else {
+            0
+        };
+        let worker = WorkerArgs {
+            source,
+            seed,
+            chaos,
+            start_per_s,
+            backlog,
+            persist: config.scenario == Scenario::Outage && config.restart_mid_outage,
+        };
+        workers.push(spawn_worker(&file, &url, &ca, worker).await?);
     }
     let mut run = Run {
         workers,
@@ -438,7 +484,33 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut storms = Vec::new();
     let mut crashes = 0;
     let mut fanout = None;
+    let mut catch_up = None;
     match config.scenario {
+        Scenario::Replay => {
+            // Counted from the start: connecting is part of catching up.
+            let started = run.started;
+            let reconnect_s = started.elapsed().as_secs_f64();
+            run.wait_until("every node caught up", Duration::from_secs(3600), |t| {
+                t.behind == 0 && t.connected >= n
+            })
+            .await?;
+            let t = run.sample();
+            catch_up = Some(report::CatchUp {
+                backlog_per_node: config.backlog,
+                outage_s: 0.0,
+                restarted_mid_outage: false,
+                reconnect_s,
+                catch_up_s: started.elapsed().as_secs_f64(),
+                samples_replayed: (config.backlog * n) as u64,
+                policy_closes: t.policy_closes,
+                agent_restarts: t.restarts,
+            });
+            run.hold(config.duration).await;
+        }
+        Scenario::Outage => {
+            catch_up = Some(outage(&mut run, &config, n).await?);
+            run.hold(config.duration).await;
+        }
         Scenario::Steady => run.hold(config.duration).await,
         Scenario::ReconnectStorm => {
             run.hold(config.duration / 2).await;
@@ -590,9 +662,61 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             central_cpu_end.saturating_sub(central_cpu_start),
         ),
         central_processes,
+        catch_up,
         series: std::mem::take(&mut run.series),
     });
     Ok(report)
+}
+
+/// Central is down for the configured outage while the fleet keeps
+/// sampling (every agent restarting halfway, if asked); then how long until
+/// every node has caught up once central is back.
+#[allow(clippy::print_stdout)]
+async fn outage(run: &mut Run, config: &LoadConfig, n: usize) -> anyhow::Result<report::CatchUp> {
+    let Some(central) = run.central.as_mut() else {
+        bail!("no central of ours to take down");
+    };
+    println!("central down for {:?}", config.outage);
+    central.kill_all().await?;
+    if config.restart_mid_outage {
+        run.hold(config.outage / 2).await;
+        println!("restarting every agent from what it persisted");
+        run.order(Order::Restart).await?;
+        run.hold(config.outage / 2).await;
+    } else {
+        run.hold(config.outage).await;
+    }
+    let at_return = run.sample();
+    let Some(central) = run.central.as_mut() else {
+        bail!("no central of ours to start");
+    };
+    central.start_all().await?;
+    let back = Instant::now();
+    println!("central back; {} samples buffered", at_return.buffered);
+    let reconnect_s = run
+        .wait_until(
+            "every node reconnected after the outage",
+            Duration::from_secs(900),
+            |t| t.connected >= n,
+        )
+        .await?;
+    run.wait_until(
+        "every node caught up after the outage",
+        Duration::from_secs(3600),
+        |t| t.behind == 0 && t.connected >= n,
+    )
+    .await?;
+    let t = run.sample();
+    Ok(report::CatchUp {
+        backlog_per_node: at_return.buffered / n.max(1),
+        outage_s: config.outage.as_secs_f64(),
+        restarted_mid_outage: config.restart_mid_outage,
+        reconnect_s,
+        catch_up_s: back.elapsed().as_secs_f64(),
+        samples_replayed: at_return.buffered as u64,
+        policy_closes: t.policy_closes,
+        agent_restarts: t.restarts,
+    })
 }
 
 /// Crashes central and starts it again on the same ports; how long until

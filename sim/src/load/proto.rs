@@ -27,6 +27,14 @@ pub struct WorkerStats {
     pub commands_received: usize,
     pub cuts: u64,
     pub stalls: u64,
+    /// Nodes with more than one sample unacked (still catching up).
+    pub behind: usize,
+    /// Sessions central closed with 1008.
+    pub policy_closes: u64,
+    /// Agent processes restarted from what they persisted.
+    pub restarts: u64,
+    /// Samples the agents' buffer bound dropped (counted, not lost).
+    pub dropped: u64,
     /// CPU time of the worker process (user + system), milliseconds.
     pub cpu_ms: u64,
     pub rss_kib: u64,
@@ -47,6 +55,10 @@ impl WorkerStats {
         self.commands_received += other.commands_received;
         self.cuts += other.cuts;
         self.stalls += other.stalls;
+        self.behind += other.behind;
+        self.policy_closes += other.policy_closes;
+        self.restarts += other.restarts;
+        self.dropped += other.dropped;
         self.cpu_ms += other.cpu_ms;
         self.rss_kib += other.rss_kib;
     }
@@ -62,7 +74,7 @@ pub enum WorkerLine {
         stats: WorkerStats,
         /// Ping round trips by millisecond (the last bucket holds the rest).
         rtt: Vec<u64>,
-        /// Samples taken per node.
+        /// Samples taken per node, less those its buffer's bound dropped.
         samples: Vec<(NodeId, u64)>,
         /// Commands that reached a node, with the wall-clock millisecond.
         commands: Vec<(RequestId, i64)>,
@@ -79,6 +91,9 @@ pub enum Order {
     ChaosOff,
     /// Stop taking samples so buffers drain.
     Quiesce,
+    /// Kill every node's agent process and start it again from what it
+    /// persisted (a crash and restart, e.g. mid-outage).
+    Restart,
     /// Shut every node down and print the final line.
     Stop,
 }

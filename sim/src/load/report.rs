@@ -30,6 +30,27 @@ pub struct Storm {
     pub handshakes_per_s: f64,
 }
 
+/// A fleet catching up after an outage (`replay`, `outage`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUp {
+    /// Unacked samples per node when central was back (or at the start).
+    pub backlog_per_node: usize,
+    pub outage_s: f64,
+    pub restarted_mid_outage: bool,
+    /// Seconds from central's return (or the start) until every node was
+    /// connected again: bounded by the backoff each node was in, not by
+    /// the replay.
+    pub reconnect_s: f64,
+    /// Seconds from central's return (or the start) until every node was
+    /// connected with at most one sample unacked.
+    pub catch_up_s: f64,
+    pub samples_replayed: u64,
+    /// Sessions central closed with 1008 over the whole run.
+    pub policy_closes: u64,
+    pub agent_restarts: u64,
+}
+
 /// What the workers' final lines add up to.
 #[derive(Debug, Default)]
 pub struct Sample {
@@ -134,7 +155,9 @@ pub struct Intervals {
 pub struct Telemetry {
     pub taken: u64,
     pub stored: u64,
-    /// Nodes whose stored rows differ from the samples they took.
+    /// Dropped by the agents' buffer bound (counted as `droppedSamples`).
+    pub dropped_by_bound: u64,
+    /// Nodes with fewer rows stored than the samples they took and kept.
     pub nodes_with_loss: usize,
 }
 
@@ -216,6 +239,7 @@ pub struct LoadReport {
     pub wire: Wire,
     pub transport_cuts: u64,
     pub transport_stalls: u64,
+    pub catch_up: Option<CatchUp>,
     pub series: Vec<Point>,
 }
 
@@ -245,17 +269,22 @@ pub struct Inputs<'a> {
     /// summed over its processes.
     pub central: (u64, u64, u64),
     pub central_processes: usize,
+    pub catch_up: Option<CatchUp>,
     pub series: Vec<Point>,
 }
 
 pub fn build(i: Inputs<'_>) -> LoadReport {
     let n = i.config.nodes;
     let s = &i.sample.stats;
+    // Per node, `kept` is what it took less what its bound dropped: fewer
+    // stored is a loss. (More can be stored: a dropped sample that had been
+    // sent on an earlier connection and stored, its ack lost — the store
+    // keeps it once, and the node counted it as dropped.)
     let nodes_with_loss = i
         .sample
         .samples
         .iter()
-        .filter(|(id, taken)| i.stored.get(id).copied().unwrap_or(0) != **taken)
+        .filter(|(id, kept)| i.stored.get(id).copied().unwrap_or(0) < **kept)
         .count();
     let (steady_s, from, to) = i.steady;
     let bytes =
@@ -341,6 +370,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         telemetry: Telemetry {
             taken: s.samples,
             stored: i.stored.values().sum(),
+            dropped_by_bound: s.dropped,
             nodes_with_loss,
         },
         commands,
@@ -354,6 +384,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         },
         transport_cuts: s.cuts,
         transport_stalls: s.stalls,
+        catch_up: i.catch_up,
         series: i.series,
     }
 }
@@ -363,16 +394,25 @@ impl LoadReport {
     /// back or waited past the cap, a command run twice or never answered.
     pub fn failures(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.telemetry.taken != self.telemetry.stored || self.telemetry.nodes_with_loss > 0 {
+        let t = &self.telemetry;
+        if t.stored + t.dropped_by_bound < t.taken || t.stored > t.taken || t.nodes_with_loss > 0 {
             out.push(format!(
-                "telemetry lost: {} taken, {} stored, {} nodes differ",
-                self.telemetry.taken, self.telemetry.stored, self.telemetry.nodes_with_loss
+                "telemetry lost: {} taken, {} stored, {} dropped by the bound, {} nodes lost some",
+                t.taken, t.stored, t.dropped_by_bound, t.nodes_with_loss
             ));
         }
         if self.max_backoff_s > self.backoff_cap_s {
             out.push(format!(
                 "a node waited {} s, past the {} s backoff cap",
                 self.max_backoff_s, self.backoff_cap_s
+            ));
+        }
+        if let Some(c) = &self.catch_up
+            && c.policy_closes > 0
+        {
+            out.push(format!(
+                "{} sessions closed with 1008 while catching up",
+                c.policy_closes
             ));
         }
         if let Some(c) = &self.commands {
@@ -430,9 +470,39 @@ impl LoadReport {
             self.rtt_ms.count
         );
         s += &format!(
-            "telemetry: {} taken, {} stored, {} nodes differ\n",
-            self.telemetry.taken, self.telemetry.stored, self.telemetry.nodes_with_loss
+            "telemetry: {} taken, {} stored, {} dropped by the buffer's bound, {} nodes lost some\n",
+            self.telemetry.taken,
+            self.telemetry.stored,
+            self.telemetry.dropped_by_bound,
+            self.telemetry.nodes_with_loss
         );
+        if let Some(c) = &self.catch_up {
+            s += &format!(
+                "catch-up: {} samples per node{}{}; every node reconnected {:.1} s and caught up {:.1} s after {} (replay {:.1} s, {:.0} samples/s); {} closes with 1008, {} agent restarts\n",
+                c.backlog_per_node,
+                if c.outage_s > 0.0 {
+                    format!(" after a {:.0} s outage", c.outage_s)
+                } else {
+                    String::new()
+                },
+                if c.restarted_mid_outage {
+                    ", agents restarted mid-outage"
+                } else {
+                    ""
+                },
+                c.reconnect_s,
+                c.catch_up_s,
+                if c.outage_s > 0.0 {
+                    "central's return"
+                } else {
+                    "the start"
+                },
+                c.catch_up_s - c.reconnect_s,
+                c.samples_replayed as f64 / (c.catch_up_s - c.reconnect_s).max(0.001),
+                c.policy_closes,
+                c.agent_restarts
+            );
+        }
         if let Some(c) = &self.commands {
             s += &format!(
                 "fan-out: {} sent, {} received ({} twice), {} terminal; all received {:.2} s, all recorded {:.2} s; delivery p50 {} ms, p99 {} ms, max {} ms\n",

@@ -27,6 +27,10 @@ pub struct WorkerConfig {
     pub chaos: Option<Duration>,
     /// Nodes started per second (all at once when unset).
     pub start_per_s: Option<f64>,
+    /// Samples each node starts with, unacked (the `replay` scenario).
+    pub backlog: usize,
+    /// Keep each node's persisted state, for `Order::Restart`.
+    pub persist: bool,
 }
 
 fn stats(fleet: &Fleet) -> WorkerStats {
@@ -48,6 +52,14 @@ fn stats(fleet: &Fleet) -> WorkerStats {
         commands_received: fleet.commands.lock().map(|c| c.len()).unwrap_or(0),
         cuts: fleet.cuts.load(Ordering::Relaxed),
         stalls: fleet.stalls.load(Ordering::Relaxed),
+        behind: fleet.behind.load(Ordering::Relaxed),
+        policy_closes: fleet.policy_closes.load(Ordering::Relaxed),
+        restarts: fleet.restarts.load(Ordering::Relaxed),
+        dropped: fleet
+            .dropped_per_node
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .sum(),
         cpu_ms,
         rss_kib,
     }
@@ -76,6 +88,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
         counters: Some(Arc::clone(&fleet.wire)),
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (restart, restarts) = tokio::sync::watch::channel(0u64);
     let mut handles = Vec::with_capacity(entries.len());
     let mut pace = config
         .start_per_s
@@ -101,11 +114,14 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             seed: config.seed.wrapping_add(index as u64),
             dial: dial.clone(),
             chaos: config.chaos.map(|mean_interval| Chaos { mean_interval }),
+            backlog: config.backlog,
+            persist: config.persist,
         };
         handles.push(tokio::spawn(virtual_node::run(
             spec,
             Arc::clone(&fleet),
             stopped.clone(),
+            restarts.clone(),
         )));
         // Spread the first dials a little: a worker starting 5,000 nodes in
         // one instant measures its own scheduler, not central.
@@ -127,6 +143,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
                     Some(Order::Quiesce) => fleet.quiesce.store(true, Ordering::Relaxed),
                     Some(Order::ChaosOn) => fleet.chaos_on.store(true, Ordering::Relaxed),
                     Some(Order::ChaosOff) => fleet.chaos_on.store(false, Ordering::Relaxed),
+                    Some(Order::Restart) => restart.send_modify(|n| *n += 1),
                     Some(Order::Stop) => break,
                     None => {}
                 }
@@ -137,10 +154,17 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     for h in handles {
         let _ = tokio::time::timeout(Duration::from_secs(5), h).await;
     }
+    // What each node should have stored: what it took, less what its
+    // buffer's bound dropped (and reported as `droppedSamples`).
     let samples = entries
         .iter()
-        .zip(&fleet.samples_per_node)
-        .map(|(e, n)| (e.id, n.load(Ordering::Relaxed)))
+        .zip(fleet.samples_per_node.iter().zip(&fleet.dropped_per_node))
+        .map(|(e, (taken, dropped))| {
+            let kept = taken
+                .load(Ordering::Relaxed)
+                .saturating_sub(dropped.load(Ordering::Relaxed));
+            (e.id, kept)
+        })
         .collect();
     let commands = fleet.commands.lock().map(|c| c.clone()).unwrap_or_default();
     say(&WorkerLine::Final {
