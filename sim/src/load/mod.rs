@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use futures_util::{StreamExt as _, TryStreamExt as _};
 use nap_agent::keys::NodeKey;
 use nap_central::store::{AnyStore, NodeRecord, Storage, TokenRecord};
 use nap_core::{NodeId, RequestId};
@@ -609,10 +610,16 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             sample.add_worker(&stats, &rtt, samples, commands);
         }
     }
-    let mut stored = BTreeMap::new();
-    for e in &entries {
-        stored.insert(e.id, store.count_telemetry(e.id).await?);
-    }
+    // Counted on the pool's four connections at once: one after another,
+    // 10,000 counts over 14 M rows take a quarter of an hour.
+    let counts: Vec<(NodeId, u64)> = futures_util::stream::iter(entries.iter().map(|e| {
+        let store = &store;
+        async move { Ok::<_, anyhow::Error>((e.id, store.count_telemetry(e.id).await?)) }
+    }))
+    .buffer_unordered(4)
+    .try_collect()
+    .await?;
+    let stored: BTreeMap<NodeId, u64> = counts.into_iter().collect();
     let mut command_ages = Vec::new();
     if let Some((submitted, _, _, _)) = &fanout {
         for request in submitted.keys() {
