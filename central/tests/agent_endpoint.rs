@@ -111,16 +111,70 @@ async fn every_bad_token_is_refused_with_401_and_audited() {
         assert_eq!(connect(&central, token).await.err(), Some(401), "{what}");
     }
     let audit = central.running.store().all_audit().await.expect("audit");
-    let refused = audit[audit_before..]
+    let refused: Vec<&str> = audit[audit_before..]
         .iter()
         .filter(|e| e.action == "auth.refused")
-        .count();
-    assert_eq!(refused, cases.len(), "one audit record per refusal");
+        .filter_map(|e| e.detail["reason"].as_str())
+        .collect();
+    // Coalesced: one record per address and reason within the minute (alg
+    // none, HS256 and garbage share "algorithm"), each with its count.
+    assert_eq!(
+        refused,
+        [
+            "expired",
+            "not_yet_valid",
+            "lifetime",
+            "audience",
+            "scope",
+            "algorithm",
+            "signature",
+            "replayed"
+        ]
+    );
     assert_eq!(nap_central::store::first_broken(&audit), None);
 
-    // Ten failures from one address within a minute: that address is now
-    // told to wait, whatever it sends.
-    assert_eq!(connect(&central, &good_token(&key)).await.err(), Some(429));
+    // Ten failures from one address within a minute: a good token from it
+    // is still admitted (one bad host behind a NAT locks nobody out)...
+    assert!(connect(&central, &good_token(&key)).await.is_ok());
+    // ...while the next refused one is told to wait.
+    assert_eq!(connect(&central, "not.a.token").await.err(), Some(429));
+}
+
+#[tokio::test]
+async fn a_used_token_is_refused_after_central_restarts() {
+    let central = central("token_after_restart", |_| {}).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let captured = good_token(&key);
+    let ws = connect(&central, &captured).await.expect("the first use");
+    drop(ws);
+    let Central {
+        running,
+        dir,
+        ca,
+        admin,
+        viewer,
+    } = central;
+    let config = running.config.clone();
+    running.shutdown().await;
+    let central = Central {
+        running: nap_central::runtime::start(config)
+            .await
+            .expect("central starts again"),
+        dir,
+        ca,
+        admin,
+        viewer,
+    };
+    // The new process has an empty replay window; the store remembers.
+    assert_eq!(connect(&central, &captured).await.err(), Some(401));
+    let audit = central.running.store().list_audit(1).await.expect("audit");
+    assert_eq!(audit[0].action, "auth.refused");
+    assert_eq!(audit[0].detail["reason"], "replayed");
+    assert!(
+        connect(&central, &good_token(&key)).await.is_ok(),
+        "a fresh token is fine"
+    );
 }
 
 #[tokio::test]
@@ -302,4 +356,29 @@ async fn a_second_central_without_a_cluster_cannot_take_the_same_port() {
         format!("{err:#}").contains(&format!("binding {}", central.running.agent_addr)),
         "{err:#}"
     );
+}
+
+#[tokio::test]
+async fn a_refused_attempt_gives_its_handshake_slot_back_before_its_answer_is_held() {
+    let central = central("refused_frees_slot", |c| c.max_handshakes = 1).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut events = central.events();
+    let refused = futures_util::future::join_all((0..5).map(|_| connect(&central, "not.a.token")));
+    let node = async {
+        // All five are refused and now wait out their penalty (up to
+        // 500 ms)...
+        for _ in 0..5 {
+            wait_for(&mut events, Duration::from_secs(10), |e| {
+                matches!(e, AppEvent::AuthFailed { .. })
+            })
+            .await;
+        }
+        // ...holding no slot: the one handshake allowed is free for a node.
+        connect(&central, &good_token(&key)).await.map(drop)
+    };
+    let (refused, node) = tokio::join!(refused, node);
+    assert_eq!(node, Ok(()));
+    let statuses: Vec<Option<u16>> = refused.into_iter().map(Result::err).collect();
+    assert_eq!(statuses, [Some(401); 5]);
 }

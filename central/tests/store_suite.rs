@@ -8,7 +8,8 @@ use std::time::Duration;
 use nap_central::store::postgres::PgStore;
 use nap_central::store::sqlite::SqliteStore;
 use nap_central::store::{
-    CommandRecord, NodeRecord, StateChange, Storage, StoreError, TokenRecord, first_broken,
+    CommandRecord, NodeRecord, SpentToken, StateChange, Storage, StoreError, TokenRecord,
+    first_broken,
 };
 use nap_core::central::{CommandState, ResultRecord};
 use nap_core::testing::sample;
@@ -561,6 +562,39 @@ async fn tokens_alerts_and_events(store: &impl Storage) {
         .expect("event");
 }
 
+async fn a_token_id_is_spent_once_and_forgotten_after_it_is_kept(store: &impl Storage) {
+    let node = NodeId::from_u128(7);
+    let t0 = WallTime::from_unix_millis(1_760_522_400_000).expect("time");
+    let token = |jti: u128, keep_s: i64| SpentToken {
+        jti: nap_core::TokenId::from_u128(jti),
+        node_id: node,
+        keep_until: t0.add_millis(keep_s * 1000),
+    };
+    // A duplicate within one batch is new only the first time.
+    let spent = store
+        .spend_token_ids(vec![token(1, 60), token(2, 3660), token(1, 60)])
+        .await
+        .expect("spend");
+    assert_eq!(spent, [true, true, false]);
+    // Spent before (as at another process, or before a restart).
+    let again = store
+        .spend_token_ids(vec![token(2, 3660), token(3, 60)])
+        .await
+        .expect("spend");
+    assert_eq!(again, [false, true]);
+    // Past its keeping time an id is forgotten; the others stay spent.
+    let gone = store
+        .forget_spent_token_ids(t0.add_millis(120_000))
+        .await
+        .expect("forget");
+    assert_eq!(gone, 2);
+    let after = store
+        .spend_token_ids(vec![token(1, 60), token(2, 3660)])
+        .await
+        .expect("spend");
+    assert_eq!(after, [true, false]);
+}
+
 async fn migrating_twice_changes_nothing(store: &impl Storage) {
     store.migrate().await.expect("second migrate");
     assert!(store.list_nodes().await.expect("list").is_empty());
@@ -626,5 +660,6 @@ suite!(
     a_node_s_open_commands_are_found_and_old_queued_ones_expire,
     the_audit_log_is_a_hash_chain,
     tokens_alerts_and_events,
+    a_token_id_is_spent_once_and_forgotten_after_it_is_kept,
     migrating_twice_changes_nothing,
 );

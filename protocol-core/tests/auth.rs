@@ -3,7 +3,7 @@
 
 use nap_core::central::{
     Admit, Alarm, Audience, AuthPolicy, AuthRejection, CentralHub, Claims, HubConfig, HubInput,
-    HubOutput, NodeLookup, TokenCheck, TokenIdElsewhere, Upgrade, auth::check_token,
+    HubOutput, NodeLookup, SpentRecord, TokenCheck, Upgrade, auth::check_token,
 };
 use nap_core::{NodeId, SessionId, Timestamp, WallTime};
 
@@ -28,6 +28,7 @@ fn good() -> TokenCheck {
         }),
         node: NodeLookup::Active,
         signature_valid: true,
+        spent: SpentRecord::Unspent,
     }
 }
 
@@ -169,7 +170,6 @@ fn admit(
         session_id: SessionId::from_u128(id),
         peer: None,
         token: Some(token.clone()),
-        elsewhere: TokenIdElsewhere::Unused,
         hello: nap_core::wire::Hello::default(),
     };
     match hub.admit(now, &upgrade) {
@@ -210,22 +210,42 @@ fn a_replayed_jti_is_refused_until_it_can_no_longer_be_presented() {
 }
 
 #[test]
-fn a_token_id_spent_at_another_central_process_is_refused_as_replayed() {
+fn a_token_id_the_durable_record_has_spent_is_refused_as_replayed() {
+    // Spent at another process, or at this one before a restart: the hub's
+    // own window is empty, the store's record says spent.
     let mut hub = hub();
+    let mut token = good();
+    token.spent = SpentRecord::Spent;
+    assert_eq!(
+        admit(&mut hub, Timestamp::ZERO, &token, 1),
+        Err(AuthRejection::Replayed.reason())
+    );
+}
+
+#[test]
+fn a_token_whose_id_cannot_be_checked_is_not_admitted_and_not_held_against_the_peer() {
+    let mut hub = hub();
+    let mut token = good();
+    token.spent = SpentRecord::Unavailable;
     let upgrade = Upgrade {
         session_id: SessionId::from_u128(1),
-        peer: None,
-        token: Some(good()),
-        elsewhere: TokenIdElsewhere::Used,
+        peer: Some("10.0.0.1".parse().expect("ip")),
+        token: Some(token),
         hello: nap_core::wire::Hello::default(),
     };
-    assert!(matches!(
-        hub.admit(Timestamp::ZERO, &upgrade),
-        Admit::Refused(r) if r.reason == "replayed"
-    ));
-    // If the shared record cannot be asked, this process's window decides.
+    // Fail closed, as "come back later": 503 with a Retry-After, no
+    // penalty, no alarm.
+    let Admit::Refused(refusal) = hub.admit(Timestamp::ZERO, &upgrade) else {
+        panic!("admitted a token whose id could not be checked");
+    };
+    assert_eq!(refusal.kind.http_status(), 503);
+    assert!(refusal.retry_after.is_some());
+    assert!(refusal.hold.is_zero());
+    assert_eq!(hub.penalised_addresses(), 0);
+    assert_eq!(hub.poll_output(), None);
+    // Once the record answers, the same token is admitted: it was not spent.
     let upgrade = Upgrade {
-        elsewhere: TokenIdElsewhere::Unknown,
+        token: Some(good()),
         ..upgrade
     };
     assert!(matches!(
@@ -241,7 +261,6 @@ fn an_upgrade_without_a_token_is_refused_and_an_administrator_told() {
         session_id: SessionId::from_u128(1),
         peer: None,
         token: None,
-        elsewhere: TokenIdElsewhere::Unused,
         hello: nap_core::wire::Hello::default(),
     };
     assert!(matches!(

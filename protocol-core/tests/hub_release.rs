@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use nap_core::central::{
     Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, Presence, SessionConfig,
-    SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+    SessionOutput, Submission, Upgrade,
 };
 use nap_core::testing::{CentralEffect, CentralHost, tokens};
 use nap_core::transport::CloseCode;
@@ -47,7 +47,6 @@ fn admit(central: &mut CentralHost, session_id: SessionId, jti: u128) -> Vec<Cen
         session_id,
         peer: None,
         token: Some(tokens::check(&token, &registry)),
-        elsewhere: TokenIdElsewhere::Unused,
         hello: nap_core::wire::Hello::default(),
     };
     assert!(matches!(

@@ -215,14 +215,20 @@ impl Connection {
                     }
                 }
                 SessionOutput::VerifyToken { token } => {
-                    let (store, tx) = (effects.store.clone(), self.tx.clone());
+                    let (effects, tx) = (effects.clone(), self.tx.clone());
+                    let skew = self.hub.read(|hub| hub.config().auth.max_skew);
                     tokio::spawn(async move {
                         // A store failure refuses the refresh (4001); the agent
                         // reconnects with a fresh token.
-                        let check = match super::tokens::inspect(&store, &token).await {
+                        let mut check = match super::tokens::inspect(&effects.store, &token).await {
                             Ok(check) => check,
                             Err(_) => super::tokens::inspect_with(&token, None),
                         };
+                        // Spent durably like an upgrade's: a refresh token is
+                        // a node token and could open a session after a restart.
+                        if let Some(spend) = super::tokens::to_spend(&check, skew) {
+                            check.spent = effects.spend_token_id(spend).await;
+                        }
                         let verified = SessionInput::TokenVerified(Box::new(check));
                         let _ = tx.send(Box::new(verified));
                     });

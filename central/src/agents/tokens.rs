@@ -5,10 +5,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use nap_core::NodeId;
-use nap_core::central::{Claims, NodeLookup, TokenCheck};
+use std::time::Duration;
 
-use crate::store::{NodeRecord, Storage};
+use nap_core::central::{Claims, NodeLookup, SpentRecord, TokenCheck};
+use nap_core::{NodeId, TokenId, WallTime};
+
+use crate::store::{NodeRecord, SpentToken, Storage};
 
 /// The `alg` of a token's header, whatever it says (including `none`).
 fn header_alg(token: &str) -> Option<String> {
@@ -81,7 +83,25 @@ fn findings(token: &str, claims: Option<Claims>, node: Option<&NodeRecord>) -> T
         claims,
         node: lookup,
         signature_valid,
+        spent: SpentRecord::Unspent,
     }
+}
+
+/// The id to spend for a token whose signature verified: kept until its
+/// expiry plus `skew`, after which the hub refuses it as expired anyway.
+/// `None` for a token that does not verify or whose claims the hub refuses
+/// (spending those would let anyone fill the record).
+pub fn to_spend(check: &TokenCheck, skew: Duration) -> Option<SpentToken> {
+    if !check.signature_valid {
+        return None;
+    }
+    let claims = check.claims.as_ref()?;
+    let skew_ms = i64::try_from(skew.as_millis()).unwrap_or(i64::MAX);
+    Some(SpentToken {
+        jti: claims.jti.parse::<TokenId>().ok()?,
+        node_id: claims.sub.parse::<NodeId>().ok()?,
+        keep_until: WallTime::from_unix_millis(claims.exp.checked_mul(1000)?)?.add_millis(skew_ms),
+    })
 }
 
 /// Checks that a PEM file holds an Ed25519 public key.

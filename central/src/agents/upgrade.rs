@@ -1,10 +1,11 @@
 //! The agent endpoint's HTTP side: a request must be a WebSocket upgrade to
 //! `/v1/agent` with subprotocol `nap.v1` and a node token. The hub decides
-//! on it before the upgrade completes — an address that failed too often is
-//! refused (429), saturated handshakes get 503 with the hub's `Retry-After`,
-//! a refused token gets 401 after the hub's penalty delay — and this file
-//! only reads the request and writes the answer. The same listener serves
-//! agent update artifacts.
+//! on it before the upgrade completes — saturated handshakes get 503 with
+//! the hub's `Retry-After`, a refused token 401 after the hub's penalty
+//! delay or 429 past its limit — and this file only reads the request,
+//! spends the token's id in the durable record, and writes the answer. A
+//! refused attempt gives its handshake slot back before its answer is held.
+//! The same listener serves agent update artifacts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,9 +14,9 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use nap_core::central::{Admit, TokenCheck, TokenIdElsewhere, Upgrade};
+use nap_core::SessionId;
+use nap_core::central::{Admit, Refusal, SpentRecord, TokenCheck, Upgrade};
 use nap_core::wire::Hello;
-use nap_core::{SessionId, WallTime};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::AgentEndpoint;
@@ -37,7 +38,7 @@ pub(super) async fn upgrade(
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    if let Some(refusal) = endpoint.hub.screen(Some(peer.ip())) {
+    if let Some(refusal) = endpoint.hub.screen() {
         return refused(&endpoint, refusal).await;
     }
     let Ok(permit) = Arc::clone(&endpoint.handshakes).try_acquire_owned() else {
@@ -50,7 +51,13 @@ pub(super) async fn upgrade(
     metrics.handshakes_in_flight.dec();
     let (response, admission) = match outcome {
         Ok(pair) => pair,
-        Err(response) => return response,
+        Err(Refused::Answer(response)) => return response,
+        Err(Refused::Hub(refusal)) => {
+            // The slot is for handshakes that may succeed: a refused one
+            // must not hold it while its answer waits out the penalty.
+            drop(permit);
+            return refused(&endpoint, refusal).await;
+        }
     };
     let upgrade = hyper::upgrade::on(req);
     let session = Arc::clone(&endpoint);
@@ -75,11 +82,24 @@ pub(super) async fn upgrade(
     response
 }
 
+/// An upgrade not admitted: a bad request answered at once, or the hub's
+/// refusal, answered once the handshake slot is given back.
+enum Refused {
+    Answer(Response<Body>),
+    Hub(Refusal),
+}
+
+impl From<Response<Body>> for Refused {
+    fn from(response: Response<Body>) -> Self {
+        Self::Answer(response)
+    }
+}
+
 async fn admit(
     endpoint: &AgentEndpoint,
     peer: SocketAddr,
     req: &mut Request<Incoming>,
-) -> Result<(Response<Body>, Admitted), Response<Body>> {
+) -> Result<(Response<Body>, Admitted), Refused> {
     let is_upgrade = header_has(req, header::CONNECTION, "upgrade")
         && header_has(req, header::UPGRADE, "websocket");
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned();
@@ -95,33 +115,30 @@ async fn admit(
         return Err(error(
             StatusCode::BAD_REQUEST,
             "expected a WebSocket upgrade (version 13)",
-        ));
+        )
+        .into());
     };
     if !header_has(
         req,
         header::SEC_WEBSOCKET_PROTOCOL,
         nap_core::PROTOCOL_VERSION,
     ) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "subprotocol nap.v1 is required",
-        ));
+        return Err(error(StatusCode::BAD_REQUEST, "subprotocol nap.v1 is required").into());
     }
     let token = match bearer(req) {
         Some(token) => match super::tokens::inspect(&endpoint.hub.effects().store, token).await {
-            Ok(check) => Some(check),
+            Ok(mut check) => {
+                check.spent = spend(endpoint, &check).await;
+                Some(check)
+            }
             // Central cannot check the token now: come back later (503),
             // with no penalty for the address and no alarm.
             Err(e) => {
                 tracing::warn!(error = %e, "cannot look the node up; answering 503");
-                return Err(refused(endpoint, endpoint.hub.busy()).await);
+                return Err(Refused::Hub(endpoint.hub.busy()));
             }
         },
         None => None,
-    };
-    let elsewhere = match &token {
-        Some(check) => token_id_elsewhere(endpoint, check).await,
-        None => TokenIdElsewhere::Unused,
     };
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     let hello = Hello::from_headers(
@@ -132,7 +149,6 @@ async fn admit(
         session_id: SessionId::from(uuid::Uuid::new_v4()),
         peer: Some(peer.ip()),
         token,
-        elsewhere,
         hello,
     };
     let admission = match endpoint.hub.admit(&upgrade) {
@@ -140,7 +156,7 @@ async fn admit(
             admission,
             agent_version: upgrade.hello.agent_version,
         },
-        Admit::Refused(refusal) => return Err(refused(endpoint, refusal).await),
+        Admit::Refused(refusal) => return Err(Refused::Hub(refusal)),
     };
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -160,29 +176,13 @@ async fn admit(
     Ok((r, admission))
 }
 
-/// With several processes, a verified token's id is spent in Redis too; the
-/// hub decides what the answer means (and what to do when Redis cannot say).
-async fn token_id_elsewhere(endpoint: &AgentEndpoint, check: &TokenCheck) -> TokenIdElsewhere {
-    let (Some(link), Some(claims), true) =
-        (endpoint.hub.cluster(), &check.claims, check.signature_valid)
-    else {
-        return TokenIdElsewhere::Unused;
-    };
-    let Some(expires_at) = WallTime::from_unix_millis(claims.exp.saturating_mul(1000)) else {
-        return TokenIdElsewhere::Unused; // the hub refuses it
-    };
+/// Spends a verified token's id in the durable record; the hub decides
+/// what the answer means.
+async fn spend(endpoint: &AgentEndpoint, check: &TokenCheck) -> SpentRecord {
+    let effects = endpoint.hub.effects();
     let skew = endpoint.hub.read(|hub| hub.config().auth.max_skew);
-    match link
-        .cluster()
-        .consume_token_id(&claims.jti, expires_at, skew)
-        .await
-    {
-        Ok(true) => TokenIdElsewhere::Unused,
-        Ok(false) => TokenIdElsewhere::Used,
-        Err(e) => {
-            endpoint.metrics().db_error("redis_jti");
-            tracing::warn!(error = %e, "cannot check the token id across the cluster");
-            TokenIdElsewhere::Unknown
-        }
+    match super::tokens::to_spend(check, skew) {
+        Some(token) => effects.spend_token_id(token).await,
+        None => SpentRecord::Unspent, // refused by the hub on its claims
     }
 }

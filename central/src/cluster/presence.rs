@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use nap_core::central::Presence;
 use nap_core::wire::CentralMessage;
-use nap_core::{NodeId, RequestId, SessionId, WallTime};
+use nap_core::{NodeId, RequestId, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -247,28 +247,6 @@ impl Cluster {
             call.invoke_async::<i64>(&mut self.conn.clone()).await?;
         }
         Ok(())
-    }
-
-    /// Consumes a token id across the cluster; false if any instance has
-    /// seen it. Kept until the token expires (plus the allowed skew).
-    pub async fn consume_token_id(
-        &self,
-        jti: &str,
-        expires_at: WallTime,
-        skew: Duration,
-    ) -> redis::RedisResult<bool> {
-        let until = expires_at
-            .unix_millis()
-            .saturating_add(i64::try_from(skew.as_millis()).unwrap_or(i64::MAX));
-        let set: Option<String> = redis::cmd("SET")
-            .arg(format!("{}:jti:{jti}", self.prefix))
-            .arg(1)
-            .arg("NX")
-            .arg("PXAT")
-            .arg(until)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(set.is_some())
     }
 }
 

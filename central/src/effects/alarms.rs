@@ -1,5 +1,6 @@
-//! Administrator alarms (refused node tokens, critical alerts): stored as
-//! events — a refused token also in the audit chain — and, when a webhook is
+//! Administrator alarms (refused node tokens — coalesced by the hub, one per
+//! address and reason per minute with a count — and critical alerts):
+//! stored as events — refused tokens also in the audit chain — and, when a webhook is
 //! configured, POSTed to it as JSON: queued (bounded), retried with backoff,
 //! never blocking the caller.
 
@@ -90,8 +91,12 @@ impl Alarms {
 
 fn detail(alarm: &Alarm) -> Value {
     match alarm {
-        Alarm::AuthRefused { reason, peer } => {
-            json!({ "reason": reason, "peer": peer.map(|p| p.to_string()) })
+        Alarm::AuthRefused {
+            reason,
+            peer,
+            count,
+        } => {
+            json!({ "reason": reason, "peer": peer.map(|p| p.to_string()), "count": count })
         }
         Alarm::CriticalAlert { node_id, alert } => json!({ "nodeId": node_id, "alert": alert }),
     }

@@ -9,12 +9,13 @@ mod maintenance;
 mod records;
 mod results;
 mod retry;
+mod spent;
 mod state;
 pub mod telemetry;
 
 use std::sync::Arc;
 
-use nap_core::central::{Alarm, ResultRecord};
+use nap_core::central::{Alarm, ResultRecord, SpentRecord};
 use nap_core::wire::{AgentMessage, CommandResult};
 use nap_core::{NodeId, WallTime};
 
@@ -22,7 +23,7 @@ use crate::clock::Clock;
 use crate::config::ServeConfig;
 use crate::events::{AppEvent, Events};
 use crate::metrics::Metrics;
-use crate::store::{AnyStore, StateChange, Storage};
+use crate::store::{AnyStore, SpentToken, StateChange, Storage};
 
 pub use retry::{RetryPolicy, retry};
 pub use telemetry::{Inbox, Ingest, Pending};
@@ -37,6 +38,7 @@ pub struct Effects {
     pub telemetry: Ingest,
     results: results::ResultWriter,
     state: state::StateWriter,
+    spent: spent::SpentTokens,
     alarms: alarms::Alarms,
 }
 
@@ -71,6 +73,7 @@ impl Effects {
             events.clone(),
             clock,
         );
+        let spent = spent::SpentTokens::start(store.clone(), Arc::clone(&metrics), clock);
         Self {
             store,
             metrics,
@@ -79,6 +82,7 @@ impl Effects {
             telemetry,
             results,
             state,
+            spent,
             alarms,
         }
     }
@@ -98,6 +102,12 @@ impl Effects {
     /// (in a batch with the others that arrive meanwhile).
     pub async fn record_result(&self, node_id: NodeId, result: CommandResult) -> ResultRecord {
         self.results.record(node_id, result).await
+    }
+
+    /// Spends a node token's id in the durable record (in a batch with the
+    /// others that arrive meanwhile); what the record said of it before.
+    pub async fn spend_token_id(&self, token: SpentToken) -> SpentRecord {
+        self.spent.spend(token).await
     }
 
     /// Keeps an alert, a health report or a log line; `ack` is where to say

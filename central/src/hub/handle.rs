@@ -72,9 +72,9 @@ impl HubHandle {
 
     /// Screens an upgrade before anything is spent on it (429 when its
     /// address failed too often lately).
-    pub fn screen(&self, peer: Option<IpAddr>) -> Option<Refusal> {
+    pub fn screen(&self) -> Option<Refusal> {
         let backlog = self.0.effects.store_backlog();
-        self.with(|hub, now| hub.screen(now, peer, backlog))
+        self.with(|hub, now| hub.screen(now, backlog))
     }
 
     /// The answer when handshakes are saturated (503).

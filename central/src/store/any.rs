@@ -9,8 +9,8 @@ use nap_core::{NodeId, RequestId, WallTime};
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
-    StoreResult, TelemetryPoint, TokenRecord,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
+    StoreError, StoreResult, TelemetryPoint, TokenRecord,
 };
 
 /// SQLite or PostgreSQL.
@@ -118,6 +118,12 @@ impl Storage for AnyStore {
         at: WallTime,
     ) -> StoreResult<Vec<ResultRecord>> {
         delegate!(self.record_results(rows, at))
+    }
+    async fn spend_token_ids(&self, tokens: Vec<SpentToken>) -> StoreResult<Vec<bool>> {
+        delegate!(self.spend_token_ids(tokens))
+    }
+    async fn forget_spent_token_ids(&self, now: WallTime) -> StoreResult<u64> {
+        delegate!(self.forget_spent_token_ids(now))
     }
     async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
         delegate!(self.get_command(id))

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{Alert, CentralMessage, CommandResult, Health, NodeStatus, Telemetry};
-use nap_core::{NodeId, RequestId, WallTime};
+use nap_core::{NodeId, RequestId, TokenId, WallTime};
 use serde::{Deserialize, Serialize};
 
 pub use any::AnyStore;
@@ -102,6 +102,15 @@ pub enum StateChange {
 pub struct TokenRecord {
     pub name: String,
     pub role: String,
+}
+
+/// A node token id to spend: kept until `keep_until` (the token's expiry
+/// plus the allowed skew), after which the token is refused as expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpentToken {
+    pub jti: TokenId,
+    pub node_id: NodeId,
+    pub keep_until: WallTime,
 }
 
 /// A stored alert.
@@ -262,6 +271,20 @@ pub trait Storage: Send + Sync + 'static {
         created_before: WallTime,
         at: WallTime,
     ) -> impl Future<Output = StoreResult<Vec<RequestId>>> + Send;
+
+    /// Spends node token ids in one transaction: per row, true when the id
+    /// was unspent (it is now spent), false when it was spent before —
+    /// earlier, at another process, or by an earlier row of the same batch.
+    /// All rows or none: an error means none was spent.
+    fn spend_token_ids(
+        &self,
+        tokens: Vec<SpentToken>,
+    ) -> impl Future<Output = StoreResult<Vec<bool>>> + Send;
+    /// Forgets spent token ids kept until before `now`; returns how many.
+    fn forget_spent_token_ids(
+        &self,
+        now: WallTime,
+    ) -> impl Future<Output = StoreResult<u64>> + Send;
 
     /// Appends to the audit hash chain; returns the new entry.
     fn append_audit(

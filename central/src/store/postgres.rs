@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use super::audit::chain_hash;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
-    StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
+    StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
+    telemetry_summary,
 };
 
 /// How telemetry is laid out.
@@ -283,6 +284,7 @@ const NODE_COLUMNS: &str =
 const LATER_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sql/postgres_0002.sql")),
     (3, include_str!("sql/postgres_0003.sql")),
+    (4, include_str!("sql/postgres_0004.sql")),
 ];
 
 /// Rows per multi-row insert of commands.
@@ -824,6 +826,43 @@ impl Storage for PgStore {
         }
         tx.commit().await.map_err(db)?;
         Ok(records)
+    }
+
+    async fn spend_token_ids(&self, tokens: Vec<SpentToken>) -> StoreResult<Vec<bool>> {
+        let client = self.client().await?;
+        let jtis: Vec<Uuid> = tokens.iter().map(|t| uuid(t.jti.0)).collect();
+        let nodes: Vec<Uuid> = tokens.iter().map(|t| uuid(t.node_id.0)).collect();
+        let until: Vec<DateTime<Utc>> = tokens.iter().map(|t| ts(t.keep_until)).collect();
+        // One statement, so all or none; a duplicate within the batch is
+        // skipped like one spent before, and only the first copy is new.
+        let inserted: std::collections::HashSet<Uuid> = client
+            .query(
+                "INSERT INTO spent_tokens (jti, node_id, keep_until)
+                 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                 ON CONFLICT (jti) DO NOTHING RETURNING jti",
+                &[&jtis, &nodes, &until],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut first = std::collections::HashSet::new();
+        Ok(jtis
+            .iter()
+            .map(|jti| inserted.contains(jti) && first.insert(*jti))
+            .collect())
+    }
+
+    async fn forget_spent_token_ids(&self, now: WallTime) -> StoreResult<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM spent_tokens WHERE keep_until < $1",
+                &[&ts(now)],
+            )
+            .await
+            .map_err(db)
     }
 
     async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {

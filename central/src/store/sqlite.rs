@@ -13,14 +13,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::audit::chain_hash;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, StateChange, Storage, StoreError,
-    StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str, telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
+    StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
+    telemetry_summary,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("sql/sqlite_0001.sql")),
     (2, include_str!("sql/sqlite_0002.sql")),
     (3, include_str!("sql/sqlite_0003.sql")),
+    (4, include_str!("sql/sqlite_0004.sql")),
 ];
 
 /// The SQLite backend.
@@ -601,6 +603,46 @@ impl Storage for SqliteStore {
             }
             tx.commit().map_err(db)?;
             Ok(records)
+        })
+        .await
+    }
+
+    async fn spend_token_ids(&self, tokens: Vec<SpentToken>) -> StoreResult<Vec<bool>> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let mut spent = Vec::with_capacity(tokens.len());
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO spent_tokens (jti, node_id, keep_until) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(db)?;
+                for token in &tokens {
+                    let inserted = insert
+                        .execute(params![
+                            token.jti.to_string(),
+                            token.node_id.to_string(),
+                            micros(token.keep_until)
+                        ])
+                        .map_err(db)?;
+                    spent.push(inserted == 1);
+                }
+            }
+            tx.commit().map_err(db)?;
+            Ok(spent)
+        })
+        .await
+    }
+
+    async fn forget_spent_token_ids(&self, now: WallTime) -> StoreResult<u64> {
+        self.with(move |conn| {
+            let gone = conn
+                .execute(
+                    "DELETE FROM spent_tokens WHERE keep_until < ?1",
+                    [micros(now)],
+                )
+                .map_err(db)?;
+            Ok(u64::try_from(gone).unwrap_or(u64::MAX))
         })
         .await
     }

@@ -9,10 +9,15 @@ use crate::wire::Alert;
 /// Something for an administrator.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Alarm {
-    /// A node token (upgrade or artifact download) was refused.
+    /// Node tokens (upgrade or artifact download) were refused: `count`
+    /// of them from `peer` for `reason` (spec §3: the first of a window is
+    /// told at once with a count of 1, the rest as one notice when the
+    /// window ends). `peer` is `None` when unknown, or for the addresses
+    /// past the bound of those told about separately.
     AuthRefused {
         reason: &'static str,
         peer: Option<IpAddr>,
+        count: u32,
     },
     /// A node raised a critical alert.
     CriticalAlert { node_id: NodeId, alert: Box<Alert> },

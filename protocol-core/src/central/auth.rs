@@ -49,6 +49,26 @@ pub struct TokenCheck {
     pub node: NodeLookup,
     /// Whether the signature verified with that node's registered key.
     pub signature_valid: bool,
+    /// What the durable record of spent token ids says of this `jti`.
+    pub spent: SpentRecord,
+}
+
+/// The durable record of spent token ids (spec §3), as the driver found it.
+/// The driver spends a token's id there — in the store every central process
+/// shares, kept until the token's expiry plus the skew — once its signature
+/// verifies, and reports the outcome; the hub decides what it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SpentRecord {
+    /// Spent now, for the first time (or not asked: the hub's own window
+    /// decides — the simulation and tests, which have no store).
+    #[default]
+    Unspent,
+    /// Spent before: at this process or another, before or after a restart.
+    Spent,
+    /// The record could not be asked (the store is away): the token cannot
+    /// be told from a replay, so it is not accepted now — and neither is it
+    /// the peer's fault.
+    Unavailable,
 }
 
 /// The registry's answer for a node.
@@ -90,6 +110,8 @@ pub enum AuthRejection {
     Replayed,
     #[error("token is for another node than this session")]
     WrongNode,
+    #[error("token id cannot be checked now")]
+    Unverifiable,
 }
 
 impl AuthRejection {
@@ -110,6 +132,7 @@ impl AuthRejection {
             Self::Lifetime => "lifetime",
             Self::Replayed => "replayed",
             Self::WrongNode => "wrong_node",
+            Self::Unverifiable => "unverifiable",
         }
     }
 }
@@ -139,6 +162,13 @@ pub struct ValidToken {
     pub node_id: NodeId,
     pub jti: TokenId,
     pub expires_at: WallTime,
+}
+
+impl TokenCheck {
+    /// The node the token claims to be (`sub`), whatever else is wrong with it.
+    pub fn claimed_node(&self) -> Option<NodeId> {
+        self.claims.as_ref()?.sub.parse().ok()
+    }
 }
 
 /// Checks everything but `jti` replay, in the order of the spec.

@@ -16,14 +16,15 @@ mod rate;
 mod session;
 
 pub use alarm::Alarm;
-pub use auth::{Audience, AuthPolicy, AuthRejection, Claims, NodeLookup, TokenCheck};
+pub use auth::{Audience, AuthPolicy, AuthRejection, Claims, NodeLookup, SpentRecord, TokenCheck};
 pub use capacity::ListenGate;
 pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};
 pub use events::{ToHub, ToSession};
 pub use hub::{
     Admission, AdmissionConfig, Admit, CentralHub, HubConfig, HubInput, HubOutput, HubTimer,
-    Presence, Refusal, RefusalKind, TokenIdElsewhere, Upgrade,
+    Presence, Refusal, RefusalKind, Upgrade,
 };
+pub use rate::TokenBucket;
 pub use session::{
     CentralSession, RecordKey, SessionConfig, SessionEvent, SessionInput, SessionOutput,
     SessionTimer,

@@ -9,7 +9,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use crate::agent::{AgentConfig, AgentEngine, AgentInput, AgentOutput, DialFailure};
 use crate::central::{
     Admission, Audience, AuthPolicy, CentralSession, Claims, NodeLookup, SessionConfig,
-    SessionInput, TokenCheck, auth,
+    SessionInput, SpentRecord, TokenCheck, auth,
 };
 use crate::codec::{Limits, decode, decode_bytes, encode};
 
@@ -186,6 +186,7 @@ pub fn claims(data: &[u8]) {
         }),
         node: NodeLookup::Active,
         signature_valid: valid,
+        spent: SpentRecord::Unspent,
     };
     if let Ok(token) = auth::check_token(&AuthPolicy::new("nap-central"), now, &check) {
         let c = check.claims.as_ref().expect("claims");
@@ -291,7 +292,7 @@ enum HubStep {
 pub fn hub(data: &[u8]) {
     use crate::central::{
         Admit, CommandState, HubConfig, HubInput, HubOutput, ResultRecord, SessionInput,
-        SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+        SessionOutput, Submission, Upgrade,
     };
     use crate::testing::central::{CentralEffect, CentralHost};
     use crate::wire::{CommandResult, Execute};
@@ -340,13 +341,13 @@ pub fn hub(data: &[u8]) {
                     }),
                     node: NodeLookup::Active,
                     signature_valid: valid,
+                    spent: SpentRecord::Unspent,
                 };
                 next_session += 1;
                 let upgrade = Upgrade {
                     session_id: SessionId::from_u128(next_session),
                     peer: None,
                     token: Some(check),
-                    elsewhere: TokenIdElsewhere::Unused,
                     hello: crate::wire::Hello::default(),
                 };
                 if let Admit::Accepted(_) = central.admit(now, wall(now), &upgrade) {

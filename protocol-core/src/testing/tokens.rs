@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::NodeId;
-use crate::central::{Audience, Claims, NodeLookup, TokenCheck};
+use crate::central::{Audience, Claims, NodeLookup, SpentRecord, TokenCheck};
 
 /// The audience every stand-in token names.
 pub const AUDIENCE: &str = "nap-central";
@@ -48,5 +48,6 @@ pub fn check(token: &str, registry: &BTreeMap<NodeId, NodeLookup>) -> TokenCheck
         signature_valid: parsed.as_ref().is_some_and(|(_, ok)| *ok),
         claims: parsed.map(|(c, _)| c),
         node,
+        spent: SpentRecord::Unspent,
     }
 }

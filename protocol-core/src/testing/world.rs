@@ -13,9 +13,9 @@ use crate::agent::{
     Task,
 };
 use crate::central::{
-    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, RecordKey,
+    Admit, Alarm, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, RecordKey, RefusalKind,
     ResultRecord, SessionConfig, SessionInput, SessionOutput, Submission, ToSession, TokenCheck,
-    TokenIdElsewhere, Upgrade,
+    Upgrade,
 };
 use crate::codec::{Limits, encode};
 use crate::rng::Prng;
@@ -1091,14 +1091,13 @@ impl World {
         }
         let peer = Some(self.agents[c.agent].peer);
         let session_id = SessionId::from_u128(self.fresh_id());
-        let verdict = match self.central.hub.screen(self.now, peer, 0) {
+        let verdict = match self.central.hub.screen(self.now, 0) {
             Some(refusal) => Admit::Refused(refusal),
             None => {
                 let upgrade = Upgrade {
                     session_id,
                     peer,
                     token: Some(self.check_token(token)),
-                    elsewhere: TokenIdElsewhere::Unused,
                     hello,
                 };
                 self.central.admit(self.now, self.wall(), &upgrade)
@@ -1120,7 +1119,11 @@ impl World {
                 );
             }
             Admit::Refused(refusal) => {
-                self.store.auth_failures.push(refusal.reason);
+                self.store.auth_failures.push(match refusal.kind {
+                    RefusalKind::Throttled => "throttled",
+                    RefusalKind::Busy => "busy",
+                    RefusalKind::Unauthorized => refusal.reason,
+                });
                 self.trace_line(|| format!("central refused {refusal:?}"));
                 // As the agent's transport reads the HTTP answer.
                 let retry_after = refusal.retry_after.map(|d| d.as_secs());

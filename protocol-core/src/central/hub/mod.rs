@@ -22,12 +22,14 @@ use crate::wire::{CommandResult, Features, Hello, NodeStatus};
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
 use super::alarm::Alarm;
-use super::auth::{AuthPolicy, AuthRejection, ReplayWindow, TokenCheck, check_token};
+use super::auth::{
+    AuthPolicy, AuthRejection, ReplayWindow, SpentRecord, TokenCheck, ValidToken, check_token,
+};
 use super::command::{CommandState, ResultRecord, Submission, TrackedCommand};
 use super::events::{ToHub, ToHubKind, ToSession, ToSessionKind};
 
-use admission::Throttle;
 pub use admission::{AdmissionConfig, Refusal, RefusalKind};
+use admission::{Notices, Source, Throttle};
 
 /// Parameters of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -78,19 +80,6 @@ impl HubConfig {
     }
 }
 
-/// What the cluster's shared record says of a token id (DESIGN.md §5: a
-/// token used at one process is refused at every other).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TokenIdElsewhere {
-    /// Not seen by any process (or there is only this one).
-    Unused,
-    /// Another process (or this one, earlier) has spent it.
-    Used,
-    /// The shared record could not be asked: this hub's window decides alone
-    /// rather than locking the fleet out.
-    Unknown,
-}
-
 /// An upgrade to admit, with the driver's findings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upgrade {
@@ -99,7 +88,6 @@ pub struct Upgrade {
     pub peer: Option<IpAddr>,
     /// The bearer token's findings; `None` when there was no token.
     pub token: Option<TokenCheck>,
-    pub elsewhere: TokenIdElsewhere,
     /// What the agent announced (its version and features).
     pub hello: Hello,
 }
@@ -248,6 +236,8 @@ pub enum HubTimer {
     /// With `clustered`: the store sweep (expired queued commands, and
     /// commands whose notice never arrived).
     Sweep,
+    /// The first refusal notice window to end: what it held back is told.
+    Notices,
 }
 
 /// The hub engine.
@@ -259,6 +249,7 @@ pub struct CentralHub {
     now: Timestamp,
     replay: ReplayWindow,
     throttle: Throttle,
+    notices: Notices,
     live: BTreeMap<NodeId, SessionId>,
     /// What each live node announced it speaks.
     features: BTreeMap<NodeId, Features>,
@@ -282,6 +273,7 @@ impl CentralHub {
             now: Timestamp::ZERO,
             replay: ReplayWindow::default(),
             throttle: Throttle::default(),
+            notices: Notices::default(),
             live: BTreeMap::new(),
             features: BTreeMap::new(),
             status: BTreeMap::new(),
@@ -372,6 +364,13 @@ impl CentralHub {
                     self.timers
                         .set(HubTimer::Sweep, self.now + self.config.sweep_every);
                 }
+                HubTimer::Notices => {
+                    let alarms = self.notices.close_due(self.now);
+                    self.out.extend(alarms.into_iter().map(HubOutput::Alarm));
+                    if let Some(next) = self.notices.next_due() {
+                        self.timers.set(HubTimer::Notices, next);
+                    }
+                }
             }
         }
     }
@@ -390,25 +389,17 @@ impl CentralHub {
         self.timers.iter()
     }
 
-    /// Screens an upgrade before anything else is done for it: an address
-    /// that failed too often lately is refused (429) without a token check.
+    /// Screens an upgrade before anything else is done for it. Only
+    /// central's own state counts here, never the peer's address: a token
+    /// that verifies is admitted whatever other hosts behind the same address
+    /// did (spec §3).
     ///
     /// `store_backlog` is how many state changes wait to be written: past
     /// the configured bound new nodes are told to come back later (503)
     /// instead of adding to what the store cannot keep up with — the writer
     /// never drops a change, so this is where its back-pressure goes.
-    pub fn screen(
-        &mut self,
-        now: Timestamp,
-        peer: Option<IpAddr>,
-        store_backlog: usize,
-    ) -> Option<Refusal> {
+    pub fn screen(&mut self, now: Timestamp, store_backlog: usize) -> Option<Refusal> {
         self.advance(now);
-        let blocked =
-            peer.is_some_and(|ip| self.throttle.blocked(&self.config.admission, self.now, ip));
-        if blocked {
-            return Some(admission::throttled(&self.config.admission));
-        }
         (store_backlog > self.config.admission.max_store_backlog)
             .then(|| admission::busy(&self.config.admission, &mut self.rng))
     }
@@ -422,17 +413,25 @@ impl CentralHub {
 
     /// Checks an upgrade's token. Admitted, the node's older session, if
     /// any, is superseded (4002) and the new one becomes its live session;
-    /// the caller creates the session. Refused, the address is penalised and
-    /// an administrator told.
+    /// the caller creates the session. Refused, the address and the claimed
+    /// node are penalised and an administrator told (coalesced). A token
+    /// whose id cannot be checked now is answered 503: central's failure,
+    /// not the peer's.
     pub fn admit(&mut self, now: Timestamp, upgrade: &Upgrade) -> Admit {
         self.advance(now);
         let verdict = match &upgrade.token {
             None => Err(AuthRejection::Missing),
-            Some(token) => self.accept_token(token, upgrade.elsewhere),
+            Some(token) => self.accept_token(token),
         };
         let valid = match verdict {
             Ok(valid) => valid,
-            Err(rejection) => return Admit::Refused(self.refuse(upgrade.peer, rejection)),
+            Err(AuthRejection::Unverifiable) => {
+                return Admit::Refused(admission::busy(&self.config.admission, &mut self.rng));
+            }
+            Err(rejection) => {
+                let claimed = upgrade.token.as_ref().and_then(TokenCheck::claimed_node);
+                return Admit::Refused(self.refuse(upgrade.peer, claimed, rejection));
+            }
         };
         self.features
             .insert(valid.node_id, upgrade.hello.features.clone());
@@ -463,7 +462,10 @@ impl CentralHub {
         let verdict = token.map_or(Err(AuthRejection::Missing), |token| {
             check_token(&self.config.auth, wall, token)
         });
-        verdict.err().map(|rejection| self.refuse(peer, rejection))
+        let claimed = token.and_then(TokenCheck::claimed_node);
+        verdict
+            .err()
+            .map(|rejection| self.refuse(peer, claimed, rejection))
     }
 
     /// The node's live session, if it has one.
@@ -506,32 +508,62 @@ impl CentralHub {
         self.throttle.len()
     }
 
-    fn accept_token(
-        &mut self,
-        token: &TokenCheck,
-        elsewhere: TokenIdElsewhere,
-    ) -> Result<super::auth::ValidToken, AuthRejection> {
+    fn accept_token(&mut self, token: &TokenCheck) -> Result<ValidToken, AuthRejection> {
         let wall = self.anchor.wall_at(self.now);
         let valid = check_token(&self.config.auth, wall, token)?;
-        if elsewhere == TokenIdElsewhere::Used
-            || !self
-                .replay
-                .consume(wall, self.config.auth.max_skew, valid.jti, valid.expires_at)
+        self.spend(token, valid)
+    }
+
+    /// A token that passed its checks spends its id: refused if the durable
+    /// record or this hub's window has it already.
+    fn spend(
+        &mut self,
+        token: &TokenCheck,
+        valid: ValidToken,
+    ) -> Result<ValidToken, AuthRejection> {
+        match token.spent {
+            SpentRecord::Spent => return Err(AuthRejection::Replayed),
+            SpentRecord::Unavailable => return Err(AuthRejection::Unverifiable),
+            SpentRecord::Unspent => {}
+        }
+        let wall = self.anchor.wall_at(self.now);
+        if !self
+            .replay
+            .consume(wall, self.config.auth.max_skew, valid.jti, valid.expires_at)
         {
             return Err(AuthRejection::Replayed);
         }
         Ok(valid)
     }
 
-    fn refuse(&mut self, peer: Option<IpAddr>, rejection: AuthRejection) -> Refusal {
-        let hold = peer.map_or(Duration::ZERO, |ip| {
-            self.throttle.fail(&self.config.admission, self.now, ip)
-        });
-        self.out.push_back(HubOutput::Alarm(Alarm::AuthRefused {
-            reason: rejection.reason(),
-            peer,
-        }));
-        Refusal::unauthorized(rejection, hold)
+    /// A refused token: counted against its address and the node it claims
+    /// (the penalty is the larger count's), answered 401 held for the
+    /// penalty, or 429 past the limit; an administrator is told once per
+    /// address and reason per window.
+    fn refuse(
+        &mut self,
+        peer: Option<IpAddr>,
+        claimed: Option<NodeId>,
+        rejection: AuthRejection,
+    ) -> Refusal {
+        let sources: Vec<Source> = peer
+            .map(Source::Address)
+            .into_iter()
+            .chain(claimed.map(Source::Node))
+            .collect();
+        let failures = self
+            .throttle
+            .fail(&self.config.admission, self.now, &sources);
+        if let Some(alarm) =
+            self.notices
+                .note(&self.config.admission, self.now, peer, rejection.reason())
+        {
+            self.out.push_back(HubOutput::Alarm(alarm));
+            if let Some(next) = self.notices.next_due() {
+                self.timers.set(HubTimer::Notices, next);
+            }
+        }
+        admission::refusal(&self.config.admission, rejection, failures)
     }
 
     fn on_session(&mut self, session_id: SessionId, event: ToHubKind) {
@@ -589,13 +621,7 @@ impl CentralHub {
         if valid.node_id != node_id {
             return Err(AuthRejection::WrongNode);
         }
-        if !self
-            .replay
-            .consume(wall, self.config.auth.max_skew, valid.jti, valid.expires_at)
-        {
-            return Err(AuthRejection::Replayed);
-        }
-        Ok(valid.expires_at)
+        Ok(self.spend(token, valid)?.expires_at)
     }
 
     /// The session has sent `welcome`: the node is online and its queued

@@ -12,7 +12,7 @@ use super::wire::{Conn, Packet, Tick, Wire};
 use super::{ModelActor, ModelSpec, ModelStorage, instant, send, wall_at};
 use crate::central::{
     Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, ResultRecord, SessionConfig,
-    SessionInput, SessionOutput, Submission, TokenIdElsewhere, Upgrade,
+    SessionInput, SessionOutput, Submission, Upgrade,
 };
 use crate::codec::encode;
 use crate::testing::central::{CentralEffect, CentralHost};
@@ -253,7 +253,6 @@ impl CentralState {
             ),
             peer: None,
             token: Some(tokens::check(token, &self.registry)),
-            elsewhere: TokenIdElsewhere::Unused,
             hello,
         };
         match self.central.admit(self.now, wall_at(self.now), &upgrade) {
