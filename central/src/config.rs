@@ -18,6 +18,24 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Operator HTTP API.
     pub api_listen: SocketAddr,
+    /// Serve the operator API over TLS 1.3 with this certificate and key
+    /// (both or neither).
+    pub api_tls_cert: Option<PathBuf>,
+    pub api_tls_key: Option<PathBuf>,
+    /// Operator API connections held at once (its own budget: the agent
+    /// endpoint's `max_connections` is separate).
+    pub api_max_connections: usize,
+    /// A request's headers (and a TLS handshake) must arrive within this, in ms.
+    pub api_header_timeout_ms: u64,
+    /// A request's body must arrive within this, in ms.
+    pub api_body_timeout_ms: u64,
+    /// A connection that moves no byte for this long is closed, in ms.
+    pub api_idle_timeout_ms: u64,
+    /// Requests per second (and burst) per operator API token.
+    pub api_rate_per_s: u32,
+    pub api_rate_burst: u32,
+    /// When set, `/metrics` needs `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     /// `sqlite:PATH` or a `postgres://` URL.
@@ -85,6 +103,15 @@ impl Default for ServeConfig {
         Self {
             listen: "127.0.0.1:8443".parse().expect("valid"),
             api_listen: "127.0.0.1:8080".parse().expect("valid"),
+            api_tls_cert: None,
+            api_tls_key: None,
+            api_max_connections: 256,
+            api_header_timeout_ms: 10_000,
+            api_body_timeout_ms: 30_000,
+            api_idle_timeout_ms: 60_000,
+            api_rate_per_s: 50,
+            api_rate_burst: 200,
+            metrics_token: None,
             tls_cert: PathBuf::from("nap-data/certs/server.pem"),
             tls_key: PathBuf::from("nap-data/certs/server.key"),
             db: "sqlite:./nap-data/central.db".into(),

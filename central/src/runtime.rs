@@ -41,8 +41,46 @@ fn seed() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
+/// Descriptors kept for everything but the two listeners' connections: the
+/// database pool, Redis, webhook calls, files, the runtime itself.
+const FD_RESERVE: u64 = 256;
+
+/// Makes sure the process may open what the two connection budgets allow:
+/// raises the soft descriptor limit to the hard one if need be, and failing
+/// that lowers the agent endpoint's budget (with a warning) so that the
+/// listener stops accepting before descriptors run out for the API, the
+/// database and `/healthz`.
+fn fit_descriptor_budget(config: &mut ServeConfig) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let wanted = to_u64(config.max_connections)
+        .saturating_add(to_u64(config.api_max_connections))
+        .saturating_add(FD_RESERVE);
+    let mut limit = soft;
+    if wanted > soft && setrlimit(Resource::RLIMIT_NOFILE, wanted.min(hard), hard).is_ok() {
+        limit = wanted.min(hard);
+    }
+    if wanted > limit {
+        let room = limit
+            .saturating_sub(to_u64(config.api_max_connections))
+            .saturating_sub(FD_RESERVE);
+        let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+        tracing::warn!(
+            limit,
+            configured = config.max_connections,
+            lowered_to = room,
+            "the open-file limit cannot hold max_connections agents besides the API's budget; lowering max_connections"
+        );
+        config.max_connections = room;
+    }
+}
+
 /// Opens storage, restores open commands, binds and serves.
-pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
+pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
+    fit_descriptor_budget(&mut config);
     let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
     let shared = config.redis.is_some();
     let agent_listener = bind(config.listen, shared)?;
@@ -97,16 +135,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         tls,
         wait(stopped.clone()),
     ));
-    let router = crate::api::router(hub.clone());
-    let api_stop = wait(stopped);
-    let api = tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, router)
-            .with_graceful_shutdown(api_stop)
-            .await
-        {
-            tracing::error!(error = %e, "operator API stopped");
-        }
-    });
+    let router = crate::api::router(hub.clone(), &config);
+    let api_tls = match (&config.api_tls_cert, &config.api_tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        (None, None) => None,
+        _ => anyhow::bail!("api_tls_cert and api_tls_key go together"),
+    };
+    let api = tokio::spawn(crate::api::serve(
+        api_listener,
+        router,
+        api_tls,
+        crate::api::ApiLimits::from_config(&config),
+        wait(stopped),
+    ));
     tracing::info!(%agent_addr, %api_addr, "nap-central is serving");
     Ok(Running {
         hub,

@@ -1,15 +1,15 @@
 //! Commands: one node's, a broadcast to many, and where each stands.
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use nap_core::central::CommandState;
 use nap_core::wire::{CentralMessage, CommandKind, Execute};
 use nap_core::{Limits, NodeId, RequestId, WallTime};
 use serde_json::{Value, json};
 
-use super::caller::caller;
+use super::caller::Caller;
 use super::error::{ApiError, bad_request, internal};
 use super::nodes::parse_node;
 use super::tokens::Role;
@@ -102,11 +102,11 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 pub(super) async fn submit_command(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let who = caller(&hub, &headers, Role::Operator).await?;
+    let who = who.needs(Role::Operator)?;
     let node_id = parse_node(&id)?;
     let template = CommandTemplate::parse(parse_body(&body)?)?;
     let node = hub
@@ -167,10 +167,10 @@ pub(super) const BROADCAST_BODY_LIMIT: usize = 8 << 20;
 /// refused whole.
 pub(super) async fn broadcast(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let who = caller(&hub, &headers, Role::Operator).await?;
+    let who = who.needs(Role::Operator)?;
     let mut body = parse_body(&body)?;
     let Some(object) = body.as_object_mut() else {
         return Err(bad_request("body must be a JSON object"));
@@ -285,10 +285,10 @@ fn broadcast_targets(nodes: &Value, registry: &[NodeRecord]) -> Result<Vec<NodeI
 
 pub(super) async fn get_command(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let request_id: RequestId = id
         .parse()
         .map_err(|_| bad_request(format!("{id:?} is not a request id")))?;

@@ -6,8 +6,10 @@
 mod caller;
 mod commands;
 mod error;
+mod guard;
 mod nodes;
 mod records;
+mod serve;
 mod system;
 pub mod tokens;
 
@@ -18,12 +20,19 @@ use axum::routing::{get, post};
 use crate::hub::HubHandle;
 
 pub use error::ApiError;
+pub use guard::Guard;
+pub use serve::{ApiLimits, serve};
 
 /// The committed OpenAPI document, served as is.
 pub const OPENAPI: &str = include_str!("../../../spec/openapi.json");
 
-/// The API router.
-pub fn router(hub: HubHandle) -> Router {
+/// The largest body any route takes.
+pub const MAX_BODY: usize = commands::BROADCAST_BODY_LIMIT;
+
+/// The API router, every route behind the guard (authentication before the
+/// body, the per-token rate, the body's deadline).
+pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
+    let guard = Guard::new(hub.clone(), config, MAX_BODY);
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
@@ -42,6 +51,7 @@ pub fn router(hub: HubHandle) -> Router {
         .route("/api/v1/commands/{id}", get(commands::get_command))
         .route("/api/v1/alerts", get(records::alerts))
         .route("/api/v1/audit", get(records::audit))
+        .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
         .with_state(hub)
 }
 

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
 use nap_core::{NodeId, WallTime};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::caller;
+use super::caller::Caller;
 use super::error::{ApiError, bad_request, internal};
 use super::tokens::Role;
 use crate::hub::HubHandle;
@@ -36,9 +36,9 @@ pub(super) fn parse_node(id: &str) -> Result<NodeId, ApiError> {
 
 pub(super) async fn list_nodes(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let nodes = hub.effects().store.list_nodes().await.map_err(internal)?;
     Ok(Json(
         json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() }),
@@ -47,10 +47,10 @@ pub(super) async fn list_nodes(
 
 pub(super) async fn get_node(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let node = hub
         .effects()
         .store
@@ -78,11 +78,11 @@ fn parse_time(s: Option<&str>, default: WallTime, name: &str) -> Result<WallTime
 
 pub(super) async fn telemetry(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Path(id): Path<String>,
     Query(q): Query<TelemetryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let node = parse_node(&id)?;
     let now = hub.clock().wall();
     let to = parse_time(q.to.as_deref(), now.add_millis(1), "to")?;

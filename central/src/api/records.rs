@@ -1,12 +1,11 @@
 //! Alerts and the audit log.
 
-use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::caller::caller;
+use super::caller::Caller;
 use super::error::{ApiError, internal};
 use super::tokens::Role;
 use crate::hub::HubHandle;
@@ -19,10 +18,10 @@ pub(super) struct Limit {
 
 pub(super) async fn alerts(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let alerts = hub
         .effects()
         .store
@@ -34,10 +33,10 @@ pub(super) async fn alerts(
 
 pub(super) async fn audit(
     State(hub): State<HubHandle>,
-    headers: HeaderMap,
+    Extension(who): Extension<Caller>,
     Query(q): Query<Limit>,
 ) -> Result<Json<Value>, ApiError> {
-    caller(&hub, &headers, Role::Viewer).await?;
+    who.needs(Role::Viewer)?;
     let entries = hub
         .effects()
         .store
