@@ -58,6 +58,9 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Admin notifications are POSTed here as JSON.
     pub webhook: Option<String>,
+    /// CA certificates (PEM) an `https://` webhook is checked against;
+    /// unset, the system's.
+    pub webhook_ca: Option<PathBuf>,
     /// Telemetry rows waiting for the database before new samples are refused (not acked).
     pub ingest_queue: usize,
     /// Rows per write.
@@ -125,6 +128,7 @@ impl Default for ServeConfig {
             max_connections: 19_000,
             max_message_bytes: nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
             webhook: None,
+            webhook_ca: None,
             ingest_queue: 100_000,
             ingest_batch: 5_000,
             db_pool: 8,

@@ -82,6 +82,12 @@ fn fit_descriptor_budget(config: &mut ServeConfig) {
 pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
     fit_descriptor_budget(&mut config);
     let tls = crate::tls::server_config(&config.tls_cert, &config.tls_key)?;
+    // A bad webhook URL or CA fails the start, not the first notification.
+    let webhook = config
+        .webhook
+        .as_deref()
+        .map(|url| crate::effects::Webhook::new(url, config.webhook_ca.as_deref()))
+        .transpose()?;
     let shared = config.redis.is_some();
     let agent_listener = bind(config.listen, shared)?;
     let api_listener = bind(config.api_listen, shared)?;
@@ -101,6 +107,7 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
     let clock = Clock::default();
     let effects = Effects::start(
         &config,
+        webhook,
         store,
         Arc::new(Metrics::new()),
         Events::new(),

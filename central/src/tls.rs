@@ -17,6 +17,42 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The client configuration of central's outgoing calls (the webhook):
+/// trusting the CA certificates in `ca` (PEM) when given, else the system's.
+/// TLS 1.2 or 1.3: the receiver is not a NAP peer.
+pub fn client_config(ca: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading CA certificates from {}", path.display()))?
+            {
+                let cert = cert.with_context(|| format!("parsing {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("a CA certificate in {}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "a system CA certificate could not be read");
+            }
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!(
+                    "no system CA certificates: an https webhook will fail; set webhook_ca"
+                );
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// A TLS 1.3-only server configuration from PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(cert)

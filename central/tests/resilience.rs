@@ -140,20 +140,15 @@ async fn telemetry_waits_out_a_database_outage_and_is_acked_only_once_stored() {
     assert_eq!(stored, 1, "acked means stored");
 }
 
-#[tokio::test]
-async fn auth_failures_reach_the_admin_webhook() {
+/// Reads one HTTP request from `socket` (the head, then as much body as
+/// content-length says), answers 204, and returns it.
+async fn take_request<S>(socket: &mut S) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let hook = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/hook", hook.local_addr().expect("addr"));
-    let central = central("webhook", |c| c.webhook = Some(url)).await;
-    assert_eq!(connect(&central, "not.a.token").await.err(), Some(401));
-    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(10), hook.accept())
-        .await
-        .expect("the webhook is called")
-        .expect("accept");
     let mut request = Vec::new();
     let mut buf = [0u8; 4096];
-    // Read the head, then as much body as content-length says.
     let complete = |r: &[u8]| {
         let text = String::from_utf8_lossy(r);
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
@@ -183,10 +178,70 @@ async fn auth_failures_reach_the_admin_webhook() {
         .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
         .await
         .expect("answer");
-    let text = String::from_utf8_lossy(&request);
+    String::from_utf8_lossy(&request).into_owned()
+}
+
+#[tokio::test]
+async fn auth_failures_reach_the_admin_webhook() {
+    let hook = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", hook.local_addr().expect("addr"));
+    let central = central("webhook", |c| c.webhook = Some(url)).await;
+    assert_eq!(connect(&central, "not.a.token").await.err(), Some(401));
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(10), hook.accept())
+        .await
+        .expect("the webhook is called")
+        .expect("accept");
+    let text = take_request(&mut socket).await;
     assert!(text.starts_with("POST /hook"), "{text}");
     assert!(text.contains("\"kind\":\"auth_failure\""), "{text}");
     assert!(text.contains("\"reason\":\"algorithm\""), "{text}");
+    assert!(text.contains("\"count\":1"), "{text}");
+}
+
+#[tokio::test]
+async fn the_webhook_speaks_https_checked_against_its_configured_ca() {
+    let certs_dir = tempfile::tempdir().expect("dir");
+    let certs = nap_central::tls::write_dev_certs(certs_dir.path()).expect("certs");
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        nap_central::tls::server_config(&certs.cert, &certs.key).expect("server config"),
+    );
+    let hook = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = hook.local_addr().expect("addr").port();
+    let url = format!("https://localhost:{port}/hook");
+    let ca = certs.ca.clone();
+    let central = central("webhook_https", |c| {
+        c.webhook = Some(url);
+        c.webhook_ca = Some(ca);
+    })
+    .await;
+    assert_eq!(connect(&central, "not.a.token").await.err(), Some(401));
+    let (socket, _) = tokio::time::timeout(Duration::from_secs(10), hook.accept())
+        .await
+        .expect("the webhook is called")
+        .expect("accept");
+    let mut tls = acceptor.accept(socket).await.expect("a TLS client");
+    let text = take_request(&mut tls).await;
+    assert!(text.starts_with("POST /hook"), "{text}");
+    assert!(text.contains("\"kind\":\"auth_failure\""), "{text}");
+}
+
+#[tokio::test]
+async fn a_webhook_url_central_cannot_use_fails_the_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let certs = nap_central::tls::write_dev_certs(dir.path()).expect("certs");
+    let config = nap_central::ServeConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        api_listen: "127.0.0.1:0".parse().expect("addr"),
+        tls_cert: certs.cert,
+        tls_key: certs.key,
+        db: format!("sqlite:{}", dir.path().join("c.db").display()),
+        webhook: Some("ftp://alerts.example/hook".into()),
+        ..nap_central::ServeConfig::default()
+    };
+    let err = nap_central::runtime::start(config)
+        .await
+        .expect_err("refused");
+    assert!(format!("{err:#}").contains("http or https"), "{err:#}");
 }
 
 #[tokio::test]

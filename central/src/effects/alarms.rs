@@ -7,14 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use nap_core::central::Alarm;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use super::webhook::Webhook;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, Outcome};
 use crate::store::{AnyStore, Storage};
@@ -32,14 +29,14 @@ pub(super) struct Alarms {
 
 impl Alarms {
     pub(super) fn start(
-        webhook: Option<String>,
+        webhook: Option<Webhook>,
         store: AnyStore,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> Self {
-        let webhook = webhook.map(|url| {
+        let webhook = webhook.map(|hook| {
             let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(deliver(Arc::clone(&metrics), url, rx));
+            tokio::spawn(deliver(Arc::clone(&metrics), hook, rx));
             tx
         });
         Self {
@@ -102,27 +99,17 @@ fn detail(alarm: &Alarm) -> Value {
     }
 }
 
-async fn deliver(metrics: Arc<Metrics>, url: String, mut rx: mpsc::Receiver<Value>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+async fn deliver(metrics: Arc<Metrics>, hook: Webhook, mut rx: mpsc::Receiver<Value>) {
     while let Some(body) = rx.recv().await {
         let mut delay = Duration::from_secs(1);
         let mut outcome = "failed";
         for _attempt in 0..5 {
-            let request = hyper::Request::post(&url)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body.to_string())));
-            let Ok(request) = request else {
-                outcome = "bad_url";
-                break;
-            };
-            match tokio::time::timeout(Duration::from_secs(10), client.request(request)).await {
-                Ok(Ok(response)) if response.status().is_success() => {
+            match tokio::time::timeout(Duration::from_secs(10), hook.post(body.to_string())).await {
+                Ok(Ok(status)) if status.is_success() => {
                     outcome = "delivered";
                     break;
                 }
-                Ok(Ok(response)) => {
-                    tracing::warn!(status = %response.status(), "webhook refused a notification")
-                }
+                Ok(Ok(status)) => tracing::warn!(%status, "webhook refused a notification"),
                 Ok(Err(e)) => tracing::warn!(error = %e, "webhook unreachable"),
                 Err(_) => tracing::warn!("webhook timed out"),
             }

@@ -12,6 +12,7 @@ mod retry;
 mod spent;
 mod state;
 pub mod telemetry;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::store::{AnyStore, SpentToken, StateChange, Storage};
 
 pub use retry::{RetryPolicy, retry};
 pub use telemetry::{Inbox, Ingest, Pending};
+pub use webhook::Webhook;
 
 /// The handle every driver performs effects through; cheap to clone.
 #[derive(Debug, Clone)]
@@ -47,6 +49,7 @@ impl Effects {
     /// the store's upkeep.
     pub fn start(
         config: &ServeConfig,
+        webhook: Option<Webhook>,
         store: AnyStore,
         metrics: Arc<Metrics>,
         events: Events,
@@ -60,12 +63,7 @@ impl Effects {
             Arc::clone(&metrics),
             events.clone(),
         );
-        let alarms = alarms::Alarms::start(
-            config.webhook.clone(),
-            store.clone(),
-            Arc::clone(&metrics),
-            clock,
-        );
+        let alarms = alarms::Alarms::start(webhook, store.clone(), Arc::clone(&metrics), clock);
         maintenance::start(store.clone(), Arc::clone(&metrics), clock);
         let results = results::ResultWriter::start(
             store.clone(),
