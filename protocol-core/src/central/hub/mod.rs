@@ -1,5 +1,6 @@
 //! The hub: what spans sessions. Admission (token checks, `jti` replay, the
-//! per-address penalty, the answer when saturated), the one live session per
+//! penalty per address and claimed node, coalesced refusal notices, the
+//! answer when saturated), the one live session per
 //! node (a newer one supersedes the older with 4002), node status, the
 //! command tracker with its terminal states, the offline queue, drain, and
 //! — with several central processes — when a node is let go to another.
