@@ -226,9 +226,7 @@ impl Connection {
                         };
                         // Spent durably like an upgrade's: a refresh token is
                         // a node token and could open a session after a restart.
-                        if let Some(spend) = super::tokens::to_spend(&check, skew) {
-                            check.spent = effects.spend_token_id(spend).await;
-                        }
+                        check.spent = super::tokens::spend(&effects, &check, skew).await;
                         let verified = SessionInput::TokenVerified(Box::new(check));
                         let _ = tx.send(Box::new(verified));
                     });

@@ -10,6 +10,7 @@ use std::time::Duration;
 use nap_core::central::{Claims, NodeLookup, SpentRecord, TokenCheck};
 use nap_core::{NodeId, TokenId, WallTime};
 
+use crate::effects::Effects;
 use crate::store::{NodeRecord, SpentToken, Storage};
 
 /// The `alg` of a token's header, whatever it says (including `none`).
@@ -102,6 +103,16 @@ pub fn to_spend(check: &TokenCheck, skew: Duration) -> Option<SpentToken> {
         node_id: claims.sub.parse::<NodeId>().ok()?,
         keep_until: WallTime::from_unix_millis(claims.exp.checked_mul(1000)?)?.add_millis(skew_ms),
     })
+}
+
+/// Spends a verified token's id in the durable record (upgrade and refresh
+/// alike); what the record said of it. A token [`to_spend`] declines is left
+/// `Unspent`: the hub refuses it on its claims.
+pub async fn spend(effects: &Effects, check: &TokenCheck, skew: Duration) -> SpentRecord {
+    match to_spend(check, skew) {
+        Some(token) => effects.spend_token_id(token).await,
+        None => SpentRecord::Unspent,
+    }
 }
 
 /// Checks that a PEM file holds an Ed25519 public key.

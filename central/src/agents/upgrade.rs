@@ -15,7 +15,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use nap_core::SessionId;
-use nap_core::central::{Admit, Refusal, SpentRecord, TokenCheck, Upgrade};
+use nap_core::central::{Admit, Refusal, Upgrade};
 use nap_core::wire::Hello;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -128,7 +128,8 @@ async fn admit(
     let token = match bearer(req) {
         Some(token) => match super::tokens::inspect(&endpoint.hub.effects().store, token).await {
             Ok(mut check) => {
-                check.spent = spend(endpoint, &check).await;
+                let skew = endpoint.hub.read(|hub| hub.config().auth.max_skew);
+                check.spent = super::tokens::spend(endpoint.hub.effects(), &check, skew).await;
                 Some(check)
             }
             // Central cannot check the token now: come back later (503),
@@ -174,15 +175,4 @@ async fn admit(
             .map_err(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "bad key"))?,
     );
     Ok((r, admission))
-}
-
-/// Spends a verified token's id in the durable record; the hub decides
-/// what the answer means.
-async fn spend(endpoint: &AgentEndpoint, check: &TokenCheck) -> SpentRecord {
-    let effects = endpoint.hub.effects();
-    let skew = endpoint.hub.read(|hub| hub.config().auth.max_skew);
-    match super::tokens::to_spend(check, skew) {
-        Some(token) => effects.spend_token_id(token).await,
-        None => SpentRecord::Unspent, // refused by the hub on its claims
-    }
 }

@@ -71,7 +71,7 @@ impl Effects {
             events.clone(),
             clock,
         );
-        let spent = spent::SpentTokens::start(store.clone(), Arc::clone(&metrics), clock);
+        let spent = spent::SpentTokens::start(store.clone(), Arc::clone(&metrics));
         Self {
             store,
             metrics,

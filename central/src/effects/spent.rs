@@ -5,22 +5,18 @@
 //! not one each. The store is shared by every central process, so the record
 //! holds across restarts and across the cluster alike; a store that cannot
 //! answer makes the token unverifiable (the hub answers 503), never accepted.
+//! Ids past their keeping time are forgotten by the store's upkeep.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use nap_core::central::SpentRecord;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::store::{AnyStore, SpentToken, Storage};
 
 /// Most ids one transaction spends.
 const SPEND_BATCH: usize = 512;
-
-/// How often ids past their keeping time are forgotten.
-const FORGET_EVERY: Duration = Duration::from_secs(600);
 
 type Queued = (SpentToken, oneshot::Sender<SpentRecord>);
 
@@ -32,10 +28,9 @@ pub(super) struct SpentTokens {
 }
 
 impl SpentTokens {
-    pub(super) fn start(store: AnyStore, metrics: Arc<Metrics>, clock: Clock) -> Self {
+    pub(super) fn start(store: AnyStore, metrics: Arc<Metrics>) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(store.clone(), Arc::clone(&metrics), rx));
-        tokio::spawn(forget(store, metrics, clock));
+        tokio::spawn(write(store, metrics, rx));
         Self { tx }
     }
 
@@ -70,17 +65,6 @@ async fn write(store: AnyStore, metrics: Arc<Metrics>, mut rx: mpsc::UnboundedRe
                 None => SpentRecord::Unavailable,
             };
             let _ = reply.send(record);
-        }
-    }
-}
-
-async fn forget(store: AnyStore, metrics: Arc<Metrics>, clock: Clock) {
-    let mut every = tokio::time::interval(FORGET_EVERY);
-    loop {
-        every.tick().await;
-        if let Err(e) = store.forget_spent_token_ids(clock.wall()).await {
-            metrics.db_error("forget_spent_token_ids");
-            tracing::warn!(error = %e, "cannot forget expired token ids");
         }
     }
 }

@@ -114,7 +114,7 @@ impl Throttle {
         &mut self,
         config: &AdmissionConfig,
         now: Timestamp,
-        sources: &[Source],
+        sources: impl IntoIterator<Item = Source>,
     ) -> u32 {
         if self.failures.len() > config.max_tracked_addresses {
             self.failures
@@ -122,7 +122,7 @@ impl Throttle {
         }
         let mut most = 1;
         for source in sources {
-            let entry = self.failures.entry(*source).or_insert((now, 0));
+            let entry = self.failures.entry(source).or_insert((now, 0));
             if now.saturating_since(entry.0) >= config.throttle_window {
                 *entry = (now, 0);
             }

@@ -368,9 +368,7 @@ impl CentralHub {
                 HubTimer::Notices => {
                     let alarms = self.notices.close_due(self.now);
                     self.out.extend(alarms.into_iter().map(HubOutput::Alarm));
-                    if let Some(next) = self.notices.next_due() {
-                        self.timers.set(HubTimer::Notices, next);
-                    }
+                    self.arm_notices();
                 }
             }
         }
@@ -547,24 +545,27 @@ impl CentralHub {
         claimed: Option<NodeId>,
         rejection: AuthRejection,
     ) -> Refusal {
-        let sources: Vec<Source> = peer
-            .map(Source::Address)
-            .into_iter()
-            .chain(claimed.map(Source::Node))
-            .collect();
-        let failures = self
-            .throttle
-            .fail(&self.config.admission, self.now, &sources);
+        let sources = [peer.map(Source::Address), claimed.map(Source::Node)];
+        let failures = self.throttle.fail(
+            &self.config.admission,
+            self.now,
+            sources.into_iter().flatten(),
+        );
         if let Some(alarm) =
             self.notices
                 .note(&self.config.admission, self.now, peer, rejection.reason())
         {
             self.out.push_back(HubOutput::Alarm(alarm));
-            if let Some(next) = self.notices.next_due() {
-                self.timers.set(HubTimer::Notices, next);
-            }
+            self.arm_notices();
         }
         admission::refusal(&self.config.admission, rejection, failures)
+    }
+
+    /// Arms the notice timer for the first open window to end, if any.
+    fn arm_notices(&mut self) {
+        if let Some(next) = self.notices.next_due() {
+            self.timers.set(HubTimer::Notices, next);
+        }
     }
 
     fn on_session(&mut self, session_id: SessionId, event: ToHubKind) {
