@@ -88,11 +88,17 @@ fn default_running() -> usize {
     4
 }
 
+/// The unprivileged user commands run as unless configured otherwise.
+pub const DEFAULT_RUN_AS: &str = "nap-run";
+
 /// How commands run.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// Run commands as this user (the agent must be root to switch).
+    /// The user commands run as (default `nap-run`, which the package
+    /// creates); `root` keeps the agent's. Only a root agent switches: one
+    /// started as another user runs commands as itself. An allow-list entry
+    /// or deploy recipe may name its own user.
     pub run_as: Option<String>,
     pub cpu_seconds: u64,
     pub memory_bytes: u64,
@@ -111,7 +117,7 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
-            run_as: None,
+            run_as: Some(DEFAULT_RUN_AS.to_owned()),
             cpu_seconds: 300,
             memory_bytes: 1 << 30,
             open_files: 256,
@@ -149,6 +155,9 @@ pub struct CommandEntry {
     /// Environment of the child (everything else is cleared).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The user it runs as (`root` only where it must); default: the
+    /// sandbox's `run_as`.
+    pub run_as: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -183,6 +192,8 @@ impl ArgSpec {
 #[serde(deny_unknown_fields)]
 pub struct DeployRecipe {
     pub steps: Vec<DeployStep>,
+    /// The user the steps run as; default: the sandbox's `run_as`.
+    pub run_as: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -325,6 +336,7 @@ impl FileConfig {
                     args,
                     max_timeout: Duration::from_millis(entry.max_timeout_ms),
                     env: entry.env.clone(),
+                    run_as: entry.run_as.clone(),
                 },
             );
         }

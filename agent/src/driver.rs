@@ -220,6 +220,7 @@ impl Host for Machine {
                 program: approved.program.clone(),
                 args: approved.args.clone(),
                 env: approved.env.clone(),
+                run_as: approved.run_as.clone(),
             }],
             Task::Deploy { env, branch, .. } => match self.config.deploy.get(env) {
                 Some(recipe) => recipe
@@ -233,6 +234,7 @@ impl Host for Machine {
                             .map(|a| a.replace("{branch}", branch))
                             .collect(),
                         env: step.env.clone(),
+                        run_as: recipe.run_as.clone(),
                     })
                     .collect(),
                 None => Vec::new(),

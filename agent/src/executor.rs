@@ -1,6 +1,9 @@
 //! Runs what the core allowed: each command through the sandbox trampoline,
 //! in its own process group, with a cleared environment and capped output.
-//! Killing is for the whole group: SIGTERM, a grace period, then SIGKILL.
+//! A kill asks the trampoline's supervisor to stop the command: it ends every
+//! descendant (SIGTERM, a grace period, then SIGKILL) before it exits; the
+//! executor kills the supervisor's group itself only if that does not happen
+//! in time.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -10,7 +13,7 @@ use std::time::{Duration, Instant};
 use nap_core::RequestId;
 use nap_core::agent::CommandOutcome;
 use nap_core::wire::{CommandError, ErrorCode};
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
@@ -23,7 +26,19 @@ pub struct Job {
     pub program: String,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The user it runs as when the agent is root; `None` is the sandbox's
+    /// default.
+    pub run_as: Option<String>,
 }
+
+/// How long the executor waits, past the grace period, for the supervisor to
+/// end a command before it kills the supervisor's group itself.
+const SUPERVISOR_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long output is still read once the supervisor has exited. Its
+/// descendants are gone by then, so end-of-file is at hand; the bound keeps a
+/// pipe inherited by an escaped process from holding the task.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// Starts jobs and kills their process groups.
 #[derive(Debug, Clone)]
@@ -31,6 +46,7 @@ pub struct Executor {
     sandbox: SandboxConfig,
     trampoline: std::path::PathBuf,
     groups: Arc<Mutex<BTreeMap<RequestId, Pid>>>,
+    root: bool,
 }
 
 impl Executor {
@@ -40,7 +56,15 @@ impl Executor {
             sandbox,
             trampoline,
             groups: Arc::new(Mutex::new(BTreeMap::new())),
+            root: nix::unistd::geteuid().is_root(),
         }
+    }
+
+    /// The user a job runs as: only a root agent can switch, and `root`
+    /// means no switch.
+    fn user(&self, job: &Job) -> Option<String> {
+        let user = job.run_as.as_ref().or(self.sandbox.run_as.as_ref())?;
+        (self.root && user != "root").then(|| user.clone())
     }
 
     fn spec(&self, job: &Job) -> SandboxSpec {
@@ -57,10 +81,12 @@ impl Executor {
             memory_bytes: s.memory_bytes,
             open_files: s.open_files,
             processes: s.processes,
-            run_as: s.run_as.clone(),
+            run_as: self.user(job),
             landlock: s.landlock,
             readable: s.readable.clone(),
             writable: s.writable.clone(),
+            kill_grace_ms: s.kill_grace_ms,
+            stage: crate::sandbox::Stage::Supervise,
         }
     }
 
@@ -117,8 +143,8 @@ impl Executor {
         let stderr = tokio::spawn(read_capped(child.stderr.take(), cap));
         let status = child.wait().await;
         self.lock().remove(&request_id);
-        let (stdout, out_cut) = stdout.await.unwrap_or_default();
-        let (stderr, err_cut) = stderr.await.unwrap_or_default();
+        let (stdout, out_cut) = drain(stdout).await;
+        let (stderr, err_cut) = drain(stderr).await;
         let mut outcome = CommandOutcome {
             success: false,
             exit_code: None,
@@ -151,23 +177,31 @@ impl Executor {
         outcome
     }
 
-    /// Kills the request's whole process group: SIGTERM, then SIGKILL after
-    /// the grace period if anything is left.
+    /// Stops the request's command and everything it started: SIGTERM to the
+    /// supervisor, which ends the descendants within the grace period; its
+    /// group is killed here only if it has not exited by then.
     pub async fn kill(&self, request_id: RequestId) {
-        let Some(pgid) = self.lock().get(&request_id).copied() else {
+        let Some(supervisor) = self.running(request_id) else {
             return;
         };
-        let _ = killpg(pgid, Signal::SIGTERM);
+        let _ = kill(supervisor, Signal::SIGTERM);
         let grace = Duration::from_millis(self.sandbox.kill_grace_ms);
-        let deadline = Instant::now() + grace;
+        let deadline = Instant::now() + grace + SUPERVISOR_MARGIN;
         while Instant::now() < deadline {
-            // Signal 0 probes whether any process of the group is left.
-            if killpg(pgid, None).is_err() {
+            // The entry goes when the supervisor has been reaped.
+            if self.running(request_id) != Some(supervisor) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let _ = killpg(pgid, Signal::SIGKILL);
+        if self.running(request_id) == Some(supervisor) {
+            tracing::warn!(request = %request_id, "the sandbox supervisor did not end the command in time; killing its group");
+            let _ = killpg(supervisor, Signal::SIGKILL);
+        }
+    }
+
+    fn running(&self, request_id: RequestId) -> Option<Pid> {
+        self.lock().get(&request_id).copied()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<RequestId, Pid>> {
@@ -187,6 +221,19 @@ fn failure(code: ErrorCode, message: String) -> CommandOutcome {
         success: false,
         error: Some(CommandError { code, message }),
         ..CommandOutcome::default()
+    }
+}
+
+/// The output a reader has collected, waiting at most [`DRAIN_AFTER_EXIT`].
+async fn drain(reader: tokio::task::JoinHandle<(String, bool)>) -> (String, bool) {
+    let abort = reader.abort_handle();
+    match tokio::time::timeout(DRAIN_AFTER_EXIT, reader).await {
+        Ok(read) => read.unwrap_or_default(),
+        Err(_) => {
+            abort.abort();
+            tracing::warn!("a command's output stayed open after it ended; stopped reading");
+            (String::new(), true)
+        }
     }
 }
 

@@ -76,6 +76,7 @@ async fn setup(test: &str) -> Setup {
             max_extra: 4,
             max_timeout_ms: 10_000,
             env: BTreeMap::new(),
+            run_as: None,
         },
     );
     let mut deploy = BTreeMap::new();
@@ -87,6 +88,7 @@ async fn setup(test: &str) -> Setup {
                 args: vec!["deploying".into(), "{branch}".into()],
                 env: BTreeMap::new(),
             }],
+            run_as: None,
         },
     );
     let config = FileConfig {
@@ -102,7 +104,11 @@ async fn setup(test: &str) -> Setup {
         health_buffer: 12,
         alert_buffer: 100,
         close_linger_ms: 2000,
-        sandbox: Default::default(),
+        // The agent's own user runs the commands (no `nap-run` needed).
+        sandbox: nap_agent::config::SandboxConfig {
+            run_as: None,
+            ..Default::default()
+        },
         commands,
         deploy,
         health: Default::default(),

@@ -13,6 +13,8 @@ use nap_core::wire::ErrorCode;
 fn executor(tune: impl FnOnce(&mut SandboxConfig)) -> Executor {
     let mut sandbox = SandboxConfig {
         kill_grace_ms: 500,
+        // The test's own user; the default user has its own test.
+        run_as: None,
         ..SandboxConfig::default()
     };
     tune(&mut sandbox);
@@ -24,6 +26,7 @@ fn job(program: &str, args: &[&str]) -> Vec<Job> {
         program: program.into(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         env: BTreeMap::new(),
+        run_as: None,
     }]
 }
 
@@ -195,4 +198,117 @@ async fn landlock_confines_writes_where_the_kernel_supports_it() {
         .await;
     assert!(!outcome.success, "{outcome:?}");
     assert!(!target.exists());
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z")
+    })
+}
+
+/// A guard against a hang (the failure these tests look for), not a
+/// measure of speed.
+async fn ends<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(120), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} never ended"))
+}
+
+fn pids(stdout: &str) -> Vec<i32> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn what_a_command_leaves_running_ends_with_it_and_cannot_hold_its_output() {
+    // The background sleep inherits stdout: before, the executor waited for
+    // its end of file for 300 s; the second one also leaves the group.
+    let outcome = ends(
+        "a command that left children",
+        executor(|s| s.landlock = false).run(
+            RequestId::from_u128(10),
+            job(
+                "/bin/sh",
+                &[
+                    "-c",
+                    "sleep 300 & echo $!; /usr/bin/setsid /bin/sleep 300 & echo $!; echo done",
+                ],
+            ),
+        ),
+    )
+    .await;
+    assert!(outcome.success, "{outcome:?}");
+    let left = pids(&outcome.stdout);
+    assert_eq!(left.len(), 2, "{outcome:?}");
+    for pid in left {
+        assert!(!alive(pid), "{pid} outlived the command");
+    }
+    assert!(
+        outcome.stderr.contains("left running"),
+        "the result says what was ended: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_kill_reaches_descendants_that_left_the_group_or_ignore_sigterm() {
+    let dir = tempfile::tempdir().expect("dir");
+    let fifo = dir.path().join("pids");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    // One child in a session of its own, one ignoring SIGTERM (an ignored
+    // signal stays ignored across exec), the shell waiting for both.
+    let script = format!(
+        "exec 3>{p}; /usr/bin/setsid /bin/sleep 300 3>&- & echo $! >&3; \
+         (trap '' TERM; exec /bin/sleep 300) 3>&- & echo $! >&3; exec 3>&-; wait",
+        p = fifo.display()
+    );
+    let executor = executor(|s| s.landlock = false);
+    let id = RequestId::from_u128(11);
+    let running = {
+        let executor = executor.clone();
+        tokio::spawn(async move { executor.run(id, job("/bin/sh", &["-c", &script])).await })
+    };
+    let reported = tokio::fs::read_to_string(&fifo).await.expect("pids");
+    let started = pids(&reported);
+    assert_eq!(started.len(), 2, "{reported:?}");
+    assert!(started.iter().all(|&p| alive(p)));
+    ends("the kill", executor.kill(id)).await;
+    let outcome = ends("the killed command", running).await.expect("joined");
+    assert!(!outcome.success);
+    for pid in started {
+        assert!(!alive(pid), "{pid} survived the kill");
+    }
+}
+
+#[tokio::test]
+async fn commands_run_as_the_unprivileged_user_by_default_and_as_root_only_when_an_entry_says_so()
+{
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED the run_as test: it needs the agent to run as root");
+        return;
+    }
+    let Ok(Some(user)) = nix::unistd::User::from_name(nap_agent::config::DEFAULT_RUN_AS) else {
+        assert!(
+            std::env::var_os("NAP_REQUIRE_SERVICES").is_none(),
+            "the user nap-run is missing (.ci/run creates it)"
+        );
+        eprintln!("SKIPPED the run_as test: create the user nap-run (see .ci/run)");
+        return;
+    };
+    let executor = Executor::new(
+        SandboxConfig::default(),
+        PathBuf::from(env!("CARGO_BIN_EXE_nap-agent")),
+    );
+    let outcome = executor
+        .run(RequestId::from_u128(12), job("/usr/bin/id", &["-u"]))
+        .await;
+    assert_eq!(outcome.stdout.trim(), user.uid.to_string(), "{outcome:?}");
+    let mut as_root = job("/usr/bin/id", &["-u"]);
+    as_root[0].run_as = Some("root".into());
+    let outcome = executor.run(RequestId::from_u128(13), as_root).await;
+    assert_eq!(outcome.stdout.trim(), "0", "{outcome:?}");
 }

@@ -29,6 +29,9 @@ pub struct CommandRule {
     pub max_timeout: Duration,
     /// Environment variables set for the child (all others are cleared).
     pub env: BTreeMap<String, String>,
+    /// The user the command runs as; `None` is the agent's sandbox default
+    /// (an unprivileged user). Root only where the entry says so.
+    pub run_as: Option<String>,
 }
 
 /// The arguments an entry accepts.
@@ -112,6 +115,7 @@ pub struct Approved {
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,
+    pub run_as: Option<String>,
 }
 
 /// Why a command was refused; the text goes into the `blocked` result and
@@ -228,6 +232,7 @@ impl Policy {
             args: args.to_vec(),
             env: rule.env.clone(),
             timeout,
+            run_as: rule.run_as.clone(),
         })
     }
 

@@ -13,6 +13,7 @@ fn policy() -> Policy {
     p.allow(
         "docker",
         CommandRule {
+            run_as: None,
             program: "/usr/bin/docker".into(),
             args: ArgRules::Exact(vec![ArgRule::OneOf(vec!["ps".into(), "images".into()])]),
             max_timeout: Duration::from_secs(30),
@@ -22,6 +23,7 @@ fn policy() -> Policy {
     p.allow(
         "journalctl",
         CommandRule {
+            run_as: None,
             program: "/usr/bin/journalctl".into(),
             args: ArgRules::Variadic {
                 fixed: vec![

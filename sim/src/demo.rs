@@ -135,6 +135,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
                 max_extra: 0,
                 max_timeout_ms: 10_000,
                 env: BTreeMap::new(),
+                run_as: None,
             },
         );
     }
@@ -151,7 +152,11 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         health_buffer: 12,
         alert_buffer: 100,
         close_linger_ms: 2000,
-        sandbox: Default::default(),
+        // The agent's own user runs the commands (no `nap-run` needed).
+        sandbox: nap_agent::config::SandboxConfig {
+            run_as: None,
+            ..Default::default()
+        },
         commands,
         deploy: BTreeMap::new(),
         health: Default::default(),

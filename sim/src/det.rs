@@ -57,6 +57,7 @@ fn policy() -> Policy {
     p.allow(
         "uptime",
         CommandRule {
+            run_as: None,
             program: "/usr/bin/uptime".into(),
             args: ArgRules::Exact(vec![]),
             max_timeout: Duration::from_secs(30),

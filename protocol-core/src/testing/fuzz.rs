@@ -206,6 +206,7 @@ pub fn policy(data: &[u8]) {
     p.allow(
         "echo",
         crate::policy::CommandRule {
+            run_as: None,
             program: "/bin/echo".into(),
             args: crate::policy::ArgRules::Variadic {
                 fixed: vec![],

@@ -18,6 +18,7 @@ pub const NODE: NodeId = NodeId::from_u128(0x6f1c_2b9e_8a4d_4c3e_9b7a_2d5e_8f1a_
 pub fn policy() -> Policy {
     let mut policy = Policy::deny_all();
     let rule = |program: &str, args: ArgRules, max: u64| CommandRule {
+        run_as: None,
         program: program.into(),
         args,
         max_timeout: Duration::from_secs(max),

@@ -170,6 +170,7 @@ fn agent_config(node: NodeId, seed: u64) -> AgentConfig {
     policy.allow(
         "uptime",
         CommandRule {
+            run_as: None,
             program: "/usr/bin/uptime".into(),
             args: ArgRules::Exact(vec![]),
             max_timeout: Duration::from_secs(30),

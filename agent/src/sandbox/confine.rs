@@ -1,36 +1,11 @@
-//! The sandbox trampoline. The executor runs a command as
-//! `nap-agent sandbox-exec SPEC`: this process, already in its own process
-//! group with a cleared environment, applies the resource limits, drops to
-//! the configured user, sets `no_new_privs`, restricts the filesystem with
-//! Landlock where the kernel supports it, and then execs the program
-//! directly — never through a shell. Doing this in a fresh process keeps
-//! every step in safe code.
+//! The confinement steps: resource limits, the user, `no_new_privs` (the
+//! supervisor applies these, so its descendants inherit them) and Landlock
+//! with the final exec (the runner).
 
 use std::ffi::CString;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
-
-/// Exit codes for failures before the program starts (as shells use them).
-pub const EXIT_NOT_FOUND: i32 = 127;
-pub const EXIT_PERMISSION_DENIED: i32 = 126;
-pub const EXIT_SANDBOX_FAILED: i32 = 125;
-
-/// What to run and how to confine it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SandboxSpec {
-    pub program: String,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub cpu_seconds: u64,
-    pub memory_bytes: u64,
-    pub open_files: u64,
-    pub processes: u64,
-    pub run_as: Option<String>,
-    pub landlock: bool,
-    pub readable: Vec<PathBuf>,
-    pub writable: Vec<PathBuf>,
-}
+use super::{EXIT_NOT_FOUND, EXIT_PERMISSION_DENIED, EXIT_SANDBOX_FAILED, SandboxSpec};
 
 /// Whether this kernel enforces Landlock (logged once at start-up).
 pub fn landlock_supported() -> bool {
@@ -48,7 +23,8 @@ fn limit(resource: nix::sys::resource::Resource, value: u64) -> nix::Result<()> 
     nix::sys::resource::setrlimit(resource, value, value)
 }
 
-fn confine(spec: &SandboxSpec) -> Result<(), String> {
+/// Limits, user and `no_new_privs`, for this process and all it starts.
+pub(super) fn restrict_process(spec: &SandboxSpec) -> Result<(), String> {
     use nix::sys::resource::Resource;
     limit(Resource::RLIMIT_CPU, spec.cpu_seconds).map_err(|e| format!("CPU limit: {e}"))?;
     limit(Resource::RLIMIT_AS, spec.memory_bytes).map_err(|e| format!("memory limit: {e}"))?;
@@ -58,16 +34,14 @@ fn confine(spec: &SandboxSpec) -> Result<(), String> {
     if let Some(user) = &spec.run_as {
         let user = nix::unistd::User::from_name(user)
             .map_err(|e| format!("looking up user {user}: {e}"))?
-            .ok_or_else(|| format!("no user {user}"))?;
+            .ok_or_else(|| {
+                format!("no user {user} (the agent's package creates nap-run; see README)")
+            })?;
         nix::unistd::setgroups(&[user.gid]).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setgid(user.gid).map_err(|e| format!("setgid: {e}"))?;
         nix::unistd::setuid(user.uid).map_err(|e| format!("setuid: {e}"))?;
     }
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
-    if spec.landlock {
-        restrict_filesystem(spec).map_err(|e| format!("landlock: {e}"))?;
-    }
-    Ok(())
+    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))
 }
 
 fn restrict_filesystem(spec: &SandboxSpec) -> Result<(), landlock::RulesetError> {
@@ -101,19 +75,14 @@ fn restrict_filesystem(spec: &SandboxSpec) -> Result<(), landlock::RulesetError>
     Ok(())
 }
 
-/// Runs the trampoline: confines this process, then becomes the program.
-/// Returns only on failure, with the exit code to use.
+/// The runner: Landlock, then becomes the program. Returns only on failure,
+/// with the exit code to use.
 #[allow(clippy::print_stderr)]
-pub fn exec(spec_json: &str) -> i32 {
-    let spec: SandboxSpec = match serde_json::from_str(spec_json) {
-        Ok(spec) => spec,
-        Err(e) => {
-            eprintln!("nap-agent sandbox: bad spec: {e}");
-            return EXIT_SANDBOX_FAILED;
-        }
-    };
-    if let Err(e) = confine(&spec) {
-        eprintln!("nap-agent sandbox: {e}");
+pub(super) fn run(spec: &SandboxSpec) -> i32 {
+    if spec.landlock
+        && let Err(e) = restrict_filesystem(spec)
+    {
+        eprintln!("nap-agent sandbox: landlock: {e}");
         return EXIT_SANDBOX_FAILED;
     }
     let cstr = |s: &str| CString::new(s).map_err(|_| format!("{s:?} contains a NUL byte"));
