@@ -388,8 +388,16 @@ impl Machine {
                     crate::update::TARGET
                 );
                 let artifact = crate::update::fetch(&base, Arc::clone(&tls), &token, &path).await?;
-                let sig = crate::update::fetch(&base, tls, &token, &format!("{path}.sig")).await?;
-                crate::update::verify(&artifact, &String::from_utf8_lossy(&sig), &release_key)?;
+                let manifest =
+                    crate::update::fetch(&base, tls, &token, &format!("{path}.manifest")).await?;
+                let manifest = crate::update::verify(
+                    &artifact,
+                    &String::from_utf8_lossy(&manifest),
+                    &release_key,
+                    &version,
+                    crate::update::VERSION,
+                )?;
+                tracing::info!(%manifest, "release verified");
                 let binary = match &config.update.binary {
                     Some(b) => b.clone(),
                     None => std::env::current_exe()?,

@@ -161,8 +161,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Command::Version => println!(
-            "nap-agent {} (protocol {})",
-            env!("CARGO_PKG_VERSION"),
+            "nap-agent {} {} (protocol {})",
+            nap_agent::update::VERSION,
+            nap_agent::update::TARGET,
             nap_core::PROTOCOL_VERSION
         ),
         Command::AuditVerify { log } => match nap_agent::audit::verify(&log)? {

@@ -1,11 +1,17 @@
-//! Self-update: fetch `nap-agent/{version}/{target}` and its `.sig` from
-//! central (authenticated by the node token), check the SHA-256 and the
-//! Ed25519 release signature, replace the binary atomically and exit so that
-//! systemd restarts it. A new version that does not establish a session in
-//! time is rolled back by the next start.
+//! Self-update: fetch `nap-agent/{version}/{target}` and its signed
+//! `.manifest` from central (authenticated by the node token), check the
+//! release key's signature, let the core decide whether this node may install
+//! it (the requested version, this target, the digest, newer than the running
+//! version, not below the release's minimum), replace the binary atomically
+//! and exit so that systemd restarts it.
 //!
-//! The `.sig` file is two lines: `sha256:<hex>` and `ed25519:<base64>`, the
-//! signature being over the 32 digest bytes.
+//! The previous binary is kept beside the new one, with a marker in the state
+//! directory, until the new version confirms by reaching central. Two things
+//! that are not the new build put it back if that does not happen in time:
+//! the guard script that systemd runs before every start and from a timer
+//! (`packaging/systemd/nap-agent-guard`), and — when the new build does run —
+//! the engine's probation. The marker is `key=value` lines, which the guard
+//! reads with `sed`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,12 +19,11 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use aws_lc_rs::digest;
-use base64::Engine as _;
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use nap_core::release::{Manifest, SignedManifest};
 use rustls::pki_types::ServerName;
-use serde::{Deserialize, Serialize};
 
 /// The exit code systemd restarts on (`RestartForceExitStatus=75`).
 pub const EXIT_RESTART: i32 = 75;
@@ -26,8 +31,11 @@ pub const EXIT_RESTART: i32 = 75;
 /// This build's target triple, as the artifact path names it.
 pub const TARGET: &str = concat!(env!("NAP_TARGET_ARCH"), "-unknown-linux-gnu");
 
+/// This build's version, as releases compare it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// An update in progress across the restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub version: String,
     pub binary: PathBuf,
@@ -36,39 +44,53 @@ pub struct Pending {
     pub deadline: i64,
 }
 
-fn marker(state_dir: &Path) -> PathBuf {
-    state_dir.join("update.json")
-}
-
-/// Reads the `.sig` file's two lines.
-pub fn parse_sig(text: &str) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
-    let mut digest = None;
-    let mut signature = None;
-    for line in text.lines() {
-        if let Some(hex_digest) = line.trim().strip_prefix("sha256:") {
-            digest = Some(hex::decode(hex_digest).context("sha256 is not hex")?);
-        } else if let Some(b64) = line.trim().strip_prefix("ed25519:") {
-            signature = Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .context("signature is not base64")?,
-            );
-        }
+impl Pending {
+    fn to_text(&self) -> String {
+        format!(
+            "version={}\nbinary={}\nprevious={}\ndeadline={}\nstarts=0\n",
+            self.version,
+            self.binary.display(),
+            self.previous.display(),
+            self.deadline
+        )
     }
-    Ok((
-        digest.context("no sha256 line")?,
-        signature.context("no ed25519 line")?,
-    ))
+
+    fn parse(text: &str) -> Option<Self> {
+        let field = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+        };
+        Some(Self {
+            version: field("version")?,
+            binary: field("binary")?.into(),
+            previous: field("previous")?.into(),
+            deadline: field("deadline")?.parse().ok()?,
+        })
+    }
 }
 
-/// Checks an artifact against its `.sig` and the release key.
-pub fn verify(binary: &[u8], sig_text: &str, release_key_pem: &str) -> anyhow::Result<()> {
-    let (expected, signature) = parse_sig(sig_text)?;
+/// The marker's path in the state directory.
+pub fn marker(state_dir: &Path) -> PathBuf {
+    state_dir.join("update.pending")
+}
+
+/// Checks an artifact against its signed manifest and the release key, and
+/// whether a node running `running` may install it as `requested`.
+pub fn verify(
+    binary: &[u8],
+    manifest: &str,
+    release_key_pem: &str,
+    requested: &str,
+    running: &str,
+) -> anyhow::Result<Manifest> {
+    let signed = SignedManifest::parse(manifest)?;
+    crate::keys::verify_release_signature(release_key_pem, &signed.signed, &signed.signature)?;
     let actual = digest::digest(&digest::SHA256, binary);
-    if actual.as_ref() != expected.as_slice() {
-        bail!("SHA-256 mismatch: the artifact is not the one that was signed");
-    }
-    crate::keys::verify_release_signature(release_key_pem, actual.as_ref(), &signature)
+    signed
+        .manifest
+        .admit(requested, running, TARGET, actual.as_ref())?;
+    Ok(signed.manifest)
 }
 
 /// GETs `path` from central over TLS with the node token.
@@ -123,7 +145,9 @@ pub fn install(
         deadline: chrono::Utc::now().timestamp()
             + i64::try_from(rollback_after.as_secs()).unwrap_or(120),
     };
-    std::fs::write(marker(state_dir), serde_json::to_vec(&pending)?)?;
+    let written = marker(state_dir).with_extension("writing");
+    std::fs::write(&written, pending.to_text())?;
+    std::fs::rename(&written, marker(state_dir))?;
     // The swap itself is one rename: the old binary or the new, never half.
     std::fs::rename(&new, binary).with_context(|| format!("replacing {}", binary.display()))?;
     Ok(())
@@ -131,8 +155,7 @@ pub fn install(
 
 /// At start-up: an update awaiting confirmation, if any.
 pub fn pending(state_dir: &Path) -> Option<Pending> {
-    let text = std::fs::read_to_string(marker(state_dir)).ok()?;
-    serde_json::from_str(&text).ok()
+    Pending::parse(&std::fs::read_to_string(marker(state_dir)).ok()?)
 }
 
 /// The new version connected: keep it.

@@ -374,29 +374,31 @@ async fn an_unsigned_update_never_runs() {
 
 #[tokio::test]
 async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
-    use base64::Engine as _;
     let mut s = setup("e2e_update_good").await;
-    let (release, _) = NodeKey::generate().expect("key");
-    let release_pub = s.dir.path().join("release.pub");
-    std::fs::write(&release_pub, release.public_pem()).expect("write");
+    // The operator's tools: a release key, and the build signed and
+    // published where central serves updates.
+    let keys = s.dir.path().join("release-keys");
+    let (release_key, release_pub) =
+        nap_central::release::generate_key(&keys).expect("release keygen");
     s.config.update.release_key = Some(release_pub);
     let binary = s.dir.path().join("installed-agent");
     std::fs::write(&binary, b"old").expect("write");
     s.config.update.binary = Some(binary.clone());
-    // Central serves the artifact and its signature.
     let artifacts = s.dir.path().join("artifacts");
-    let dir = artifacts.join("nap-agent/9.9.9");
-    std::fs::create_dir_all(&dir).expect("mkdir");
+    let build = s.dir.path().join("build");
     let new = b"\x7fELF the new agent".to_vec();
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &new);
-    let sig = format!(
-        "sha256:{}\ned25519:{}\n",
-        hex::encode(d.as_ref()),
-        base64::engine::general_purpose::STANDARD
-            .encode(nap_agent::keys::sign_release(&release, d.as_ref()))
-    );
-    std::fs::write(dir.join(nap_agent::update::TARGET), &new).expect("write");
-    std::fs::write(dir.join(format!("{}.sig", nap_agent::update::TARGET)), sig).expect("write");
+    std::fs::write(&build, &new).expect("write");
+    nap_central::release::sign(
+        &release_key,
+        &nap_central::release::Release {
+            binary: &build,
+            version: "9.9.9",
+            target: nap_agent::update::TARGET,
+            min_version: Some(nap_agent::update::VERSION),
+        },
+        &artifacts,
+    )
+    .expect("release sign");
     // Restart central's config with the artifacts directory.
     let mut config = s.running.config.clone();
     config.artifacts = Some(artifacts);

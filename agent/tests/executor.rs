@@ -285,8 +285,7 @@ async fn a_kill_reaches_descendants_that_left_the_group_or_ignore_sigterm() {
 }
 
 #[tokio::test]
-async fn commands_run_as_the_unprivileged_user_by_default_and_as_root_only_when_an_entry_says_so()
-{
+async fn commands_run_as_the_unprivileged_user_by_default_and_as_root_only_when_an_entry_says_so() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED the run_as test: it needs the agent to run as root");
         return;

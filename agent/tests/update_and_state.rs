@@ -9,41 +9,71 @@ use base64::Engine as _;
 use nap_agent::keys::{NodeKey, sign_release};
 use nap_agent::state::StateFile;
 use nap_agent::update;
+use nap_core::release::Manifest;
 
-fn sig_file(key: &NodeKey, binary: &[u8]) -> String {
-    let d = digest::digest(&digest::SHA256, binary);
-    let signature = sign_release(key, d.as_ref());
-    format!(
-        "sha256:{}\ned25519:{}\n",
-        hex::encode(d.as_ref()),
-        base64::engine::general_purpose::STANDARD.encode(signature)
-    )
+/// A manifest for `binary` signed by `key`.
+fn signed(key: &NodeKey, binary: &[u8], version: &str, target: &str, min: &str) -> String {
+    let mut sha256 = [0u8; 32];
+    sha256.copy_from_slice(digest::digest(&digest::SHA256, binary).as_ref());
+    let manifest = Manifest {
+        version: version.parse().expect("version"),
+        target: target.into(),
+        sha256,
+        min_version: min.parse().expect("min"),
+    };
+    let signature = sign_release(key, manifest.signed_text().as_bytes());
+    manifest.to_file(&base64::engine::general_purpose::STANDARD.encode(signature))
 }
 
 #[test]
-fn a_signed_artifact_verifies_and_anything_else_is_refused() {
+fn a_signed_release_verifies_and_anything_else_is_refused() {
     let (release, _) = NodeKey::generate().expect("key");
     let (impostor, _) = NodeKey::generate().expect("key");
+    let key = release.public_pem();
     let binary = b"\x7fELF new agent";
-    let good = sig_file(&release, binary);
-    assert!(update::verify(binary, &good, &release.public_pem()).is_ok());
+    let good = signed(&release, binary, "2.0.0", update::TARGET, "0.1.0");
+    let verify = |binary: &[u8], manifest: &str, requested: &str, running: &str| {
+        update::verify(binary, manifest, &key, requested, running).map_err(|e| format!("{e:#}"))
+    };
+    assert!(verify(binary, &good, "2.0.0", "1.0.0").is_ok());
 
-    let tampered = b"\x7fELF evil agent";
-    let err = update::verify(tampered, &good, &release.public_pem()).expect_err("refused");
-    assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+    let err = verify(b"\x7fELF evil agent", &good, "2.0.0", "1.0.0").expect_err("refused");
+    assert!(err.contains("SHA-256"), "{err}");
 
-    let wrong_signer = sig_file(&impostor, binary);
-    let err = update::verify(binary, &wrong_signer, &release.public_pem()).expect_err("refused");
-    assert!(err.to_string().contains("does not verify"), "{err}");
+    let wrong_signer = signed(&impostor, binary, "2.0.0", update::TARGET, "0.1.0");
+    let err = verify(binary, &wrong_signer, "2.0.0", "1.0.0").expect_err("refused");
+    assert!(err.contains("does not verify"), "{err}");
 
-    assert!(
-        update::verify(binary, "sha256:00\n", &release.public_pem()).is_err(),
-        "unsigned"
+    // Editing a signed field breaks the signature.
+    let edited = good.replace("min-version 0.1.0", "min-version 0.0.1");
+    let err = verify(binary, &edited, "2.0.0", "1.0.0").expect_err("refused");
+    assert!(err.contains("does not verify"), "{err}");
+
+    // An older signed build offered again: a downgrade.
+    let old = signed(&release, binary, "1.0.0", update::TARGET, "0.1.0");
+    let err = verify(binary, &old, "1.0.0", "2.0.0").expect_err("refused");
+    assert!(err.contains("downgrade"), "{err}");
+
+    let other = signed(
+        &release,
+        binary,
+        "2.0.0",
+        "aarch64-unknown-linux-gnu",
+        "0.1.0",
     );
-    assert!(
-        update::verify(binary, "", &release.public_pem()).is_err(),
-        "empty"
-    );
+    if update::TARGET != "aarch64-unknown-linux-gnu" {
+        let err = verify(binary, &other, "2.0.0", "1.0.0").expect_err("refused");
+        assert!(err.contains("this node is"), "{err}");
+    }
+
+    let too_new = signed(&release, binary, "3.0.0", update::TARGET, "2.5.0");
+    let err = verify(binary, &too_new, "3.0.0", "2.0.0").expect_err("refused");
+    assert!(err.contains("needs at least 2.5.0"), "{err}");
+
+    let old_format = "sha256:00\ned25519:AAAA\n";
+    let err = verify(binary, old_format, "2.0.0", "1.0.0").expect_err("refused");
+    assert!(err.contains("not a NAP release manifest"), "{err}");
+    assert!(verify(binary, "", "2.0.0", "1.0.0").is_err(), "empty");
 }
 
 #[test]

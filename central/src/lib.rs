@@ -19,6 +19,7 @@ pub mod events;
 pub mod fuzz;
 pub mod hub;
 pub mod metrics;
+pub mod release;
 pub mod runtime;
 pub mod store;
 pub mod tls;

@@ -45,6 +45,39 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Agent releases: the release key and signed manifests.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReleaseCommand {
+    /// Make a release key pair: DIR/release.key (keep it off central) and
+    /// DIR/release.pub (for the nodes' `update.release_key`).
+    Keygen {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a build and publish it where central serves updates.
+    Sign {
+        /// The release's private key (from `release keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The agent binary.
+        #[arg(long)]
+        binary: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// Its target triple (as `nap-agent version` prints it).
+        #[arg(long)]
+        target: String,
+        /// The oldest version that may upgrade to it directly.
+        #[arg(long)]
+        min_version: Option<String>,
+        /// The artifacts directory central serves (its `artifacts`).
+        #[arg(long)]
+        artifacts: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -273,6 +306,34 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
             println!("{token}");
+        }
+        Command::Release(ReleaseCommand::Keygen { dir }) => {
+            let (key, public) = nap_central::release::generate_key(&dir)?;
+            println!(
+                "release key: {} (keep it offline)\npublic key: {} (copy it to each node's update.release_key)",
+                key.display(),
+                public.display()
+            );
+        }
+        Command::Release(ReleaseCommand::Sign {
+            key,
+            binary,
+            version,
+            target,
+            min_version,
+            artifacts,
+        }) => {
+            let manifest = nap_central::release::sign(
+                &key,
+                &nap_central::release::Release {
+                    binary: &binary,
+                    version: &version,
+                    target: &target,
+                    min_version: min_version.as_deref(),
+                },
+                &artifacts,
+            )?;
+            println!("published {version} for {target}: {}", manifest.display());
         }
         Command::Audit(AuditCommand::Verify) => {
             let store = store(&config).await?;

@@ -14,6 +14,7 @@ pub mod central;
 pub mod codec;
 pub mod ids;
 pub mod policy;
+pub mod release;
 pub mod rng;
 pub mod time;
 pub mod timer;

@@ -1,5 +1,5 @@
 //! Agent update artifacts, served to nodes with a valid token:
-//! `GET /v1/artifacts/nap-agent/{version}/{target}[.sig]`.
+//! `GET /v1/artifacts/nap-agent/{version}/{target}[.manifest]`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use hyper::{Request, Response, StatusCode};
 use super::AgentEndpoint;
 use super::answer::{Body, bearer, error, refused, response};
 
-/// `GET /v1/artifacts/nap-agent/{version}/{target}[.sig]`, for a node with a valid token.
+/// `GET /v1/artifacts/nap-agent/{version}/{target}[.manifest]`, for a node with a valid token.
 pub(super) async fn serve(
     endpoint: &AgentEndpoint,
     peer: SocketAddr,
