@@ -61,6 +61,13 @@ pub struct ServeConfig {
     /// CA certificates (PEM) an `https://` webhook is checked against;
     /// unset, the system's.
     pub webhook_ca: Option<PathBuf>,
+    /// Where the audit chain's head is checkpointed, signed, outside the
+    /// database (spec §11); its key is this path + `.key`. Unset: beside an
+    /// SQLite database (`central.db` → `central.db.anchor`), none with
+    /// PostgreSQL (a warning at start).
+    pub audit_anchor: Option<PathBuf>,
+    /// How often the head is checkpointed when it moved.
+    pub audit_anchor_every_ms: u64,
     /// Telemetry rows waiting for the database before new samples are refused (not acked).
     pub ingest_queue: usize,
     /// Rows per write.
@@ -129,6 +136,8 @@ impl Default for ServeConfig {
             max_message_bytes: nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
             webhook: None,
             webhook_ca: None,
+            audit_anchor: None,
+            audit_anchor_every_ms: 1_000,
             ingest_queue: 100_000,
             ingest_batch: 5_000,
             db_pool: 8,
@@ -165,6 +174,21 @@ impl ServeConfig {
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// The audit anchor's file: the configured one, or beside an SQLite
+    /// database file.
+    pub fn audit_anchor_path(&self) -> Option<PathBuf> {
+        if let Some(path) = &self.audit_anchor {
+            return Some(path.clone());
+        }
+        let file = self.db.strip_prefix("sqlite:")?;
+        if file.is_empty() || file.starts_with(':') {
+            return None;
+        }
+        let mut name = std::ffi::OsString::from(file);
+        name.push(".anchor");
+        Some(PathBuf::from(name))
     }
 
     /// The server-set intervals.

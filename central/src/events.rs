@@ -50,6 +50,10 @@ pub enum AppEvent {
     StorageError {
         operation: &'static str,
     },
+    /// The audit chain's head up to `seq` is checkpointed in the anchor.
+    AuditAnchored {
+        seq: u64,
+    },
 }
 
 /// Where events go; cheap to clone.

@@ -338,9 +338,27 @@ async fn main() -> anyhow::Result<()> {
         Command::Audit(AuditCommand::Verify) => {
             let store = store(&config).await?;
             let entries = store.all_audit().await?;
-            match first_broken(&entries) {
-                None => println!("audit chain intact: {} entries", entries.len()),
-                Some(seq) => bail!("audit chain broken at entry {seq} (of {})", entries.len()),
+            if let Some(seq) = first_broken(&entries) {
+                bail!("audit chain broken at entry {seq} (of {})", entries.len());
+            }
+            let Some(path) = config.audit_anchor_path() else {
+                println!(
+                    "audit chain intact: {} entries (not anchored: set audit_anchor to detect truncation and rewrites)",
+                    entries.len()
+                );
+                return Ok(());
+            };
+            let anchor = nap_central::store::anchor::Anchor::open(&path)?;
+            match anchor.verify(&entries) {
+                Ok(checkpoints) => println!(
+                    "audit chain intact: {} entries; {checkpoints} checkpoints in {} agree",
+                    entries.len(),
+                    path.display()
+                ),
+                Err(e) => bail!(
+                    "audit chain does not match its anchor {}: {e}",
+                    path.display()
+                ),
             }
         }
     }

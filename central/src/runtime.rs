@@ -105,9 +105,22 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let clock = Clock::default();
+    let audit_anchor = match config.audit_anchor_path() {
+        Some(path) => Some(Arc::new(
+            crate::store::anchor::Anchor::open(&path)
+                .map_err(|e| anyhow::anyhow!("audit anchor {}: {e:#}", path.display()))?,
+        )),
+        None => {
+            tracing::warn!(
+                "the audit chain is not anchored: set audit_anchor to a file outside the database (spec §11)"
+            );
+            None
+        }
+    };
     let effects = Effects::start(
         &config,
         webhook,
+        audit_anchor,
         store,
         Arc::new(Metrics::new()),
         Events::new(),

@@ -492,6 +492,65 @@ async fn the_audit_log_is_a_hash_chain(store: &impl Storage) {
     assert_eq!(first_broken(&removed), Some(3));
 }
 
+async fn batch_writes_add_one_chained_audit_record_each(store: &impl Storage) {
+    store.add_node(node(1)).await.expect("node");
+    store
+        .insert_commands(vec![command(1, 1), command(2, 1), command(3, 1)])
+        .await
+        .expect("insert");
+    let node_id = NodeId::from_u128(1);
+    store
+        .apply_state_changes(vec![
+            StateChange::Status {
+                node_id,
+                status: NodeStatus::Online,
+                reason: None,
+                at: t0(),
+            },
+            StateChange::Command {
+                request_id: RequestId::from_u128(1),
+                state: CommandState::Sent,
+                at: t0(),
+            },
+            StateChange::Status {
+                node_id,
+                status: NodeStatus::Offline,
+                reason: Some("disconnected".into()),
+                at: t0().add_millis(5),
+            },
+        ])
+        .await
+        .expect("state batch");
+    store
+        .record_results(
+            (1..=3)
+                .map(|i| (node_id, result(i, "out")))
+                .chain([(node_id, result(1, "again"))])
+                .collect(),
+            t0(),
+        )
+        .await
+        .expect("results batch");
+    let all = store.all_audit().await.expect("audit");
+    assert_eq!(first_broken(&all), None, "the batch records are chained");
+    assert_eq!(all.len(), 2, "one record per batch: {all:?}");
+    let (state, results) = (&all[0], &all[1]);
+    assert_eq!(state.action, "state.batch");
+    let sessions = state.detail["sessions"].as_array().expect("sessions");
+    assert_eq!(sessions.len(), 2, "a session opened and closed");
+    assert_eq!(sessions[1]["status"], "offline");
+    assert_eq!(sessions[1]["reason"], "disconnected");
+    assert_eq!(state.detail["commands"][0]["state"], "sent");
+    assert_eq!(results.action, "results.batch");
+    let recorded: Vec<&str> = results.detail["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["recorded"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(recorded, ["stored", "stored", "stored", "repeat"]);
+}
+
 async fn tokens_alerts_and_events(store: &impl Storage) {
     let record = TokenRecord {
         name: "ops".into(),
@@ -659,6 +718,7 @@ suite!(
     a_batch_of_commands_is_inserted_whole_or_not_at_all,
     a_node_s_open_commands_are_found_and_old_queued_ones_expire,
     the_audit_log_is_a_hash_chain,
+    batch_writes_add_one_chained_audit_record_each,
     tokens_alerts_and_events,
     a_token_id_is_spent_once_and_forgotten_after_it_is_kept,
     migrating_twice_changes_nothing,

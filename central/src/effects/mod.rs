@@ -5,6 +5,7 @@
 //! [`retry`]; none decides anything about the protocol.
 
 mod alarms;
+mod anchor;
 mod maintenance;
 mod records;
 mod results;
@@ -15,6 +16,7 @@ pub mod telemetry;
 mod webhook;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use nap_core::central::{Alarm, ResultRecord, SpentRecord};
 use nap_core::wire::{AgentMessage, CommandResult};
@@ -50,6 +52,7 @@ impl Effects {
     pub fn start(
         config: &ServeConfig,
         webhook: Option<Webhook>,
+        audit_anchor: Option<Arc<crate::store::anchor::Anchor>>,
         store: AnyStore,
         metrics: Arc<Metrics>,
         events: Events,
@@ -65,6 +68,16 @@ impl Effects {
         );
         let alarms = alarms::Alarms::start(webhook, store.clone(), Arc::clone(&metrics), clock);
         maintenance::start(store.clone(), Arc::clone(&metrics), clock);
+        if let Some(audit_anchor) = audit_anchor {
+            anchor::start(
+                audit_anchor,
+                Duration::from_millis(config.audit_anchor_every_ms),
+                store.clone(),
+                Arc::clone(&metrics),
+                events.clone(),
+                clock,
+            );
+        }
         let results = results::ResultWriter::start(
             store.clone(),
             Arc::clone(&metrics),

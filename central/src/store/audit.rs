@@ -60,3 +60,90 @@ pub fn first_broken(entries: &[AuditEntry]) -> Option<u64> {
     }
     None
 }
+
+/// The one chained record a batch write adds to the audit log, in the same
+/// transaction as the batch (spec §11): what the batch changed, so that a
+/// fan-out's 10,000 results cost a few records, not one each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    pub action: &'static str,
+    pub subject: String,
+    pub detail: serde_json::Value,
+    pub at: WallTime,
+}
+
+/// Sessions opened and closed (node status) and command state changes.
+pub fn state_batch(changes: &[super::StateChange]) -> Option<BatchRecord> {
+    use super::StateChange;
+    let mut sessions = Vec::new();
+    let mut commands = Vec::new();
+    let mut latest = None;
+    for change in changes {
+        match change {
+            StateChange::Status {
+                node_id,
+                status,
+                reason,
+                at,
+            } => {
+                sessions.push(serde_json::json!({
+                    "node": node_id, "status": status, "reason": reason, "at": at,
+                }));
+                latest = latest.max(Some(*at));
+            }
+            StateChange::Command {
+                request_id,
+                state,
+                at,
+            } => {
+                commands.push(serde_json::json!({
+                    "requestId": request_id, "state": state.as_str(), "at": at,
+                }));
+                latest = latest.max(Some(*at));
+            }
+        }
+    }
+    Some(BatchRecord {
+        action: "state.batch",
+        subject: format!("{} sessions, {} commands", sessions.len(), commands.len()),
+        detail: serde_json::json!({ "sessions": sessions, "commands": commands }),
+        at: stored_precision(latest?),
+    })
+}
+
+/// Results recorded, with what the store decided of each.
+pub fn results_batch(
+    rows: &[(nap_core::NodeId, nap_core::wire::CommandResult)],
+    records: &[nap_core::central::ResultRecord],
+    at: WallTime,
+) -> Option<BatchRecord> {
+    use nap_core::central::ResultRecord;
+    if rows.is_empty() {
+        return None;
+    }
+    let results: Vec<serde_json::Value> = rows
+        .iter()
+        .zip(records)
+        .map(|((node, result), record)| {
+            let recorded = match record {
+                ResultRecord::Stored { first: true } => "stored",
+                ResultRecord::Stored { first: false } => "repeat",
+                ResultRecord::WrongNode => "wrong_node",
+                ResultRecord::Failed => "failed",
+            };
+            serde_json::json!({
+                "requestId": result.request_id,
+                "node": node,
+                "success": result.success,
+                "exitCode": result.exit_code,
+                "recorded": recorded,
+            })
+        })
+        .collect();
+    Some(BatchRecord {
+        action: "results.batch",
+        subject: format!("{} results", results.len()),
+        detail: serde_json::json!({ "results": results }),
+        at: stored_precision(at),
+    })
+}

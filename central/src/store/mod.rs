@@ -1,6 +1,7 @@
 //! Central's storage: one trait, two backends (embedded SQLite by default,
 //! PostgreSQL/TimescaleDB for fleets) that pass the same test suite.
 
+pub mod anchor;
 mod any;
 mod audit;
 pub mod postgres;
@@ -15,7 +16,7 @@ use nap_core::{NodeId, RequestId, TokenId, WallTime};
 use serde::{Deserialize, Serialize};
 
 pub use any::AnyStore;
-pub use audit::{AuditEntry, chain_hash, first_broken};
+pub use audit::{AuditEntry, BatchRecord, chain_hash, first_broken};
 
 /// A storage failure. Callers retry what they must not lose.
 #[derive(Debug, thiserror::Error)]

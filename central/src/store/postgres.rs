@@ -312,6 +312,63 @@ fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
     })
 }
 
+/// Appends one entry to the audit chain inside `tx` (the caller commits).
+/// The chain is a sequence: one appender at a time across all processes,
+/// by a lock held to the commit — taken last, so its holder waits for
+/// nothing else.
+async fn chain_append(
+    tx: &tokio_postgres::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+    at: WallTime,
+) -> StoreResult<AuditEntry> {
+    tx.execute("SELECT pg_advisory_xact_lock(7046171)", &[])
+        .await
+        .map_err(db)?;
+    let last = tx
+        .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
+        .await
+        .map_err(db)?;
+    let (seq, prev_hash) = match last {
+        Some(r) => (
+            u64::try_from(r.get::<_, i64>(0)).unwrap_or(0) + 1,
+            r.get::<_, String>(1),
+        ),
+        None => (1, String::new()),
+    };
+    let at = super::audit::stored_precision(at);
+    let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+    tx.execute(
+        "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&i64::try_from(seq).unwrap_or(i64::MAX), &ts(at), &actor, &action, &subject, &detail, &prev_hash, &hash],
+    )
+    .await
+    .map_err(db)?;
+    Ok(AuditEntry {
+        seq,
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+        prev_hash,
+        hash,
+    })
+}
+
+/// The batch's own audit record, in its transaction.
+async fn audit_batch(
+    tx: &tokio_postgres::Transaction<'_>,
+    record: Option<super::BatchRecord>,
+) -> StoreResult<()> {
+    if let Some(r) = record {
+        chain_append(tx, "central", r.action, &r.subject, r.detail, r.at).await?;
+    }
+    Ok(())
+}
+
 fn audit_from_row(r: &Row) -> AuditEntry {
     AuditEntry {
         seq: u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
@@ -780,6 +837,7 @@ impl Storage for PgStore {
                 }
             }
         }
+        audit_batch(&tx, super::audit::state_batch(&changes)).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -824,6 +882,7 @@ impl Storage for PgStore {
             .await
             .map_err(db)?;
         }
+        audit_batch(&tx, super::audit::results_batch(&rows, &records, at)).await?;
         tx.commit().await.map_err(db)?;
         Ok(records)
     }
@@ -932,40 +991,9 @@ impl Storage for PgStore {
     ) -> StoreResult<AuditEntry> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        // The chain is a sequence: one appender at a time across all instances.
-        tx.execute("SELECT pg_advisory_xact_lock(7046171)", &[])
-            .await
-            .map_err(db)?;
-        let last = tx
-            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
-            .await
-            .map_err(db)?;
-        let (seq, prev_hash) = match last {
-            Some(r) => (
-                u64::try_from(r.get::<_, i64>(0)).unwrap_or(0) + 1,
-                r.get::<_, String>(1),
-            ),
-            None => (1, String::new()),
-        };
-        let at = super::audit::stored_precision(at);
-        let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
-        tx.execute(
-            "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&i64::try_from(seq).unwrap_or(i64::MAX), &ts(at), &actor, &action, &subject, &detail, &prev_hash, &hash],
-        )
-        .await
-        .map_err(db)?;
+        let entry = chain_append(&tx, actor, action, subject, detail, at).await?;
         tx.commit().await.map_err(db)?;
-        Ok(AuditEntry {
-            seq,
-            at,
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            subject: subject.to_owned(),
-            detail,
-            prev_hash,
-            hash,
-        })
+        Ok(entry)
     }
 
     async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEntry>> {

@@ -154,6 +154,56 @@ fn finish_command(row: CommandRow) -> StoreResult<CommandRecord> {
     Ok(record)
 }
 
+/// Appends one entry to the audit chain inside `tx` (the caller commits).
+fn chain_append(
+    tx: &rusqlite::Transaction<'_>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: serde_json::Value,
+    at: WallTime,
+) -> StoreResult<AuditEntry> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    let (seq, prev_hash) = match last {
+        Some((seq, hash)) => (u64::try_from(seq).unwrap_or(0) + 1, hash),
+        None => (1, String::new()),
+    };
+    let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+    tx.execute(
+        "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![i64::try_from(seq).unwrap_or(i64::MAX), micros(at), actor, action, subject, detail.to_string(), prev_hash, hash],
+    )
+    .map_err(db)?;
+    Ok(AuditEntry {
+        seq,
+        at,
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        detail,
+        prev_hash,
+        hash,
+    })
+}
+
+/// The batch's own audit record, in its transaction.
+fn audit_batch(
+    tx: &rusqlite::Transaction<'_>,
+    record: Option<super::BatchRecord>,
+) -> StoreResult<()> {
+    if let Some(r) = record {
+        chain_append(tx, "central", r.action, &r.subject, r.detail, r.at)?;
+    }
+    Ok(())
+}
+
 fn audit_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
     let detail: String = row.get(5)?;
     Ok(AuditEntry {
@@ -552,6 +602,7 @@ impl Storage for SqliteStore {
                     }
                 }
             }
+            audit_batch(&tx, super::audit::state_batch(&changes))?;
             tx.commit().map_err(db)
         })
         .await
@@ -601,6 +652,7 @@ impl Storage for SqliteStore {
                     }
                 }
             }
+            audit_batch(&tx, super::audit::results_batch(&rows, &records, at))?;
             tx.commit().map_err(db)?;
             Ok(records)
         })
@@ -733,23 +785,12 @@ impl Storage for SqliteStore {
         let (actor, action, subject) = (actor.to_owned(), action.to_owned(), subject.to_owned());
         let at = super::audit::stored_precision(at);
         self.with(move |conn| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
-            let last: Option<(i64, String)> = tx
-                .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
                 .map_err(db)?;
-            let (seq, prev_hash) = match last {
-                Some((seq, hash)) => (u64::try_from(seq).unwrap_or(0) + 1, hash),
-                None => (1, String::new()),
-            };
-            let hash = chain_hash(&prev_hash, seq, at, &actor, &action, &subject, &detail);
-            tx.execute(
-                "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![i64::try_from(seq).unwrap_or(i64::MAX), micros(at), actor, action, subject, detail.to_string(), prev_hash, hash],
-            )
-            .map_err(db)?;
+            let entry = chain_append(&tx, &actor, &action, &subject, detail, at)?;
             tx.commit().map_err(db)?;
-            Ok(AuditEntry { seq, at, actor, action, subject, detail, prev_hash, hash })
+            Ok(entry)
         })
         .await
     }
