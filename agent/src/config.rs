@@ -44,6 +44,14 @@ pub struct FileConfig {
     /// for the last frames to go out), in milliseconds.
     #[serde(default = "default_close_linger")]
     pub close_linger_ms: u64,
+    /// How often a connection updates its TLS traffic keys, in
+    /// milliseconds (0: only when rustls must).
+    #[serde(default = "default_key_update_interval")]
+    pub key_update_interval_ms: u64,
+    /// A connection is replaced after this many seconds (plus up to an
+    /// hour drawn per connection); 0: never.
+    #[serde(default = "default_max_connection_age")]
+    pub max_connection_age_s: u64,
     #[serde(default)]
     pub sandbox: SandboxConfig,
     #[serde(default)]
@@ -82,6 +90,14 @@ fn default_alert_buffer() -> usize {
 
 fn default_close_linger() -> u64 {
     2000
+}
+
+fn default_key_update_interval() -> u64 {
+    3_600_000
+}
+
+fn default_max_connection_age() -> u64 {
+    86_400
 }
 
 fn default_running() -> usize {

@@ -39,6 +39,7 @@ pub enum Exit {
 #[derive(Debug)]
 pub struct Driver {
     runner: Runner<Machine>,
+    key_updates: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The machine, as the agent's host.
@@ -78,6 +79,8 @@ impl Driver {
         core.alert_buffer = config.alert_buffer;
         core.close_linger = Duration::from_millis(config.close_linger_ms.clamp(100, 30_000));
         core.intervals = Intervals::default();
+        core.key_update_interval = Duration::from_millis(config.key_update_interval_ms);
+        core.max_connection_age = Duration::from_secs(config.max_connection_age_s);
         // The engine waits this long after a kill before recording the timeout anyway.
         core.kill_grace =
             Duration::from_millis(config.sandbox.kill_grace_ms) + Duration::from_secs(5);
@@ -92,10 +95,14 @@ impl Driver {
             engine.restore(snapshot, WallTime::from(chrono::Utc::now()));
         }
         let audit = AuditLog::open(&config.state_dir.join("audit.jsonl"))?;
+        let key_updates = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let dialer = Dialer {
             url: config.central.clone(),
             tls: Arc::clone(&tls),
-            options: crate::transport::DialOptions::default(),
+            options: crate::transport::DialOptions {
+                key_updates: Some(Arc::clone(&key_updates)),
+                ..Default::default()
+            },
         };
         let machine = Machine {
             executor: Executor::new(config.sandbox.clone(), trampoline),
@@ -114,7 +121,13 @@ impl Driver {
         };
         Ok(Self {
             runner: Runner::new(engine, machine, dialer),
+            key_updates,
         })
+    }
+
+    /// TLS key updates sent so far, on every connection.
+    pub fn key_updates(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.key_updates)
     }
 
     /// Runs until stopped, revoked or restarting for an update.

@@ -86,6 +86,8 @@ struct Link {
     /// The dial has connected (until then a close aborts the dial: a dial
     /// the engine gave up on must not go on to cost central a handshake).
     connected: bool,
+    /// Where the engine's TLS key updates are asked for.
+    keys: std::sync::Arc<crate::transport::KeyUpdates>,
     /// Frames held back while the path is stalled (the simulator's chaos).
     held: Vec<(SendClass, Message)>,
     stalled_until: Option<Instant>,
@@ -220,6 +222,11 @@ impl<H: Host> Runner<H> {
                 AgentOutput::Kill { request_id } => self.host.kill(request_id),
                 AgentOutput::StreamLogs { service, .. } => self.host.stream_logs(&service),
                 AgentOutput::Persist => self.host.persist(&self.engine.snapshot()),
+                AgentOutput::UpdateTrafficKeys { epoch } => {
+                    if let Some(link) = self.links.get(&epoch) {
+                        link.keys.request();
+                    }
+                }
                 AgentOutput::ConfirmUpdate => self.host.confirm_update(),
                 AgentOutput::RollBackUpdate => self.host.roll_back_update(),
                 AgentOutput::Event(event) => self.host.event(event),
@@ -310,6 +317,7 @@ impl<H: Host> Runner<H> {
             old.abort();
         }
         let (writer, outgoing) = crate::transport::send_queues(SEND_QUEUE);
+        let keys = std::sync::Arc::new(crate::transport::KeyUpdates::default());
         let task = tokio::spawn(crate::transport::connect(
             self.dialer.clone(),
             token,
@@ -317,10 +325,12 @@ impl<H: Host> Runner<H> {
             epoch,
             self.tx.clone(),
             outgoing,
+            std::sync::Arc::clone(&keys),
         ));
         let link = Link {
             writer,
             task,
+            keys,
             connected: false,
             held: Vec::new(),
             stalled_until: None,

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use anyhow::Context as _;
@@ -21,7 +21,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Ws = WebSocketStream<TlsStream<Counted>>;
+pub type Ws = WebSocketStream<Rekeying>;
 
 /// Bytes read and written on TCP sockets: TLS records, both directions.
 #[derive(Debug, Default)]
@@ -39,6 +39,8 @@ pub struct DialOptions {
     pub local_addr: Option<IpAddr>,
     /// Add every byte read and written on the socket here.
     pub counters: Option<Arc<WireBytes>>,
+    /// Count every TLS key update sent here.
+    pub key_updates: Option<Arc<AtomicU64>>,
 }
 
 /// Where and how to dial central.
@@ -83,6 +85,81 @@ impl AsyncWrite for Counted {
             c.sent.fetch_add(*n as u64, Ordering::Relaxed);
         }
         poll
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// One connection's hand on its TLS traffic keys: the engine asks for an
+/// update (spec §11), the runner raises `requested`, and the next write on
+/// the connection first queues a TLS 1.3 KeyUpdate — which also asks
+/// central to update its keys — so the frame after it goes out under the
+/// new keys.
+#[derive(Debug, Default)]
+pub struct KeyUpdates {
+    requested: AtomicBool,
+    /// Key updates sent on this connection.
+    pub done: AtomicU64,
+}
+
+impl KeyUpdates {
+    /// Asks for a key update with the next write.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The TLS stream under the WebSocket, updating its keys when asked.
+#[derive(Debug)]
+pub struct Rekeying {
+    inner: TlsStream<Counted>,
+    keys: Arc<KeyUpdates>,
+    /// Key updates sent by every connection of this dialer (tests, reports).
+    total: Option<Arc<AtomicU64>>,
+}
+
+impl Rekeying {
+    fn update_keys_if_asked(&mut self) {
+        if !self.keys.requested.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match self.inner.get_mut().1.refresh_traffic_keys() {
+            Ok(()) => {
+                self.keys.done.fetch_add(1, Ordering::Relaxed);
+                if let Some(total) = &self.total {
+                    total.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!("TLS traffic keys updated");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot update the TLS traffic keys"),
+        }
+    }
+}
+
+impl AsyncRead for Rekeying {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rekeying {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.update_keys_if_asked();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -146,6 +223,7 @@ pub async fn dial(
     hello: &nap_core::wire::Hello,
     max_message_bytes: usize,
     options: &DialOptions,
+    keys: Arc<KeyUpdates>,
 ) -> Result<Ws, DialFailure> {
     let request = url.into_client_request().map_err(|e| {
         tracing::error!(%url, error = %e, "invalid central URL");
@@ -193,6 +271,11 @@ pub async fn dial(
                 tracing::warn!(error = %e, "TLS with central failed");
                 DialFailure::Network
             })?;
+        let stream = Rekeying {
+            inner: stream,
+            keys,
+            total: options.key_updates.clone(),
+        };
         // Small buffers: tungstenite's default read buffer is 128 KiB, which
         // a simulator holding thousands of agents pays per node; central's
         // messages are a few hundred bytes, and a larger one grows the
@@ -307,6 +390,7 @@ pub async fn connect(
     epoch: nap_core::transport::Epoch,
     inputs: tokio::sync::mpsc::Sender<nap_core::agent::AgentInput>,
     mut outgoing: Outgoing,
+    keys: Arc<KeyUpdates>,
 ) {
     let Dialer { url, tls, options } = dialer;
     use futures_util::{SinkExt as _, StreamExt as _};
@@ -320,6 +404,7 @@ pub async fn connect(
         &hello,
         nap_core::Limits::DEFAULT_MAX_MESSAGE_BYTES,
         &options,
+        keys,
     )
     .await
     {

@@ -104,6 +104,8 @@ async fn setup(test: &str) -> Setup {
         health_buffer: 12,
         alert_buffer: 100,
         close_linger_ms: 2000,
+        key_update_interval_ms: 3_600_000,
+        max_connection_age_s: 86_400,
         // The agent's own user runs the commands (no `nap-run` needed).
         sandbox: nap_agent::config::SandboxConfig {
             run_as: None,
@@ -544,5 +546,55 @@ async fn a_restarted_agent_delivers_its_outbox_exactly_once() {
         stored.state,
         CommandState::Succeeded,
         "recorded once, never overwritten"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_that_outlives_the_key_update_interval_updates_its_keys_and_keeps_working() {
+    let mut s = setup("e2e_key_update").await;
+    s.config.key_update_interval_ms = 100;
+    let mut events = s.running.events().subscribe();
+    let key = NodeKey::load(&s.config.key).expect("key");
+    let driver = Driver::new(
+        s.config.clone(),
+        key,
+        PathBuf::from(env!("CARGO_BIN_EXE_nap-agent")),
+    )
+    .expect("driver");
+    let key_updates = driver.key_updates();
+    let _agent = tokio::spawn(driver.run());
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    // Let the connection live through several key-update intervals (the
+    // updates happen on the agent's writes, every heartbeat at the latest).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while key_updates.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no key updates on a live connection"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Both sides moved to the new keys: frames still pass both ways.
+    let id = submit(&s, execute(21, "echo", &["after", "rekey"])).await;
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Succeeded);
+    assert_eq!(
+        record.result.map(|r| r.result).as_deref(),
+        Some("after rekey\n")
+    );
+    let sessions = s
+        .running
+        .store()
+        .status_history(node)
+        .await
+        .expect("history");
+    assert_eq!(
+        sessions
+            .iter()
+            .filter(|(_, status)| *status == NodeStatus::Online)
+            .count(),
+        1,
+        "one connection throughout: {sessions:?}"
     );
 }

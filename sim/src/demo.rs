@@ -152,6 +152,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         health_buffer: 12,
         alert_buffer: 100,
         close_linger_ms: 2000,
+        key_update_interval_ms: 3_600_000,
+        max_connection_age_s: 86_400,
         // The agent's own user runs the commands (no `nap-run` needed).
         sandbox: nap_agent::config::SandboxConfig {
             run_as: None,

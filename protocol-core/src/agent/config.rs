@@ -59,6 +59,14 @@ pub struct AgentConfig {
     pub alert_rules: Vec<AlertRule>,
     /// Limits on central's messages.
     pub limits: Limits,
+    /// How often an established connection updates its TLS traffic keys
+    /// (zero: never; rustls still does at the cipher's limit).
+    pub key_update_interval: Duration,
+    /// An established connection is closed and made afresh after this long…
+    pub max_connection_age: Duration,
+    /// …plus up to this much, drawn per connection, so a fleet that
+    /// connected together does not reconnect together.
+    pub connection_age_spread: Duration,
     /// The agent's own version, announced on every upgrade.
     pub agent_version: Option<String>,
     /// What this engine speaks beyond the `nap.v1` base, announced on every
@@ -93,6 +101,9 @@ impl AgentConfig {
             record_limit: 10_000,
             alert_rules: AlertRule::defaults(),
             limits: Limits::default(),
+            key_update_interval: Duration::from_secs(3600),
+            max_connection_age: Duration::from_secs(24 * 3600),
+            connection_age_spread: Duration::from_secs(3600),
             agent_version: None,
             features: [Feature::Approval, Feature::Acks].into_iter().collect(),
         }

@@ -35,6 +35,10 @@ pub enum AgentTimer {
     HealthyReset,
     /// Ask for a fresh token and send `token_refresh`.
     TokenRefresh,
+    /// Update the connection's TLS traffic keys (spec §11).
+    KeyUpdate,
+    /// The connection has lived its span: close it and connect afresh.
+    ConnectionAge,
     /// Take the next telemetry sample.
     Telemetry,
     /// Run the periodic health checks.

@@ -138,6 +138,9 @@ pub enum AgentOutput {
         /// shutdown, before the process exits.
         linger: Duration,
     },
+    /// Update the TLS traffic keys of `epoch`'s connection in both
+    /// directions (a TLS 1.3 KeyUpdate asking the peer to update too).
+    UpdateTrafficKeys { epoch: Epoch },
     /// The newly installed version connected: keep it.
     ConfirmUpdate,
     /// The newly installed version did not connect in time: put the
@@ -269,4 +272,6 @@ pub enum Disconnect {
     Fault(FrameFault),
     /// The agent is shutting down.
     Shutdown,
+    /// The connection reached its maximum age (a fresh handshake, fresh keys).
+    Aged,
 }

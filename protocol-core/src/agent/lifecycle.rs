@@ -40,6 +40,9 @@ pub(crate) enum Event {
     Timer(AgentTimer),
 }
 
+/// The reconnect delay after closing an aged connection.
+const AGED_RECONNECT: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(5));
+
 /// The lifecycle's shared storage: none; everything lives in the context.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Lifecycle;
@@ -312,6 +315,20 @@ impl Lifecycle {
                 context.next_delay = Some(*delay);
                 context.drop_connection(CloseCode::Normal, Disconnect::Drained)
             }
+            Event::Timer(AgentTimer::KeyUpdate) => {
+                let epoch = context.epoch;
+                context.emit(AgentOutput::UpdateTrafficKeys { epoch });
+                context.arm_in(AgentTimer::KeyUpdate, context.config.key_update_interval);
+                Handled
+            }
+            Event::Timer(AgentTimer::ConnectionAge) => {
+                // A planned reconnect, not a failure: soon, not after a backoff.
+                let delay = context
+                    .rng
+                    .duration_between(AGED_RECONNECT.0, AGED_RECONNECT.1);
+                context.next_delay = Some(delay);
+                context.drop_connection(CloseCode::Normal, Disconnect::Aged)
+            }
             _ => Super,
         }
     }
@@ -334,6 +351,7 @@ impl Lifecycle {
         context.arm_in(AgentTimer::Silence, heartbeat * 2);
         context.arm_in(AgentTimer::HealthyReset, context.config.backoff.reset_after);
         context.arm_token_refresh();
+        context.arm_key_rotation();
         context.rearm_sampling();
         context.send_status_if_changed();
         context.resend_outbox();
@@ -351,6 +369,8 @@ impl Lifecycle {
             AgentTimer::Silence,
             AgentTimer::HealthyReset,
             AgentTimer::TokenRefresh,
+            AgentTimer::KeyUpdate,
+            AgentTimer::ConnectionAge,
         ] {
             context.timers.stop(&timer);
         }
@@ -399,6 +419,7 @@ impl Ctx {
                 Disconnect::Dead => "liveness timeout",
                 Disconnect::NoWelcome => "no valid welcome",
                 Disconnect::Drained => "drained",
+                Disconnect::Aged => "connection age",
                 Disconnect::Invalid => "too many invalid messages",
                 Disconnect::Fault(fault) => fault.reason(),
                 Disconnect::Shutdown | Disconnect::Closed(_) => "closing",
@@ -406,6 +427,22 @@ impl Ctx {
         );
         self.event(AgentEvent::Disconnected { epoch, reason });
         Transition(State::backoff())
+    }
+
+    /// Key updates every interval, and the connection's end of life: the
+    /// maximum age plus a share of the spread drawn for this connection.
+    fn arm_key_rotation(&mut self) {
+        let interval = self.config.key_update_interval;
+        if !interval.is_zero() {
+            self.arm_in(AgentTimer::KeyUpdate, interval);
+        }
+        let age = self.config.max_connection_age;
+        if !age.is_zero() {
+            let spread = self
+                .rng
+                .duration_between(Duration::ZERO, self.config.connection_age_spread);
+            self.arm_in(AgentTimer::ConnectionAge, age + spread);
+        }
     }
 
     /// Ask for a new token at 80 % ± 5 % of the current one's lifetime.

@@ -81,6 +81,8 @@ pub struct AgentNode {
     /// What the engine decided about a newly installed version: `true`
     /// kept (it connected), `false` rolled back.
     pub update_fates: Vec<bool>,
+    /// TLS key updates the engine asked of each epoch's connection.
+    pub key_updates: Vec<Epoch>,
     /// The address its connections come from (agents may share one, as
     /// behind a NAT).
     pub peer: IpAddr,
@@ -398,6 +400,7 @@ impl World {
             events: Vec::new(),
             samples_taken: 0,
             update_fates: Vec::new(),
+            key_updates: Vec::new(),
             peer: IpAddr::V4(Ipv4Addr::from(
                 0x0a00_0002_u32.wrapping_add(u32::try_from(self.agents.len()).unwrap_or(0)),
             )),
@@ -969,6 +972,7 @@ impl World {
                 AgentOutput::ConfirmUpdate => self.agents[i].update_fates.push(true),
                 AgentOutput::RollBackUpdate => self.agents[i].update_fates.push(false),
                 AgentOutput::StreamLogs { .. } => {}
+                AgentOutput::UpdateTrafficKeys { epoch } => self.agents[i].key_updates.push(epoch),
             }
         }
     }

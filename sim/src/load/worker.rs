@@ -86,6 +86,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
     let dial = DialOptions {
         local_addr: config.source,
         counters: Some(Arc::clone(&fleet.wire)),
+        key_updates: None,
     };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (restart, restarts) = tokio::sync::watch::channel(0u64);

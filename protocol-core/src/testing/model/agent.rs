@@ -291,7 +291,8 @@ impl AgentState {
                 AgentOutput::Event(_)
                 | AgentOutput::StreamLogs { .. }
                 | AgentOutput::ConfirmUpdate
-                | AgentOutput::RollBackUpdate => {}
+                | AgentOutput::RollBackUpdate
+                | AgentOutput::UpdateTrafficKeys { .. } => {}
             }
         }
         if self.engine.state() == (ConnectionState::Established {})
