@@ -349,10 +349,10 @@ fn a_fleet_replaying_into_a_small_store_queue_is_narrowed_and_loses_nothing() {
     assert!(world.run_until_true(secs(60), |w| (0..nodes as usize).all(|i| established(w, i))));
     world.set_partitioned(true);
     world.run_for(secs(6 * 3600));
-    // 20 windows of 32 want 640 places; the store queues 100 at a time.
+    // 20 windows of 32 want 640 places; the store queues 40 at a time.
     world.ingest = Ingest {
         delay: std::time::Duration::from_millis(500),
-        queue: Some(100),
+        queue: Some(40),
     };
     world.set_partitioned(false);
     assert!(world.run_until_true(secs(900), |w| {
