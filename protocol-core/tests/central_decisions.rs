@@ -103,6 +103,7 @@ fn a_stored_command_that_no_longer_decodes_is_failed_by_the_hub() {
         message: None,
         timeout: secs(30),
         known: true,
+        approval: None,
     }]));
     assert_eq!(
         world.store.command_states[&request_id],

@@ -93,6 +93,7 @@ fn health_check(n: u128) -> Submission {
         })),
         timeout: Duration::from_secs(30),
         known: true,
+        approval: None,
     }
 }
 

@@ -30,6 +30,7 @@ fn needs_approval(n: u128) -> CentralMessage {
         command: "uptime".into(),
         args: vec![],
         timeout: None,
+        hold_until: None,
         requires_approval: true,
         approver: Some("alice".into()),
     })

@@ -218,6 +218,7 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
                 command: "uptime".into(),
                 args: vec![],
                 timeout: None,
+                hold_until: None,
                 requires_approval: false,
                 approver: None,
             });

@@ -16,6 +16,10 @@ use crate::{RequestId, Timestamp};
 /// How much of a result's output is kept in the record once central has it.
 const RECORDED_OUTPUT_BYTES: usize = 1024;
 
+/// The longest a held command waits for its approval, whatever the
+/// `holdUntil` it came with says.
+const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
+
 /// Where one request stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
@@ -89,7 +93,7 @@ impl Ctx {
                         .map(|approved| {
                             (
                                 Task::Execute(approved),
-                                e.requires_approval.then_some(e.command),
+                                e.requires_approval.then_some((e.command, e.hold_until)),
                             )
                         });
                 (e.request_id, what, decision)
@@ -142,11 +146,19 @@ impl Ctx {
                 self.decided(Some(request_id), what, Decision::Blocked(refusal));
                 self.complete(request_id, failure(ErrorCode::Blocked, message));
             }
-            Ok((task, Some(command))) => {
+            Ok((task, Some((command, hold_until)))) => {
+                let hold = match hold_until {
+                    // Central's request expires then: the hold agrees with it.
+                    Some(until) => {
+                        let left = until.unix_millis() - self.wall().unix_millis();
+                        Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_HOLD)
+                    }
+                    None => self.config.approval_window,
+                };
                 self.commands
                     .entries
                     .insert(request_id, Entry::Held { task, command });
-                self.arm_in(AgentTimer::Command(request_id), self.config.approval_window);
+                self.arm_in(AgentTimer::Command(request_id), hold);
                 self.decided(Some(request_id), what, Decision::Held);
                 self.emit(AgentOutput::Persist);
             }

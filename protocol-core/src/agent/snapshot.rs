@@ -60,7 +60,10 @@ impl AgentEngine {
             }
         }
         for (id, entry) in &commands.entries {
-            if entry.is_live() {
+            // A held command never started: after a restart central delivers
+            // it again (it is `held` there) and it is held anew, to the same
+            // `holdUntil`, instead of being answered as interrupted.
+            if entry.is_live() && !matches!(entry, Entry::Held { .. }) {
                 requests.push(RecordedRequest {
                     request_id: *id,
                     result: None,

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::approval::{ApprovalRequest, Pending};
 use crate::wire::{CentralMessage, CommandResult, ErrorCode};
 use crate::{NodeId, RequestId};
 
@@ -12,10 +13,17 @@ use crate::{NodeId, RequestId};
 )]
 #[serde(rename_all = "snake_case")]
 pub enum CommandState {
-    /// Waiting for the node to be online.
+    /// Waiting for the node to be online (an approval request collects its
+    /// approvals meanwhile).
     Queued,
     /// Delivered to a session; waiting for the result.
     Sent,
+    /// v0.2: delivered to the node, which checked it and holds it; waiting
+    /// for approvals.
+    Held,
+    /// v0.2: approved by enough people; the release (`execute_approved`)
+    /// is sent, or goes as soon as the node is online.
+    Approved,
     Succeeded,
     Failed,
     TimedOut,
@@ -24,24 +32,38 @@ pub enum CommandState {
     Expired,
     /// The node is unknown, revoked, or its queue is full.
     Undeliverable,
+    /// v0.2: an approver rejected it; it never runs.
+    Rejected,
+    /// v0.2: not approved in time, or approved but not delivered in time.
+    ApprovalExpired,
+    /// v0.2: withdrawn by its requester or an administrator.
+    Cancelled,
 }
 
 impl CommandState {
     /// Every state, in lifecycle order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 13] = [
         Self::Queued,
         Self::Sent,
+        Self::Held,
+        Self::Approved,
         Self::Succeeded,
         Self::Failed,
         Self::TimedOut,
         Self::Blocked,
         Self::Expired,
         Self::Undeliverable,
+        Self::Rejected,
+        Self::ApprovalExpired,
+        Self::Cancelled,
     ];
 
     /// Whether this state is final.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Queued | Self::Sent)
+        !matches!(
+            self,
+            Self::Queued | Self::Sent | Self::Held | Self::Approved
+        )
     }
 
     /// The name used in the API and the store.
@@ -55,6 +77,11 @@ impl CommandState {
             Self::Blocked => "blocked",
             Self::Expired => "expired",
             Self::Undeliverable => "undeliverable",
+            Self::Held => "held",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::ApprovalExpired => "approval_expired",
+            Self::Cancelled => "cancelled",
         }
     }
 
@@ -88,6 +115,10 @@ pub struct TrackedCommand {
     pub state: CommandState,
     /// The command's own timeout (what the node may spend on it).
     pub timeout: Duration,
+    /// v0.2: the approvals it needs and has.
+    pub approval: Option<Pending>,
+    /// v0.2: the release has been sent to the node's current session.
+    pub released: bool,
 }
 
 /// A command handed to the hub: new from an operator, or loaded back from
@@ -102,6 +133,9 @@ pub struct Submission {
     pub timeout: Duration,
     /// Whether the node is registered and not revoked.
     pub known: bool,
+    /// v0.2: it waits for approval (with the `execute` marked
+    /// `requiresApproval`).
+    pub approval: Option<ApprovalRequest>,
 }
 
 /// What the store found when asked to record a result

@@ -6,6 +6,7 @@
 //! is the driver's.
 
 mod alarm;
+pub mod approval;
 pub mod auth;
 mod capacity;
 mod command;

@@ -380,6 +380,7 @@ pub fn hub(data: &[u8]) {
                     command: "uptime".into(),
                     args: vec![],
                     timeout: Some(5_000),
+                    hold_until: None,
                     requires_approval: false,
                     approver: None,
                 });
@@ -395,6 +396,7 @@ pub fn hub(data: &[u8]) {
                     message: Some(message),
                     timeout: Duration::from_secs(5),
                     known,
+                    approval: None,
                 };
                 central.hub_input(now, HubInput::Submit(vec![submission]));
             }

@@ -166,6 +166,13 @@ pub struct Store {
     pub commands: BTreeMap<RequestId, NodeId>,
     /// What central told an administrator.
     pub alarms: Vec<Alarm>,
+    /// v0.2: every decision on an approval request and its verdict.
+    pub decisions: Vec<(
+        RequestId,
+        String,
+        crate::central::approval::Decision,
+        Result<crate::central::approval::Decided, crate::central::approval::ApprovalRefusal>,
+    )>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,6 +487,45 @@ impl World {
         message: CentralMessage,
         timeout: Duration,
     ) -> CommandState {
+        self.submit_with(node_id, message, timeout, None)
+    }
+
+    /// Submits a command that needs approval (v0.2).
+    pub fn submit_for_approval(
+        &mut self,
+        node_id: NodeId,
+        message: CentralMessage,
+        timeout: Duration,
+        approval: crate::central::approval::ApprovalRequest,
+    ) -> CommandState {
+        self.submit_with(node_id, message, timeout, Some(approval))
+    }
+
+    /// A person decides on a command awaiting approval (v0.2); the verdict.
+    pub fn decide(
+        &mut self,
+        request_id: RequestId,
+        person: crate::central::approval::Person,
+        decision: crate::central::approval::Decision,
+    ) -> Result<crate::central::approval::Decided, crate::central::approval::ApprovalRefusal> {
+        self.hub_input(HubInput::Decide {
+            request_id,
+            person,
+            decision,
+        });
+        self.store.decisions.last().map_or(
+            Err(crate::central::approval::ApprovalRefusal::NotPending),
+            |d| d.3.clone(),
+        )
+    }
+
+    fn submit_with(
+        &mut self,
+        node_id: NodeId,
+        message: CentralMessage,
+        timeout: Duration,
+        approval: Option<crate::central::approval::ApprovalRequest>,
+    ) -> CommandState {
         let request_id = command_request_id(&message).unwrap_or(RequestId::from_u128(0));
         // The store's key: a request id is accepted once, even by a restarted central.
         if let Some(state) = self
@@ -498,6 +544,7 @@ impl World {
             message: Some(message),
             timeout,
             known,
+            approval,
         };
         self.hub_input(HubInput::Submit(vec![submission]));
         self.store
@@ -1279,6 +1326,16 @@ impl World {
                 self.central.hub_input(self.now, input);
             }
             HubOutput::Alarm(alarm) => self.store.alarms.push(alarm),
+            HubOutput::ApprovalDecided {
+                request_id,
+                person,
+                decision,
+                verdict,
+                ..
+            } => self
+                .store
+                .decisions
+                .push((request_id, person, decision, verdict)),
             output @ (HubOutput::Claim { .. }
             | HubOutput::Vacate { .. }
             | HubOutput::LoadOpenCommands { .. }

@@ -39,6 +39,10 @@ pub struct Execute {
     /// v0.2: who is asked to approve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approver: Option<String>,
+    /// v0.2: with `requiresApproval`, when the hold ends — the moment
+    /// central's request expires; absent, the agent's own window (1 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_until: Option<WallTime>,
 }
 
 /// v0.2: a human approved a held `execute`.

@@ -107,6 +107,7 @@ pub fn execute(
         command: command.into(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout: timeout_ms,
+        hold_until: None,
         requires_approval: false,
         approver: None,
     })

@@ -11,6 +11,7 @@
 //! [`HubOutput`]s and hears the outcome back as a [`HubInput`].
 
 mod admission;
+mod approval;
 
 use core::net::IpAddr;
 use std::collections::{BTreeMap, VecDeque};
@@ -23,6 +24,7 @@ use crate::wire::{CommandResult, Features, Hello, NodeStatus};
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
 use super::alarm::Alarm;
+use super::approval::{ApprovalPolicy, ApprovalRefusal, Decided, Decision, Pending, Person};
 use super::auth::{
     AuthPolicy, AuthRejection, ReplayWindow, SpentRecord, TokenCheck, ValidToken, check_token,
 };
@@ -58,6 +60,9 @@ pub struct HubConfig {
     /// and for open commands of the nodes held here that this hub has not
     /// heard of (their cross-process notice was lost).
     pub sweep_every: Duration,
+    /// v0.2: how long approvals are collected and a complete one may wait
+    /// for its node.
+    pub approval: ApprovalPolicy,
     /// Seed of the hub's PRNG (drain spread, `Retry-After` draws).
     pub seed: u64,
 }
@@ -76,6 +81,7 @@ impl HubConfig {
             drain_min: Duration::from_secs(5),
             clustered: false,
             sweep_every: Duration::from_secs(60),
+            approval: ApprovalPolicy::default(),
             seed: 0,
         }
     }
@@ -169,6 +175,13 @@ pub enum HubInput {
         session_id: SessionId,
         presence: Option<Presence>,
     },
+    /// v0.2: a person decides on a command that awaits approval; the verdict
+    /// comes out as [`HubOutput::ApprovalDecided`].
+    Decide {
+        request_id: RequestId,
+        person: Person,
+        decision: Decision,
+    },
     /// What the store did with a result (answer to [`HubOutput::RecordResult`]).
     ResultRecorded {
         session_id: SessionId,
@@ -226,6 +239,15 @@ pub enum HubOutput {
     LoadOpenCommands { sessions: Vec<(NodeId, SessionId)> },
     /// Tell an administrator.
     Alarm(Alarm),
+    /// v0.2: what became of a decision (store it, audit it, answer whoever
+    /// asked); `node_id` is the command's, when the hub tracks it.
+    ApprovalDecided {
+        request_id: RequestId,
+        node_id: Option<NodeId>,
+        person: String,
+        decision: Decision,
+        verdict: Result<Decided, ApprovalRefusal>,
+    },
 }
 
 /// The hub's named deadlines.
@@ -344,6 +366,11 @@ impl CentralHub {
                 result,
                 record,
             } => self.result_recorded(session_id, node_id, &result, record),
+            HubInput::Decide {
+                request_id,
+                person,
+                decision,
+            } => self.decide(request_id, person, decision),
         }
     }
 
@@ -643,14 +670,25 @@ impl CentralHub {
         // it in flight. The agent runs a request at most once, so sending it
         // again is safe, and it is the only way it gets an answer sooner
         // than its deadline.
-        let unanswered: Vec<RequestId> = self
+        let unanswered: Vec<(RequestId, CommandState)> = self
             .commands
             .iter()
-            .filter(|(_, c)| c.node_id == node_id && c.state == CommandState::Sent)
-            .map(|(id, _)| *id)
+            .filter(|(_, c)| {
+                c.node_id == node_id
+                    && matches!(
+                        c.state,
+                        CommandState::Sent | CommandState::Held | CommandState::Approved
+                    )
+            })
+            .map(|(id, c)| (*id, c.state))
             .collect();
-        for request_id in unanswered {
+        for (request_id, state) in unanswered {
             self.send_command(request_id, session_id);
+            if state == CommandState::Approved {
+                // Released again, or for the first time (approved while the
+                // node was away).
+                self.release_to(request_id, session_id);
+            }
         }
         let queued = self.queued.remove(&node_id).unwrap_or_default();
         for request_id in queued {
@@ -729,6 +767,7 @@ impl CentralHub {
             message,
             timeout,
             known,
+            approval,
         } = submission;
         if self.commands.contains_key(&request_id) {
             return;
@@ -755,6 +794,8 @@ impl CentralHub {
                 message,
                 state,
                 timeout,
+                approval: approval.map(Pending::new),
+                released: false,
             },
         );
         self.changed(request_id, node_id, state);
@@ -769,10 +810,18 @@ impl CentralHub {
                     .entry(node_id)
                     .or_default()
                     .push_back(request_id);
-                self.timers.set(
-                    HubTimer::Command(request_id),
-                    self.now + self.config.command_ttl,
-                );
+                let due = match self
+                    .commands
+                    .get(&request_id)
+                    .and_then(|c| c.approval.as_ref())
+                {
+                    // Complete already (restored from the store): the node
+                    // must be back within the release time.
+                    Some(p) if p.complete() => self.now + self.config.approval.release_ttl,
+                    Some(p) => self.at_wall(p.request.expires_at),
+                    None => self.now + self.config.command_ttl,
+                };
+                self.timers.set(HubTimer::Command(request_id), due);
             }
         }
     }
@@ -823,15 +872,17 @@ impl CentralHub {
     }
 
     fn command_due(&mut self, request_id: RequestId) {
+        let approval_end = self.approval_due(request_id);
         let Some(command) = self.commands.get_mut(&request_id) else {
             return;
         };
         let node_id = command.node_id;
-        let state = match command.state {
-            CommandState::Queued => CommandState::Expired,
-            CommandState::Sent => CommandState::TimedOut,
+        let state = match (approval_end, command.state) {
+            (Some(end), _) => end,
+            (None, CommandState::Queued) => CommandState::Expired,
+            (None, CommandState::Sent) => CommandState::TimedOut,
             // Its time in memory is over.
-            _ => {
+            (None, _) => {
                 self.commands.remove(&request_id);
                 return;
             }
@@ -860,6 +911,10 @@ impl CentralHub {
             command.state = CommandState::Undeliverable;
             self.changed(request_id, node_id, CommandState::Undeliverable);
             self.finished(request_id);
+            return;
+        }
+        if command.approval.is_some() {
+            self.deliver_for_approval(request_id, session_id);
             return;
         }
         command.state = CommandState::Sent;

@@ -133,6 +133,7 @@ impl CentralActor {
                     command: "uptime".into(),
                     args: vec![],
                     timeout: Some(10_000),
+                    hold_until: None,
                     requires_approval: false,
                     approver: None,
                 });
@@ -159,6 +160,7 @@ impl CentralActor {
                 message: Some(c.message.clone()),
                 timeout: c.timeout,
                 known: state.registry.get(&c.node_id) == Some(&NodeLookup::Active),
+                approval: None,
             })
             .collect();
         state.central.hub_input(state.now, HubInput::Submit(open));
@@ -384,6 +386,7 @@ impl CentralState {
             HubOutput::StatusChanged { .. }
             | HubOutput::ExpireQueued { .. }
             | HubOutput::Alarm(_)
+            | HubOutput::ApprovalDecided { .. }
             | HubOutput::ToSession { .. } => {}
         }
     }

@@ -1,0 +1,275 @@
+//! v0.2 approval: who may approve a held command and what an approval is
+//! bound to (spec/protocol.md §8.1). The rules are pure; the hub applies
+//! them to the commands it tracks.
+//!
+//! An approval is between people: a [`Person`] is a user, whatever token
+//! they came with. It is bound to the command's **digest** — SHA-256 over
+//! [`canonical_bytes`], computed by the driver — so an approval given for one
+//! command cannot be counted for another, nor for the same command edited.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::wire::CentralMessage;
+use crate::{NodeId, RequestId, WallTime};
+
+/// The fewest and the most approvals a request may ask for.
+pub const MIN_APPROVALS: u8 = 1;
+pub const MAX_APPROVALS: u8 = 5;
+
+/// How long approvals are collected, and how long a complete approval may
+/// wait for its node before it must be given again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApprovalPolicy {
+    /// A request nobody decided in this time ends `approval_expired`.
+    pub request_ttl: Duration,
+    /// A complete approval whose node is offline is delivered within this
+    /// time or ends `approval_expired`.
+    pub release_ttl: Duration,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            request_ttl: Duration::from_secs(4 * 3600),
+            release_ttl: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Who may approve a request: the seed's `approver`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Approvers {
+    /// Anyone with the operator role but the requester.
+    Anyone,
+    /// This user.
+    User(String),
+    /// A member of this group (`approver: "group:NAME"`).
+    Group(String),
+}
+
+impl Approvers {
+    /// Reads the seed's `approver` field: `group:NAME`, a user name, or
+    /// nothing.
+    pub fn parse(approver: Option<&str>) -> Self {
+        match approver.map(str::trim).filter(|a| !a.is_empty()) {
+            None => Self::Anyone,
+            Some(a) => match a.strip_prefix("group:") {
+                Some(group) => Self::Group(group.to_owned()),
+                None => Self::User(a.to_owned()),
+            },
+        }
+    }
+
+    fn admits(&self, person: &Person) -> bool {
+        match self {
+            Self::Anyone => true,
+            Self::User(user) => *user == person.user,
+            Self::Group(group) => person.groups.contains(group),
+        }
+    }
+}
+
+/// A person deciding: a user, their groups, and whether they administer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Person {
+    pub user: String,
+    pub groups: BTreeSet<String>,
+    pub admin: bool,
+}
+
+/// What an operator asked for when they submitted a command for approval.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ApprovalRequest {
+    pub requester: String,
+    pub approvers: Approvers,
+    /// Distinct approvers needed, the requester never among them.
+    pub min_approvals: u8,
+    /// Why the requester wants it (required).
+    pub reason: String,
+    /// Hex SHA-256 of the command's canonical encoding.
+    pub digest: String,
+    /// When the request ends `approval_expired` if it is not decided.
+    pub expires_at: WallTime,
+    /// Approvals already given (a request loaded back from the store).
+    pub approved_by: Vec<String>,
+}
+
+/// A decision on a pending request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// Approve the command whose digest is this (what the approver saw).
+    Approve { digest: String },
+    /// Reject it; one rejection is enough.
+    Reject { reason: String },
+    /// Withdraw it (the requester, or an administrator).
+    Cancel,
+}
+
+/// Why a decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ApprovalRefusal {
+    #[error("no such command awaits approval")]
+    NotPending,
+    #[error("the requester cannot approve their own request")]
+    OwnRequest,
+    #[error("only {0} may approve this request")]
+    NotAnApprover(String),
+    #[error("this person has approved it already")]
+    AlreadyApproved,
+    #[error(
+        "the approval is for another command (its digest differs): the command changed or the approval belongs elsewhere"
+    )]
+    DigestMismatch,
+    #[error("a rejection needs a reason")]
+    ReasonRequired,
+    #[error("only the requester or an administrator can cancel it")]
+    NotRequester,
+}
+
+/// What a decision changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decided {
+    /// Counted; more approvals are needed.
+    Counted {
+        approvals: u8,
+        needed: u8,
+    },
+    /// The last approval needed: the command is released.
+    Approved,
+    Rejected,
+    Cancelled,
+}
+
+/// Approvals gathered for one tracked command.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pending {
+    pub request: ApprovalRequest,
+    approved_by: BTreeSet<String>,
+}
+
+impl Pending {
+    pub fn new(mut request: ApprovalRequest) -> Self {
+        request.min_approvals = request.min_approvals.clamp(MIN_APPROVALS, MAX_APPROVALS);
+        let approved_by = request
+            .approved_by
+            .iter()
+            .filter(|u| **u != request.requester)
+            .cloned()
+            .collect();
+        Self {
+            request,
+            approved_by,
+        }
+    }
+
+    /// Whether enough distinct people have approved.
+    pub fn complete(&self) -> bool {
+        self.approved_by.len() >= usize::from(self.request.min_approvals)
+    }
+
+    /// Who approved, in name order.
+    pub fn approvers(&self) -> impl Iterator<Item = &str> {
+        self.approved_by.iter().map(String::as_str)
+    }
+
+    /// Applies `decision` by `person`: the rules of spec §8.1.
+    pub fn decide(
+        &mut self,
+        person: &Person,
+        decision: &Decision,
+    ) -> Result<Decided, ApprovalRefusal> {
+        let request = &self.request;
+        match decision {
+            Decision::Approve { digest } => {
+                // No role bypasses this, administrators included.
+                if person.user == request.requester {
+                    return Err(ApprovalRefusal::OwnRequest);
+                }
+                if !request.approvers.admits(person) {
+                    return Err(ApprovalRefusal::NotAnApprover(describe(&request.approvers)));
+                }
+                if *digest != request.digest {
+                    return Err(ApprovalRefusal::DigestMismatch);
+                }
+                if !self.approved_by.insert(person.user.clone()) {
+                    return Err(ApprovalRefusal::AlreadyApproved);
+                }
+                let approvals = u8::try_from(self.approved_by.len()).unwrap_or(u8::MAX);
+                Ok(if self.complete() {
+                    Decided::Approved
+                } else {
+                    Decided::Counted {
+                        approvals,
+                        needed: request.min_approvals,
+                    }
+                })
+            }
+            Decision::Reject { reason } => {
+                if reason.trim().is_empty() {
+                    return Err(ApprovalRefusal::ReasonRequired);
+                }
+                if person.user != request.requester && !request.approvers.admits(person) {
+                    return Err(ApprovalRefusal::NotAnApprover(describe(&request.approvers)));
+                }
+                Ok(Decided::Rejected)
+            }
+            Decision::Cancel => {
+                if person.user != request.requester && !person.admin {
+                    return Err(ApprovalRefusal::NotRequester);
+                }
+                Ok(Decided::Cancelled)
+            }
+        }
+    }
+}
+
+fn describe(approvers: &Approvers) -> String {
+    match approvers {
+        Approvers::Anyone => "an operator".to_owned(),
+        Approvers::User(u) => format!("user {u}"),
+        Approvers::Group(g) => format!("members of group {g}"),
+    }
+}
+
+/// The bytes an approval's digest covers (spec §8.1): a versioned, line-based
+/// encoding of everything that makes the command what it is — its node, its
+/// request id, its kind and every field, and the request's expiry — with
+/// each value JSON-encoded (so no value can contain a line break) in a fixed
+/// order. Changing any of them changes the digest.
+pub fn canonical_bytes(
+    node_id: NodeId,
+    request_id: RequestId,
+    message: &CentralMessage,
+    expires_at: WallTime,
+) -> Vec<u8> {
+    use crate::codec::Message as _;
+    let mut out = format!(
+        "nap-approval 1\nnode {}\nrequest {}\ntype {}\nexpires {}\n",
+        node_id,
+        request_id,
+        message.message_type(),
+        expires_at.unix_millis()
+    );
+    let fields = match message {
+        CentralMessage::Execute(e) => vec![
+            ("command", serde_json::json!(e.command)),
+            ("args", serde_json::json!(e.args)),
+            ("timeout", serde_json::json!(e.timeout)),
+            ("approver", serde_json::json!(e.approver)),
+        ],
+        CentralMessage::Deploy(d) => vec![
+            ("env", serde_json::json!(d.env)),
+            ("branch", serde_json::json!(d.branch)),
+        ],
+        CentralMessage::UpdateAgent(u) => vec![("version", serde_json::json!(u.version))],
+        other => vec![("message", serde_json::to_value(other).unwrap_or_default())],
+    };
+    for (name, value) in fields {
+        out.push_str(name);
+        out.push(' ');
+        out.push_str(&value.to_string());
+        out.push('\n');
+    }
+    out.into_bytes()
+}
