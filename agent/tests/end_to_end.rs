@@ -175,6 +175,7 @@ async fn record(s: &Setup, id: RequestId, message: &CentralMessage, state: Comma
             created_at: now,
             updated_at: now,
             result: None,
+            approval: None,
         })
         .await
         .expect("insert");
@@ -194,6 +195,7 @@ async fn submit(s: &Setup, message: CentralMessage) -> RequestId {
         message: Some(message),
         timeout: Duration::from_secs(10),
         known: true,
+        approval: None,
     }]));
     id
 }
@@ -204,6 +206,7 @@ fn execute(id: u128, command: &str, args: &[&str]) -> CentralMessage {
         command: command.into(),
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout: None,
+        hold_until: None,
         requires_approval: false,
         approver: None,
     })
@@ -358,6 +361,7 @@ async fn an_unsigned_update_never_runs() {
         message: Some(message),
         timeout: Duration::from_secs(60),
         known: true,
+        approval: None,
     }]));
     let (state, record) = terminal(&s, &mut events, id).await;
     assert_eq!(state, CommandState::Failed);
@@ -425,6 +429,7 @@ async fn a_signed_update_is_installed_and_the_agent_exits_to_restart() {
         message: Some(message),
         timeout: Duration::from_secs(60),
         known: true,
+        approval: None,
     }]));
     let exit = tokio::time::timeout(Duration::from_secs(20), agent)
         .await
@@ -596,5 +601,191 @@ async fn a_connection_that_outlives_the_key_update_interval_updates_its_keys_and
             .count(),
         1,
         "one connection throughout: {sessions:?}"
+    );
+}
+
+/// An operator API token for `user`.
+async fn api_token(s: &Setup, user: &str) -> String {
+    let token = nap_central::api::tokens::new_api_token().expect("token");
+    s.running
+        .store()
+        .create_api_token(
+            &nap_central::api::tokens::token_hash(&token),
+            nap_central::store::TokenRecord {
+                name: format!("{user}-laptop"),
+                role: "operator".into(),
+                user: Some(user.into()),
+            },
+            WallTime::from(chrono::Utc::now()),
+        )
+        .await
+        .expect("token");
+    token
+}
+
+/// One request to the operator API: its status and JSON body.
+async fn api(
+    s: &Setup,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use http_body_util::{BodyExt as _, Full};
+    let tcp = tokio::net::TcpStream::connect(s.running.api_addr)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = response.status().as_u16();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn a_command_needing_approval_runs_only_once_someone_else_approves_the_exact_command() {
+    let s = setup("e2e_approval").await;
+    let mut events = s.running.events().subscribe();
+    let _agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let (alice, bob) = (api_token(&s, "alice").await, api_token(&s, "bob").await);
+    let alice_again = api_token(&s, "alice").await;
+    let commands = format!("/api/v1/nodes/{node}/commands");
+    let ask = serde_json::json!({
+        "type": "execute", "command": "echo", "args": ["approved"],
+        "requiresApproval": true, "reason": "check the banner",
+    });
+    let (status, body) = api(&s, &alice, "POST", &commands, ask.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let id: RequestId = body["requestId"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let digest = body["digest"].as_str().expect("digest").to_owned();
+    wait_for(&mut events, |e| matches!(e, AppEvent::Command { request_id, state: CommandState::Held } if *request_id == id)).await;
+
+    let (status, pending) = api(
+        &s,
+        &bob,
+        "GET",
+        "/api/v1/approvals?mine=true",
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        pending["approvals"][0]["digest"],
+        digest.as_str(),
+        "{pending}"
+    );
+    assert_eq!(pending["approvals"][0]["reason"], "check the banner");
+
+    let approve = format!("/api/v1/commands/{id}/approve");
+    for token in [&alice, &alice_again] {
+        let (status, body) = api(
+            &s,
+            token,
+            "POST",
+            &approve,
+            serde_json::json!({ "digest": digest }),
+        )
+        .await;
+        assert_eq!(status, 403, "the requester, whatever token: {body}");
+    }
+    let (status, body) = api(
+        &s,
+        &bob,
+        "POST",
+        &approve,
+        serde_json::json!({ "digest": "0".repeat(64) }),
+    )
+    .await;
+    assert_eq!(status, 409, "an approval of another command: {body}");
+    let record = s
+        .running
+        .store()
+        .get_command(id)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.state, CommandState::Held);
+    assert!(record.result.is_none(), "nothing ran yet");
+
+    let (status, body) = api(
+        &s,
+        &bob,
+        "POST",
+        &approve,
+        serde_json::json!({ "digest": digest }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "approved");
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Succeeded);
+    assert_eq!(
+        record.result.map(|r| r.result).as_deref(),
+        Some("approved\n")
+    );
+    assert_eq!(
+        record.approval.map(|a| a.approved_by),
+        Some(vec!["bob".to_owned()])
+    );
+
+    // Rejected: it ends at once and never runs.
+    let (_, body) = api(&s, &alice, "POST", &commands, ask).await;
+    let id: RequestId = body["requestId"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    wait_for(&mut events, |e| matches!(e, AppEvent::Command { request_id, state: CommandState::Held } if *request_id == id)).await;
+    let (status, body) = api(
+        &s,
+        &bob,
+        "POST",
+        &format!("/api/v1/commands/{id}/reject"),
+        serde_json::json!({ "reason": "not now" }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Rejected);
+    assert!(record.result.is_none());
+    let (status, _) = api(
+        &s,
+        &bob,
+        "POST",
+        &format!("/api/v1/commands/{id}/approve"),
+        serde_json::json!({ "digest": digest }),
+    )
+    .await;
+    assert_eq!(status, 409, "nothing left to approve");
+    let audit = s.running.store().all_audit().await.expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"approval.approve") && actions.contains(&"approval.reject"),
+        "{actions:?}"
     );
 }

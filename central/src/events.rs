@@ -50,6 +50,15 @@ pub enum AppEvent {
     StorageError {
         operation: &'static str,
     },
+    /// v0.2: a decision on an approval request was taken (or refused).
+    ApprovalDecided {
+        request_id: RequestId,
+        person: String,
+        verdict: Result<
+            nap_core::central::approval::Decided,
+            nap_core::central::approval::ApprovalRefusal,
+        >,
+    },
     /// The audit chain's head up to `seq` is checkpointed in the anchor.
     AuditAnchored {
         seq: u64,

@@ -45,6 +45,9 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Groups of users, for approvals.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Agent releases: the release key and signed manifests.
     #[command(subcommand)]
     Release(ReleaseCommand),
@@ -144,6 +147,21 @@ enum TokenCommand {
         role: Role,
         #[arg(long)]
         name: String,
+        /// The person it belongs to (default: its name). One person with two
+        /// tokens is one approver.
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// Put a user in a group (an approval request may name `group:NAME`).
+    Add {
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        user: String,
     },
 }
 
@@ -286,12 +304,13 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             println!("node {id} revoked; a running central closes its session with 4003");
         }
-        Command::Token(TokenCommand::Create { role, name }) => {
+        Command::Token(TokenCommand::Create { role, name, user }) => {
             let store = store(&config).await?;
             let token = new_api_token()?;
             let record = TokenRecord {
                 name: name.clone(),
                 role: role.as_str().into(),
+                user: user.clone(),
             };
             store
                 .create_api_token(&token_hash(&token), record, now)
@@ -301,11 +320,19 @@ async fn main() -> anyhow::Result<()> {
                     "cli",
                     "token.create",
                     &name,
-                    json!({ "role": role.as_str() }),
+                    json!({ "role": role.as_str(), "user": user.as_deref().unwrap_or(&name) }),
                     now,
                 )
                 .await?;
             println!("{token}");
+        }
+        Command::Group(GroupCommand::Add { group, user }) => {
+            let store = store(&config).await?;
+            store.add_to_group(&user, &group).await?;
+            store
+                .append_audit("cli", "group.add", &group, json!({ "user": user }), now)
+                .await?;
+            println!("{user} is in group {group}");
         }
         Command::Release(ReleaseCommand::Keygen { dir }) => {
             let (key, public) = nap_central::release::generate_key(&dir)?;

@@ -251,6 +251,7 @@ async fn a_command_whose_notice_was_lost_is_delivered_by_the_sweep() {
             created_at: now,
             updated_at: now,
             result: None,
+            approval: None,
         })
         .await
         .expect("insert");

@@ -88,6 +88,7 @@ async fn a_command_from_the_api_reaches_the_node_and_its_result_comes_back() {
         let record = nap_central::store::TokenRecord {
             name: "ops".into(),
             role: "operator".into(),
+            user: None,
         };
         central
             .running

@@ -53,6 +53,7 @@ fn command(id: u128, n: u128) -> CommandRecord {
         command: "uptime".into(),
         args: vec![],
         timeout: Some(30_000),
+        hold_until: None,
         requires_approval: false,
         approver: None,
     });
@@ -68,6 +69,7 @@ fn command(id: u128, n: u128) -> CommandRecord {
         created_at: t0(),
         updated_at: t0(),
         result: None,
+        approval: None,
     }
 }
 
@@ -555,6 +557,7 @@ async fn tokens_alerts_and_events(store: &impl Storage) {
     let record = TokenRecord {
         name: "ops".into(),
         role: "operator".into(),
+        user: None,
     };
     store
         .create_api_token("abc123", record.clone(), t0())

@@ -64,6 +64,7 @@ async fn token(store: &impl Storage, role: Role, name: &str) -> anyhow::Result<S
     let record = TokenRecord {
         name: name.into(),
         role: role.as_str().into(),
+        user: None,
     };
     store
         .create_api_token(&token_hash(&token), record, now())

@@ -12,13 +12,21 @@ use crate::store::Storage;
 /// Who is calling.
 #[derive(Debug, Clone)]
 pub(super) struct Caller {
+    /// The token's name.
     pub(super) name: String,
+    /// The person the token belongs to: who decides, whatever token they use.
+    pub(super) user: String,
     pub(super) role: Role,
     /// The token's hash: what its rate is limited by.
     pub(super) token_hash: String,
 }
 
 impl Caller {
+    /// The person calling.
+    pub(super) fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The caller, if its role is at least `needs`.
     pub(super) fn needs(&self, needs: Role) -> Result<&Self, ApiError> {
         if self.role < needs {
@@ -58,6 +66,7 @@ pub(super) async fn authenticate(hub: &HubHandle, headers: &HeaderMap) -> Result
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown token".into()))?;
     let role = Role::parse(&record.role).ok_or_else(|| internal("stored role is unknown"))?;
     Ok(Caller {
+        user: record.user().to_owned(),
         name: record.name,
         role,
         token_hash: hash,

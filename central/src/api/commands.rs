@@ -15,12 +15,15 @@ use super::nodes::parse_node;
 use super::tokens::Role;
 use crate::cluster::Dispatch;
 use crate::hub::HubHandle;
-use crate::store::{CommandRecord, NodeRecord, Storage};
+use crate::store::{CommandRecord, NodeRecord, Storage, StoredApproval};
 
 /// An operator's command, checked, before it gets its request id.
 struct CommandTemplate {
     kind: CommandKind,
     body: serde_json::Map<String, Value>,
+    /// v0.2: the request's reason and how many approvals it needs, when the
+    /// `execute` says `requiresApproval`.
+    approval: Option<(String, u8)>,
 }
 
 impl CommandTemplate {
@@ -41,16 +44,81 @@ impl CommandTemplate {
                 "requestId is assigned by central; leave it out",
             ));
         }
-        let template = Self { kind, body };
+        if body.contains_key("holdUntil") {
+            return Err(bad_request(
+                "holdUntil is set by central from the request's expiry; leave it out",
+            ));
+        }
+        let mut body = body;
+        let approval = Self::approval(&mut body, kind)?;
+        let template = Self {
+            kind,
+            body,
+            approval,
+        };
         // Checked once here, so that each copy below decodes too.
         template.instance(RequestId::from_u128(0))?;
         Ok(template)
     }
 
+    /// Takes the approval fields out of the body (they are central's, not
+    /// the wire's): `reason` and `minApprovals`, with `requiresApproval`.
+    fn approval(
+        body: &mut serde_json::Map<String, Value>,
+        kind: CommandKind,
+    ) -> Result<Option<(String, u8)>, ApiError> {
+        use nap_core::central::approval::{MAX_APPROVALS, MIN_APPROVALS};
+        let reason = body.remove("reason");
+        let min = body.remove("minApprovals");
+        let wanted = body.get("requiresApproval").and_then(Value::as_bool) == Some(true);
+        if !wanted {
+            if reason.is_some() || min.is_some() {
+                return Err(bad_request(
+                    "reason and minApprovals go with requiresApproval: true",
+                ));
+            }
+            return Ok(None);
+        }
+        if kind != CommandKind::Execute {
+            return Err(bad_request("requiresApproval is for execute"));
+        }
+        let reason = reason
+            .as_ref()
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| bad_request("a command that needs approval needs a reason"))?;
+        let min = match min {
+            None => MIN_APPROVALS,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .filter(|n| (MIN_APPROVALS..=MAX_APPROVALS).contains(n))
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "minApprovals must be {MIN_APPROVALS} to {MAX_APPROVALS}"
+                    ))
+                })?,
+        };
+        Ok(Some((reason.to_owned(), min)))
+    }
+
     /// The command with this request id, and the time the node may take.
     fn instance(&self, request_id: RequestId) -> Result<(CentralMessage, u64), ApiError> {
+        self.instance_until(request_id, None)
+    }
+
+    /// [`Self::instance`], held by the node until `hold_until` (v0.2).
+    fn instance_until(
+        &self,
+        request_id: RequestId,
+        hold_until: Option<WallTime>,
+    ) -> Result<(CentralMessage, u64), ApiError> {
         let mut body = self.body.clone();
         body.insert("requestId".into(), json!(request_id));
+        if let Some(until) = hold_until {
+            body.insert("holdUntil".into(), json!(until));
+        }
         let text = Value::Object(body).to_string();
         let message: CentralMessage =
             nap_core::decode(&text, &Limits::default()).map_err(|e| bad_request(e.to_string()))?;
@@ -69,9 +137,29 @@ impl CommandTemplate {
         node_id: NodeId,
         requester: &str,
         now: WallTime,
+        request_ttl: std::time::Duration,
     ) -> Result<(CommandRecord, Dispatch), ApiError> {
         let request_id = RequestId::from(uuid::Uuid::new_v4());
-        let (message, timeout_ms) = self.instance(request_id)?;
+        let expires_at = self
+            .approval
+            .as_ref()
+            .map(|_| now.add_millis(i64::try_from(request_ttl.as_millis()).unwrap_or(i64::MAX)));
+        let (message, timeout_ms) = self.instance_until(request_id, expires_at)?;
+        let approval = match (&self.approval, expires_at) {
+            (Some((reason, min)), Some(expires_at)) => Some(StoredApproval {
+                requester: requester.to_owned(),
+                approver: match &message {
+                    CentralMessage::Execute(e) => e.approver.clone(),
+                    _ => None,
+                },
+                min_approvals: *min,
+                reason: reason.clone(),
+                digest: digest(node_id, request_id, &message, expires_at),
+                expires_at,
+                approved_by: Vec::new(),
+            }),
+            _ => None,
+        };
         let record = CommandRecord {
             request_id,
             node_id,
@@ -79,20 +167,34 @@ impl CommandTemplate {
             message: serde_json::to_value(&message).map_err(internal)?,
             state: CommandState::Queued,
             requester: requester.to_owned(),
-            approver: None,
+            approver: approval.as_ref().and_then(|a| a.approver.clone()),
             timeout_ms,
             created_at: now,
             updated_at: now,
             result: None,
+            approval: approval.clone(),
         };
         let dispatch = Dispatch {
             node_id,
             request_id,
             message,
             timeout_ms,
+            approval,
         };
         Ok((record, dispatch))
     }
+}
+
+/// The hex SHA-256 an approval is bound to (spec §8.1).
+pub(super) fn digest(
+    node_id: NodeId,
+    request_id: RequestId,
+    message: &CentralMessage,
+    expires_at: WallTime,
+) -> String {
+    let bytes =
+        nap_core::central::approval::canonical_bytes(node_id, request_id, message, expires_at);
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref())
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
@@ -128,8 +230,10 @@ pub(super) async fn submit_command(
         ));
     }
     let now = hub.clock().wall();
-    let (record, dispatch) = template.for_node(node_id, &who.name, now)?;
+    let request_ttl = hub.read(|h| h.config().approval.request_ttl);
+    let (record, dispatch) = template.for_node(node_id, who.user(), now, request_ttl)?;
     let request_id = record.request_id;
+    let approval = record.approval.clone();
     hub.effects()
         .store
         .insert_command(record)
@@ -138,20 +242,27 @@ pub(super) async fn submit_command(
     hub.effects()
         .store
         .append_audit(
-            &who.name,
+            who.user(),
             "command.submit",
             &request_id.to_string(),
-            json!({ "nodeId": node_id, "message": dispatch.message, "role": who.role.as_str() }),
+            json!({
+                "nodeId": node_id,
+                "message": dispatch.message,
+                "role": who.role.as_str(),
+                "token": who.name,
+                "approval": approval,
+            }),
             now,
         )
         .await
         .map_err(internal)?;
     hub.dispatch(vec![dispatch]).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "requestId": request_id })),
-    )
-        .into_response())
+    let mut answer = json!({ "requestId": request_id });
+    if let Some(a) = approval {
+        answer["digest"] = json!(a.digest);
+        answer["expiresAt"] = json!(a.expires_at);
+    }
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
 /// Most nodes one broadcast may name.
@@ -184,13 +295,18 @@ pub(super) async fn broadcast(
         return Err(bad_request(format!("unknown field {extra:?}")));
     }
     let template = CommandTemplate::parse(command)?;
+    if template.approval.is_some() {
+        return Err(bad_request(
+            "a command that needs approval goes to one node: POST /api/v1/nodes/{id}/commands",
+        ));
+    }
     let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
     let targets = broadcast_targets(&nodes, &registry)?;
     let now = hub.clock().wall();
     let mut records = Vec::with_capacity(targets.len());
     let mut dispatches = Vec::with_capacity(targets.len());
     for node_id in targets {
-        let (record, dispatch) = template.for_node(node_id, &who.name, now)?;
+        let (record, dispatch) = template.for_node(node_id, who.user(), now, Default::default())?;
         records.push(record);
         dispatches.push(dispatch);
     }
@@ -207,7 +323,7 @@ pub(super) async fn broadcast(
     hub.effects()
         .store
         .append_audit(
-            &who.name,
+            who.user(),
             "command.broadcast",
             &broadcast_id.to_string(),
             json!({

@@ -3,6 +3,7 @@
 //! send commands, admins also manage nodes. Every error is JSON
 //! `{"error": "..."}`.
 
+mod approvals;
 mod caller;
 mod commands;
 mod error;
@@ -49,6 +50,10 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
             post(commands::broadcast).layer(DefaultBodyLimit::max(commands::BROADCAST_BODY_LIMIT)),
         )
         .route("/api/v1/commands/{id}", get(commands::get_command))
+        .route("/api/v1/commands/{id}/approve", post(approvals::approve))
+        .route("/api/v1/commands/{id}/reject", post(approvals::reject))
+        .route("/api/v1/commands/{id}/cancel", post(approvals::cancel))
+        .route("/api/v1/approvals", get(approvals::list))
         .route("/api/v1/alerts", get(records::alerts))
         .route("/api/v1/audit", get(records::audit))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
@@ -66,6 +71,10 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/nodes/{id}/commands",
     "/api/v1/commands/broadcast",
     "/api/v1/commands/{id}",
+    "/api/v1/commands/{id}/approve",
+    "/api/v1/commands/{id}/reject",
+    "/api/v1/commands/{id}/cancel",
+    "/api/v1/approvals",
     "/api/v1/alerts",
     "/api/v1/audit",
 ];

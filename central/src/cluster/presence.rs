@@ -64,6 +64,9 @@ pub struct Dispatch {
     pub request_id: RequestId,
     pub message: CentralMessage,
     pub timeout_ms: u64,
+    /// v0.2: its approval request, when it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::store::StoredApproval>,
 }
 
 /// What instances tell each other.

@@ -91,6 +91,10 @@ pub(super) fn submission(command: CommandRecord, known: bool) -> Submission {
         message,
         timeout: std::time::Duration::from_millis(command.timeout_ms),
         known,
+        approval: command
+            .approval
+            .as_ref()
+            .map(crate::store::StoredApproval::to_request),
     }
 }
 
@@ -102,5 +106,9 @@ pub(super) fn dispatched(command: Dispatch) -> Submission {
         message: Some(command.message),
         timeout: std::time::Duration::from_millis(command.timeout_ms),
         known: true,
+        approval: command
+            .approval
+            .as_ref()
+            .map(crate::store::StoredApproval::to_request),
     }
 }

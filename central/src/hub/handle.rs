@@ -204,6 +204,21 @@ impl HubHandle {
                 session_id,
             } => self.answer_presence(node_id, Some(session_id)),
             HubOutput::Locate { node_id } => self.answer_presence(node_id, None),
+            HubOutput::ApprovalDecided {
+                request_id,
+                node_id,
+                person,
+                decision,
+                verdict,
+            } => {
+                let effects = effects.clone();
+                tokio::spawn(async move {
+                    super::approvals::record_decision(
+                        &effects, request_id, node_id, &person, &decision, &verdict,
+                    )
+                    .await;
+                });
+            }
         }
     }
 

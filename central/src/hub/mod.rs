@@ -2,6 +2,7 @@
 //! the sessions, the performing of its outputs, and the links that turn the
 //! store's and the cluster's news into hub inputs.
 
+mod approvals;
 mod cluster_link;
 mod cluster_tasks;
 mod dispatch;

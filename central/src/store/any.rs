@@ -165,6 +165,18 @@ impl Storage for AnyStore {
     ) -> StoreResult<()> {
         delegate!(self.create_api_token(hash, record, at))
     }
+    async fn add_to_group(&self, user: &str, group: &str) -> StoreResult<()> {
+        delegate!(self.add_to_group(user, group))
+    }
+    async fn groups_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        delegate!(self.groups_of(user))
+    }
+    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
+        delegate!(self.add_approver(request_id, user))
+    }
+    async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {
+        delegate!(self.pending_approvals())
+    }
     async fn find_api_token(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         delegate!(self.find_api_token(hash))
     }

@@ -78,6 +78,40 @@ pub struct CommandRecord {
     pub created_at: WallTime,
     pub updated_at: WallTime,
     pub result: Option<CommandResult>,
+    /// v0.2: its approval request, when it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<StoredApproval>,
+}
+
+/// v0.2: an approval request as the store keeps it (spec §8.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredApproval {
+    pub requester: String,
+    /// The seed's `approver`: a user, `group:NAME`, or none.
+    pub approver: Option<String>,
+    pub min_approvals: u8,
+    pub reason: String,
+    /// Hex SHA-256 of the command's canonical encoding.
+    pub digest: String,
+    pub expires_at: WallTime,
+    #[serde(default)]
+    pub approved_by: Vec<String>,
+}
+
+impl StoredApproval {
+    /// The request as the hub takes it.
+    pub fn to_request(&self) -> nap_core::central::approval::ApprovalRequest {
+        nap_core::central::approval::ApprovalRequest {
+            requester: self.requester.clone(),
+            approvers: nap_core::central::approval::Approvers::parse(self.approver.as_deref()),
+            min_approvals: self.min_approvals,
+            reason: self.reason.clone(),
+            digest: self.digest.clone(),
+            expires_at: self.expires_at,
+            approved_by: self.approved_by.clone(),
+        }
+    }
 }
 
 /// One of the hub's decisions, as the store records it.
@@ -103,6 +137,16 @@ pub enum StateChange {
 pub struct TokenRecord {
     pub name: String,
     pub role: String,
+    /// The person the token belongs to; `None`: the token's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl TokenRecord {
+    /// The person behind the token.
+    pub fn user(&self) -> &str {
+        self.user.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A node token id to spend: kept until `keep_until` (the token's expiry
@@ -307,6 +351,20 @@ pub trait Storage: Send + Sync + 'static {
         record: TokenRecord,
         at: WallTime,
     ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// Puts `user` in `group` (a no-op when it is there).
+    fn add_to_group(&self, user: &str, group: &str)
+    -> impl Future<Output = StoreResult<()>> + Send;
+    /// The groups `user` is in.
+    fn groups_of(&self, user: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
+    /// v0.2: counts `user`'s approval in the command's stored request.
+    fn add_approver(
+        &self,
+        request_id: RequestId,
+        user: &str,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// v0.2: commands whose approval request is still pending.
+    fn pending_approvals(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
+
     fn find_api_token(
         &self,
         hash: &str,

@@ -285,15 +285,17 @@ const LATER_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sql/postgres_0002.sql")),
     (3, include_str!("sql/postgres_0003.sql")),
     (4, include_str!("sql/postgres_0004.sql")),
+    (5, include_str!("sql/postgres_0005.sql")),
 ];
 
 /// Rows per multi-row insert of commands.
 const COMMAND_INSERT_CHUNK: usize = 2_000;
 
-const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
+const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result, approval";
 
 fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
     let result: Option<serde_json::Value> = r.get(10);
+    let approval: Option<serde_json::Value> = r.get(11);
     Ok(CommandRecord {
         request_id: RequestId::from(r.get::<_, Uuid>(0)),
         node_id: NodeId::from(r.get::<_, Uuid>(1)),
@@ -306,6 +308,10 @@ fn command_from_row(r: &Row) -> StoreResult<CommandRecord> {
         created_at: wall(r.get(8)),
         updated_at: wall(r.get(9)),
         result: result
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        approval: approval
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -740,8 +746,8 @@ impl Storage for PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let insert = tx
             .prepare(
-                "INSERT INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[])
+                "INSERT INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, approval)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
                  ON CONFLICT DO NOTHING",
             )
             .await
@@ -763,6 +769,14 @@ impl Storage for PgStore {
                 .collect();
             let created: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.created_at)).collect();
             let updated: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.updated_at)).collect();
+            let approvals: Vec<Option<serde_json::Value>> = chunk
+                .iter()
+                .map(|c| {
+                    c.approval
+                        .as_ref()
+                        .and_then(|a| serde_json::to_value(a).ok())
+                })
+                .collect();
             let n = tx
                 .execute(
                     &insert,
@@ -777,6 +791,7 @@ impl Storage for PgStore {
                         &timeouts,
                         &created,
                         &updated,
+                        &approvals,
                     ],
                 )
                 .await
@@ -806,7 +821,7 @@ impl Storage for PgStore {
             .map_err(db)?;
         let command = tx
             .prepare_cached(
-                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent')",
+                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent', 'held', 'approved')",
             )
             .await
             .map_err(db)?;
@@ -940,7 +955,7 @@ impl Storage for PgStore {
         let client = self.client().await?;
         let rows = client
             .query(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent') ORDER BY created_at"),
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent', 'held', 'approved') ORDER BY created_at"),
                 &[],
             )
             .await
@@ -953,7 +968,7 @@ impl Storage for PgStore {
         let ids: Vec<Uuid> = nodes.iter().map(|n| uuid(n.0)).collect();
         let rows = client
             .query(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ANY($1) AND state IN ('queued', 'sent') ORDER BY created_at"),
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ANY($1) AND state IN ('queued', 'sent', 'held', 'approved') ORDER BY created_at"),
                 &[&ids],
             )
             .await
@@ -1026,8 +1041,8 @@ impl Storage for PgStore {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO api_tokens (hash, name, role, created_at) VALUES ($1, $2, $3, $4)",
-                &[&hash, &record.name, &record.role, &ts(at)],
+                "INSERT INTO api_tokens (hash, name, role, created_at, user_name) VALUES ($1, $2, $3, $4, $5)",
+                &[&hash, &record.name, &record.role, &ts(at), &record.user],
             )
             .await
             .map_err(db)?;
@@ -1038,7 +1053,7 @@ impl Storage for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT name, role FROM api_tokens WHERE hash = $1",
+                "SELECT name, role, user_name FROM api_tokens WHERE hash = $1",
                 &[&hash],
             )
             .await
@@ -1046,7 +1061,60 @@ impl Storage for PgStore {
         Ok(row.map(|r| TokenRecord {
             name: r.get(0),
             role: r.get(1),
+            user: r.get(2),
         }))
+    }
+
+    async fn add_to_group(&self, user: &str, group: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO user_groups (user_name, group_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&user, &group],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn groups_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT group_name FROM user_groups WHERE user_name = $1 ORDER BY group_name",
+                &[&user],
+            )
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
+        let client = self.client().await?;
+        // One statement: two processes counting at once both land.
+        client
+            .execute(
+                "UPDATE commands SET approval = jsonb_set(approval, '{approvedBy}',
+                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text))
+                 WHERE request_id = $1 AND approval IS NOT NULL
+                   AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
+                &[&uuid(request_id.0), &user],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE approval IS NOT NULL AND state IN ('queued', 'held') ORDER BY created_at"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter().map(command_from_row).collect()
     }
 
     async fn insert_event(

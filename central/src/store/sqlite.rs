@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("sql/sqlite_0002.sql")),
     (3, include_str!("sql/sqlite_0003.sql")),
     (4, include_str!("sql/sqlite_0004.sql")),
+    (5, include_str!("sql/sqlite_0005.sql")),
 ];
 
 /// The SQLite backend.
@@ -125,6 +126,7 @@ fn command_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
     let node: String = row.get(1)?;
     let message: String = row.get(3)?;
     let result: Option<String> = row.get(10)?;
+    let approval: Option<String> = row.get(11)?;
     Ok((
         CommandRecord {
             request_id: id.parse().unwrap_or(RequestId::from_u128(0)),
@@ -138,6 +140,7 @@ fn command_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
             created_at: from_micros(row.get(8)?),
             updated_at: from_micros(row.get(9)?),
             result: None,
+            approval: approval.and_then(|a| serde_json::from_str(&a).ok()),
         },
         id,
         result,
@@ -145,7 +148,7 @@ fn command_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<CommandRow> {
     ))
 }
 
-const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result";
+const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result, approval";
 
 fn finish_command(row: CommandRow) -> StoreResult<CommandRecord> {
     let (mut record, _, result, state) = row;
@@ -533,8 +536,8 @@ impl Storage for SqliteStore {
             {
                 let mut insert = tx
                     .prepare(
-                        "INSERT OR IGNORE INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        "INSERT OR IGNORE INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, approval)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     )
                     .map_err(db)?;
                 for c in commands {
@@ -549,7 +552,8 @@ impl Storage for SqliteStore {
                             c.approver,
                             i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
                             micros(c.created_at),
-                            micros(c.updated_at)
+                            micros(c.updated_at),
+                            c.approval.as_ref().map(|a| serde_json::to_string(a).unwrap_or_default())
                         ])
                         .map_err(db)?;
                     if inserted == 0 {
@@ -593,7 +597,7 @@ impl Storage for SqliteStore {
                     } => {
                         tx.prepare_cached(
                             "UPDATE commands SET state = ?2, updated_at = ?3 WHERE request_id = ?1
-                             AND state IN ('queued', 'sent')",
+                             AND state IN ('queued', 'sent', 'held', 'approved')",
                         )
                         .and_then(|mut st| {
                             st.execute(params![request_id.to_string(), state.as_str(), micros(*at)])
@@ -718,7 +722,7 @@ impl Storage for SqliteStore {
         self.with(|conn| {
             let mut stmt = conn
                 .prepare(&format!(
-                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent') ORDER BY created_at, rowid"
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE state IN ('queued', 'sent', 'held', 'approved') ORDER BY created_at, rowid"
                 ))
                 .map_err(db)?;
             let rows = stmt.query_map([], command_from_row).map_err(db)?;
@@ -731,7 +735,7 @@ impl Storage for SqliteStore {
         self.with(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
-                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ?1 AND state IN ('queued', 'sent') ORDER BY created_at, rowid"
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE node_id = ?1 AND state IN ('queued', 'sent', 'held', 'approved') ORDER BY created_at, rowid"
                 ))
                 .map_err(db)?;
             let mut open = Vec::new();
@@ -826,11 +830,82 @@ impl Storage for SqliteStore {
         let hash = hash.to_owned();
         self.with(move |conn| {
             conn.execute(
-                "INSERT INTO api_tokens (hash, name, role, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![hash, record.name, record.role, micros(at)],
+                "INSERT INTO api_tokens (hash, name, role, created_at, user_name) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash, record.name, record.role, micros(at), record.user],
             )
             .map_err(db)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_to_group(&self, user: &str, group: &str) -> StoreResult<()> {
+        let (user, group) = (user.to_owned(), group.to_owned());
+        self.with(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO user_groups (user_name, group_name) VALUES (?1, ?2)",
+                params![user, group],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn groups_of(&self, user: &str) -> StoreResult<Vec<String>> {
+        let user = user.to_owned();
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT group_name FROM user_groups WHERE user_name = ?1 ORDER BY group_name",
+                )
+                .map_err(db)?;
+            let rows = stmt.query_map([user], |r| r.get(0)).map_err(db)?;
+            rows.map(|r| r.map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
+        let user = user.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let id = request_id.to_string();
+            let stored: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT approval FROM commands WHERE request_id = ?1",
+                    [&id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(Some(text)) = stored else {
+                return Ok(());
+            };
+            let mut approval: super::StoredApproval =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !approval.approved_by.contains(&user) {
+                approval.approved_by.push(user);
+            }
+            tx.execute(
+                "UPDATE commands SET approval = ?2 WHERE request_id = ?1",
+                params![id, serde_json::to_string(&approval).unwrap_or_default()],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE approval IS NOT NULL AND state IN ('queued', 'held') ORDER BY created_at, rowid"
+                ))
+                .map_err(db)?;
+            let rows = stmt.query_map([], command_from_row).map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(finish_command)).collect()
         })
         .await
     }
@@ -839,12 +914,13 @@ impl Storage for SqliteStore {
         let hash = hash.to_owned();
         self.with(move |conn| {
             conn.query_row(
-                "SELECT name, role FROM api_tokens WHERE hash = ?1",
+                "SELECT name, role, user_name FROM api_tokens WHERE hash = ?1",
                 [hash],
                 |r| {
                     Ok(TokenRecord {
                         name: r.get(0)?,
                         role: r.get(1)?,
+                        user: r.get(2)?,
                     })
                 },
             )

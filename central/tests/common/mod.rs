@@ -100,6 +100,7 @@ async fn api_token(running: &Running, role: Role, name: &str) -> String {
     let record = TokenRecord {
         name: name.into(),
         role: role.as_str().into(),
+        user: None,
     };
     running
         .store()

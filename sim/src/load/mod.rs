@@ -306,6 +306,7 @@ async fn operator_token(store: &AnyStore) -> anyhow::Result<String> {
     let record = TokenRecord {
         name: "nap-sim-load".into(),
         role: nap_central::api::tokens::Role::Operator.as_str().into(),
+        user: None,
     };
     store
         .create_api_token(

@@ -1,0 +1,229 @@
+//! v0.2 approval (spec §8.1): the requests awaiting decision, and approve,
+//! reject and cancel. The hub decides; a handler hands it the person and the
+//! decision and answers with its verdict.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use nap_core::RequestId;
+use nap_core::central::HubInput;
+use nap_core::central::approval::{ApprovalRefusal, Approvers, Decided, Decision, Person};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::caller::Caller;
+use super::error::{ApiError, bad_request, internal};
+use super::tokens::Role;
+use crate::events::AppEvent;
+use crate::hub::HubHandle;
+use crate::store::Storage;
+
+/// How long a handler waits for the hub's verdict.
+const VERDICT_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    /// Only the requests the caller may approve.
+    #[serde(default)]
+    mine: bool,
+}
+
+/// `GET /api/v1/approvals[?mine=true]`: commands awaiting approval, with
+/// the digest an approval must name.
+pub(super) async fn list(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let who = who.needs(Role::Viewer)?;
+    let person = person(&hub, who).await?;
+    let pending = hub
+        .effects()
+        .store
+        .pending_approvals()
+        .await
+        .map_err(internal)?;
+    let items: Vec<Value> = pending
+        .into_iter()
+        .filter_map(|c| {
+            let a = c.approval?;
+            let may = a.requester != person.user
+                && may_approve(&Approvers::parse(a.approver.as_deref()), &person);
+            (!query.mine || may).then(|| {
+                json!({
+                    "requestId": c.request_id,
+                    "nodeId": c.node_id,
+                    "state": c.state,
+                    "message": c.message,
+                    "requester": a.requester,
+                    "approver": a.approver,
+                    "reason": a.reason,
+                    "minApprovals": a.min_approvals,
+                    "approvedBy": a.approved_by,
+                    "digest": a.digest,
+                    "expiresAt": a.expires_at,
+                    "youMayApprove": may,
+                })
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "approvals": items })))
+}
+
+fn may_approve(approvers: &Approvers, person: &Person) -> bool {
+    match approvers {
+        Approvers::Anyone => true,
+        Approvers::User(u) => *u == person.user,
+        Approvers::Group(g) => person.groups.contains(g),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApproveBody {
+    /// The digest of the command being approved (from `GET /api/v1/approvals`).
+    digest: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RejectBody {
+    reason: String,
+}
+
+/// `POST /api/v1/commands/{id}/approve` `{"digest": …}`.
+pub(super) async fn approve(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: ApproveBody = parse(&body)?;
+    decide(
+        &hub,
+        &who,
+        &id,
+        Decision::Approve {
+            digest: body.digest,
+        },
+    )
+    .await
+}
+
+/// `POST /api/v1/commands/{id}/reject` `{"reason": …}`.
+pub(super) async fn reject(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let body: RejectBody = parse(&body)?;
+    decide(
+        &hub,
+        &who,
+        &id,
+        Decision::Reject {
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+/// `POST /api/v1/commands/{id}/cancel`.
+pub(super) async fn cancel(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    decide(&hub, &who, &id, Decision::Cancel).await
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("body: {e}")))
+}
+
+async fn person(hub: &HubHandle, who: &Caller) -> Result<Person, ApiError> {
+    let groups = hub
+        .effects()
+        .store
+        .groups_of(who.user())
+        .await
+        .map_err(internal)?;
+    Ok(Person {
+        user: who.user().to_owned(),
+        groups: groups.into_iter().collect::<BTreeSet<_>>(),
+        admin: who.role >= Role::Admin,
+    })
+}
+
+async fn decide(
+    hub: &HubHandle,
+    who: &Caller,
+    id: &str,
+    decision: Decision,
+) -> Result<Response, ApiError> {
+    let who = who.needs(Role::Operator)?;
+    let request_id: RequestId = id
+        .parse()
+        .map_err(|_| bad_request(format!("{id:?} is not a request id")))?;
+    let person = person(hub, who).await?;
+    let user = person.user.clone();
+    // Listening before asking: the verdict cannot pass unseen.
+    let mut events = hub.effects().events.subscribe();
+    hub.input(HubInput::Decide {
+        request_id,
+        person,
+        decision,
+    });
+    let verdict = tokio::time::timeout(VERDICT_WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(AppEvent::ApprovalDecided {
+                    request_id: r,
+                    person,
+                    verdict,
+                }) if r == request_id && person == user => return Some(verdict),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or_else(|| internal("the hub did not answer"))?;
+    match verdict {
+        Ok(decided) => {
+            let (state, more) = match decided {
+                Decided::Counted { approvals, needed } => (
+                    "pending",
+                    json!({ "approvals": approvals, "needed": needed }),
+                ),
+                Decided::Approved => ("approved", Value::Null),
+                Decided::Rejected => ("rejected", Value::Null),
+                Decided::Cancelled => ("cancelled", Value::Null),
+            };
+            let mut answer = json!({ "requestId": request_id, "state": state });
+            if let (Value::Object(more), Some(answer)) = (more, answer.as_object_mut()) {
+                answer.extend(more);
+            }
+            Ok((StatusCode::OK, Json(answer)).into_response())
+        }
+        Err(refusal) => {
+            let status = match refusal {
+                ApprovalRefusal::OwnRequest
+                | ApprovalRefusal::NotAnApprover(_)
+                | ApprovalRefusal::NotRequester => StatusCode::FORBIDDEN,
+                ApprovalRefusal::NotPending
+                | ApprovalRefusal::AlreadyApproved
+                | ApprovalRefusal::DigestMismatch => StatusCode::CONFLICT,
+                ApprovalRefusal::ReasonRequired => StatusCode::BAD_REQUEST,
+            };
+            Err(ApiError(status, refusal.to_string()))
+        }
+    }
+}
