@@ -109,3 +109,64 @@ fn the_checker_finds_a_broken_property() {
     let path = checker.discovery("the command never completes (false)");
     assert!(path.is_some(), "the checker missed a reachable completion");
 }
+
+/// v0.2: one command that needs an approval; bob approves, alice tries to
+/// approve her own request, bob approves an edited command, at moments the
+/// checker picks, with crashes and a lossy network.
+#[test]
+fn a_command_needing_approval_runs_only_once_someone_else_approved_it() {
+    use nap_core::testing::model::ModelDecision;
+    let mut spec = ModelSpec::one_agent(NODE, REQUEST);
+    spec.approval = Some(vec![
+        ModelDecision::ApproveOwn,
+        ModelDecision::ApproveEdited,
+        ModelDecision::Approve,
+    ]);
+    assert!(check("approval", spec, 10) > 1_000);
+}
+
+/// v0.2: a rejection or a cancel races the approval; neither lets it run.
+/// (Only the `always` properties: at this depth the race leaves no room for
+/// the command to complete as well.)
+#[test]
+fn a_rejected_or_cancelled_command_never_runs() {
+    use nap_core::testing::model::{
+        APPROVED_FIRST, APPROVED_ONCE, ModelDecision, NO_MEANS_NO, ONE_RESULT, ONE_RUN,
+    };
+    for decisions in [
+        vec![ModelDecision::Reject, ModelDecision::Approve],
+        vec![ModelDecision::Cancel, ModelDecision::Approve],
+    ] {
+        let mut spec = ModelSpec::one_agent(NODE, REQUEST);
+        spec.approval = Some(decisions);
+        let ended = "the command is rejected or cancelled (not vacuous)";
+        let checker = spec
+            .into_model()
+            .property(stateright::Expectation::Sometimes, ended, |_, state| {
+                model::central_store(state).is_some_and(|s| {
+                    s.commands.values().any(|c| {
+                        matches!(
+                            c.state,
+                            nap_core::central::CommandState::Rejected
+                                | nap_core::central::CommandState::Cancelled
+                        )
+                    })
+                })
+            })
+            .checker()
+            .target_max_depth(9)
+            .spawn_dfs()
+            .join();
+        for property in [
+            NO_MEANS_NO,
+            APPROVED_FIRST,
+            APPROVED_ONCE,
+            ONE_RUN,
+            ONE_RESULT,
+        ] {
+            checker.assert_no_discovery(property);
+        }
+        checker.assert_any_discovery(ended);
+        assert!(checker.unique_state_count() > 1_000);
+    }
+}

@@ -128,6 +128,10 @@ impl CentralHub {
         let command = self.commands.get(&request_id)?;
         command.approval.as_ref()?;
         match command.state {
+            // Restored complete: it may have run before the restart.
+            CommandState::Queued | CommandState::Held if command.released => {
+                Some(CommandState::TimedOut)
+            }
             CommandState::Queued | CommandState::Held => Some(CommandState::ApprovalExpired),
             CommandState::Approved if !command.released => Some(CommandState::ApprovalExpired),
             CommandState::Approved => Some(CommandState::TimedOut),

@@ -777,6 +777,7 @@ impl CentralHub {
             self.changed(request_id, node_id, CommandState::Failed);
             return;
         };
+        let approval = approval.map(Pending::new);
         let full = self
             .queued
             .get(&node_id)
@@ -794,8 +795,10 @@ impl CentralHub {
                 message,
                 state,
                 timeout,
-                approval: approval.map(Pending::new),
-                released: false,
+                // Complete already: loaded back after a restart, its release
+                // may have gone out before — never say it expired unrun.
+                released: approval.as_ref().is_some_and(Pending::complete),
+                approval,
             },
         );
         self.changed(request_id, node_id, state);

@@ -177,7 +177,7 @@ impl AgentActor {
                 };
                 state.engine.handle_input(state.now, input);
             }
-            Tick::Revoke => return,
+            Tick::Revoke | Tick::Decide(_) => return,
         }
         state.drain(self.central, o);
     }

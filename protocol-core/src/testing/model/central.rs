@@ -9,7 +9,10 @@ use std::time::Duration;
 use stateright::actor::{Id, Out};
 
 use super::wire::{Conn, Packet, Tick, Wire};
-use super::{ModelActor, ModelSpec, ModelStorage, instant, send, wall_at};
+use super::{
+    ModelActor, ModelDecision, ModelSpec, ModelStorage, REQUESTER, instant, send, wall_at,
+};
+use crate::central::approval::{ApprovalRequest, Approvers, Decided, Decision, Person};
 use crate::central::{
     Admit, CommandState, HubConfig, HubInput, HubOutput, NodeLookup, ResultRecord, SessionConfig,
     SessionInput, SessionOutput, Submission, Upgrade,
@@ -20,6 +23,33 @@ use crate::testing::tokens;
 use crate::wire::{CentralMessage, Execute};
 use crate::{NodeId, RequestId, SessionId, Timestamp};
 
+/// The digest the model's approval requests carry.
+const DIGEST: &str = "model-digest";
+
+/// Who takes a model decision, and what it is.
+fn person_and_decision(decision: ModelDecision) -> (Person, Decision) {
+    let person = |user: &str| Person {
+        user: user.into(),
+        groups: BTreeSet::new(),
+        admin: false,
+    };
+    let approve = |digest: &str| Decision::Approve {
+        digest: digest.into(),
+    };
+    match decision {
+        ModelDecision::Approve => (person("bob"), approve(DIGEST)),
+        ModelDecision::ApproveOwn => (person(REQUESTER), approve(DIGEST)),
+        ModelDecision::ApproveEdited => (person("bob"), approve("edited")),
+        ModelDecision::Reject => (
+            person("bob"),
+            Decision::Reject {
+                reason: "model".into(),
+            },
+        ),
+        ModelDecision::Cancel => (person(REQUESTER), Decision::Cancel),
+    }
+}
+
 /// A command as the store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredCommand {
@@ -27,6 +57,8 @@ pub struct StoredCommand {
     pub message: CentralMessage,
     pub timeout: Duration,
     pub state: CommandState,
+    /// v0.2: its approval request, with the approvals counted so far.
+    pub approval: Option<ApprovalRequest>,
 }
 
 /// What survives a central crash: the database, and the network's memory of
@@ -40,6 +72,12 @@ pub struct CentralStore {
     pub commands: BTreeMap<RequestId, StoredCommand>,
     /// Terminal states written per command: the at-most-once witness.
     pub terminal_writes: BTreeMap<RequestId, u32>,
+    /// v0.2: how many times each command was approved (the decision that
+    /// completed its approvals).
+    pub approved: BTreeMap<RequestId, u32>,
+    /// v0.2: the model decisions already taken (each is taken once, by a
+    /// person, whatever crashes happen around it).
+    pub decided: BTreeSet<u8>,
     pub revoked: BTreeSet<NodeId>,
     /// Every admitted session: its node, the generation that admitted it,
     /// and whether the node was revoked at the time.
@@ -49,12 +87,18 @@ pub struct CentralStore {
 
 impl CentralStore {
     fn key(&self) -> impl Hash + Eq + '_ {
-        let commands: Vec<_> = self.commands.iter().map(|(id, c)| (*id, c.state)).collect();
+        let commands: Vec<_> = self
+            .commands
+            .iter()
+            .map(|(id, c)| (*id, c.state, c.approval.as_ref().map(|a| &a.approved_by)))
+            .collect();
         let admitted: Vec<_> = self.admitted.values().collect();
         (
             self.generation,
             commands,
             &self.terminal_writes,
+            &self.approved,
+            &self.decided,
             &self.revoked,
             admitted,
             &self.seen,
@@ -127,15 +171,26 @@ impl CentralActor {
             next_session: 0,
         };
         if first {
+            let approving = self.spec.approval.is_some();
+            let expires_at = wall_at(state.now).add_millis(4 * 3_600_000);
             for (node_id, request_id) in &self.spec.commands {
                 let message = CentralMessage::Execute(Execute {
                     request_id: Some(*request_id),
                     command: "uptime".into(),
                     args: vec![],
                     timeout: Some(10_000),
-                    hold_until: None,
-                    requires_approval: false,
+                    hold_until: approving.then_some(expires_at),
+                    requires_approval: approving,
                     approver: None,
+                });
+                let approval = approving.then(|| ApprovalRequest {
+                    requester: REQUESTER.into(),
+                    approvers: Approvers::Anyone,
+                    min_approvals: 1,
+                    reason: "model".into(),
+                    digest: DIGEST.into(),
+                    expires_at,
+                    approved_by: Vec::new(),
                 });
                 state.store.commands.insert(
                     *request_id,
@@ -144,8 +199,16 @@ impl CentralActor {
                         message,
                         timeout: Duration::from_secs(10),
                         state: CommandState::Queued,
+                        approval,
                     },
                 );
+            }
+        }
+        // The decisions not taken yet are still to be taken.
+        for n in 0..self.spec.approval.as_ref().map_or(0, Vec::len) {
+            let n = u8::try_from(n).unwrap_or(u8::MAX);
+            if !state.store.decided.contains(&n) {
+                o.set_timer(Tick::Decide(n), instant());
             }
         }
         // As central's start-up: what was open is submitted again.
@@ -160,7 +223,7 @@ impl CentralActor {
                 message: Some(c.message.clone()),
                 timeout: c.timeout,
                 known: state.registry.get(&c.node_id) == Some(&NodeLookup::Active),
-                approval: None,
+                approval: c.approval.clone(),
             })
             .collect();
         state.central.hub_input(state.now, HubInput::Submit(open));
@@ -227,6 +290,25 @@ impl CentralActor {
                     state.registry.insert(node, NodeLookup::Revoked);
                     state.store.revoked.insert(node);
                     state.central.hub_input(state.now, HubInput::Revoke(node));
+                }
+            }
+            Tick::Decide(n) => {
+                state.store.decided.insert(*n);
+                let taken = self
+                    .spec
+                    .approval
+                    .as_ref()
+                    .and_then(|d| d.get(usize::from(*n)));
+                if let Some(decision) = taken {
+                    for request_id in state.store.commands.keys().copied().collect::<Vec<_>>() {
+                        let (person, decision) = person_and_decision(*decision);
+                        let input = HubInput::Decide {
+                            request_id,
+                            person,
+                            decision,
+                        };
+                        state.central.hub_input(state.now, input);
+                    }
                 }
             }
             Tick::Finish(_) => return,
@@ -383,10 +465,30 @@ impl CentralState {
                 let left = self.central.answer_alone(self.now, output);
                 debug_assert!(left.is_none());
             }
+            HubOutput::ApprovalDecided {
+                request_id,
+                person,
+                verdict,
+                ..
+            } => {
+                // As central's driver: a counted approval is stored with the
+                // command, so a restarted hub loads it back.
+                if let Ok(decided @ (Decided::Counted { .. } | Decided::Approved)) = verdict
+                    && let Some(a) = self
+                        .store
+                        .commands
+                        .get_mut(&request_id)
+                        .and_then(|c| c.approval.as_mut())
+                {
+                    a.approved_by.push(person);
+                    if decided == Decided::Approved {
+                        *self.store.approved.entry(request_id).or_default() += 1;
+                    }
+                }
+            }
             HubOutput::StatusChanged { .. }
             | HubOutput::ExpireQueued { .. }
             | HubOutput::Alarm(_)
-            | HubOutput::ApprovalDecided { .. }
             | HubOutput::ToSession { .. } => {}
         }
     }

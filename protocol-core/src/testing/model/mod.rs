@@ -63,7 +63,28 @@ pub struct ModelSpec {
     pub intervals: Intervals,
     /// Check from every state that commands end once faults stop (costly).
     pub check_recovery: bool,
+    /// v0.2: the commands need one approval, requested by `alice`; these
+    /// decisions are taken at moments the checker picks.
+    pub approval: Option<Vec<ModelDecision>>,
 }
+
+/// A decision the model's people may take (v0.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelDecision {
+    /// Bob approves the command he was shown.
+    Approve,
+    /// Alice, the requester, approves her own request (always refused).
+    ApproveOwn,
+    /// Bob approves after the command was edited (another digest).
+    ApproveEdited,
+    /// Bob rejects it.
+    Reject,
+    /// Alice cancels it.
+    Cancel,
+}
+
+/// The requester of the model's approval requests.
+pub const REQUESTER: &str = "alice";
 
 impl ModelSpec {
     /// One agent for `node`, with one command submitted for it; a lossy,
@@ -83,6 +104,7 @@ impl ModelSpec {
                 health: 3_600_000,
             },
             check_recovery: false,
+            approval: None,
         }
     }
 
@@ -114,6 +136,7 @@ impl ModelSpec {
         let has_commands = !self.commands.is_empty();
         let revokes = self.revoke.is_some();
         let check_recovery = self.check_recovery;
+        let approving = self.approval.is_some();
         let mut model = ActorModel::new(self, ())
             .actor(central)
             .actors(agents)
@@ -143,6 +166,17 @@ impl ModelSpec {
         if check_recovery {
             model = model.property(Expectation::Always, RECOVERS, recovers_from_here);
         }
+        if approving {
+            model = model
+                .property(Expectation::Always, APPROVED_FIRST, runs_only_approved)
+                .property(Expectation::Always, NO_MEANS_NO, never_runs_refused)
+                .property(Expectation::Always, APPROVED_ONCE, approved_at_most_once)
+                .property(
+                    Expectation::Sometimes,
+                    APPROVED_RUNS,
+                    sometimes_approved_and_run,
+                );
+        }
         model
     }
 }
@@ -159,6 +193,11 @@ pub const RECONNECTED: &str = "an agent reconnects after central crashed";
 pub const REVOKED_STOPS: &str = "a revoked agent stops in Revoked";
 pub const RECOVERS: &str =
     "every pending command reaches a terminal state once the network recovers";
+
+pub const APPROVED_FIRST: &str = "no command requiring approval runs without an approval matching its digest by someone other than its requester";
+pub const NO_MEANS_NO: &str = "a rejected, expired or cancelled command never runs";
+pub const APPROVED_ONCE: &str = "a command is approved at most once";
+pub const APPROVED_RUNS: &str = "an approved command runs";
 
 /// Steps the recovery check allows a state to settle in.
 pub const RECOVERY_STEPS: usize = 400;
@@ -386,6 +425,48 @@ fn sometimes_completed(_: &NapModel, state: &NapState) -> bool {
     })
 }
 
+fn runs_of(state: &NapState, request_id: RequestId) -> u32 {
+    agent_stores(state)
+        .map(|s| s.runs.get(&request_id).copied().unwrap_or(0))
+        .sum()
+}
+
+fn runs_only_approved(_: &NapModel, state: &NapState) -> bool {
+    let Some(store) = central_store(state) else {
+        return true;
+    };
+    store.commands.iter().all(|(id, c)| {
+        runs_of(state, *id) == 0
+            || c.approval
+                .as_ref()
+                .is_some_and(|a| a.approved_by.iter().any(|u| u != REQUESTER))
+    })
+}
+
+fn never_runs_refused(_: &NapModel, state: &NapState) -> bool {
+    let Some(store) = central_store(state) else {
+        return true;
+    };
+    store.commands.iter().all(|(id, c)| {
+        !matches!(
+            c.state,
+            CommandState::Rejected | CommandState::ApprovalExpired | CommandState::Cancelled
+        ) || runs_of(state, *id) == 0
+    })
+}
+
+fn approved_at_most_once(_: &NapModel, state: &NapState) -> bool {
+    central_store(state).is_none_or(|s| s.approved.values().all(|n| *n <= 1))
+}
+
+fn sometimes_approved_and_run(_: &NapModel, state: &NapState) -> bool {
+    central_store(state).is_some_and(|s| {
+        s.commands
+            .iter()
+            .any(|(id, c)| c.state == CommandState::Succeeded && s.approved.contains_key(id))
+    })
+}
+
 fn sometimes_revoked(_: &NapModel, state: &NapState) -> bool {
     agents(state).any(|(_, a)| a.engine.state() == (ConnectionState::Revoked {}))
 }
@@ -463,7 +544,10 @@ fn nearest_timer(
     actions
         .iter()
         .filter_map(|a| match a {
-            ActorModelAction::Timeout(id, tick) if *tick != Tick::Revoke => {
+            // People's decisions are theirs, not the system's.
+            ActorModelAction::Timeout(id, tick)
+                if !matches!(tick, Tick::Revoke | Tick::Decide(_)) =>
+            {
                 let delay = match (&*state.actor_states[usize::from(*id)], tick) {
                     (_, Tick::Finish(_)) => Some(Duration::ZERO),
                     (ModelState::Agent(s), _) => s.next_delay(),

@@ -57,4 +57,6 @@ pub enum Tick {
     Finish(RequestId),
     /// Central's operator revokes the model's revoked node.
     Revoke,
+    /// v0.2: a person takes the model's `n`-th decision on the command.
+    Decide(u8),
 }
