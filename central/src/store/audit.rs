@@ -19,6 +19,36 @@ pub struct AuditEntry {
     pub hash: String,
 }
 
+impl AuditEntry {
+    /// The entry that follows `last` (the chain's newest `(seq, hash)`, or
+    /// none for the first), hashed. `at` is taken at the stored precision.
+    pub fn after(
+        last: Option<(u64, String)>,
+        at: WallTime,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: serde_json::Value,
+    ) -> Self {
+        let (seq, prev_hash) = match last {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, String::new()),
+        };
+        let at = stored_precision(at);
+        let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+        Self {
+            seq,
+            at,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            detail,
+            prev_hash,
+            hash,
+        }
+    }
+}
+
 /// The hash of an entry: SHA-256 over the previous hash and the entry's
 /// fields, each length-prefixed so no two field splits hash alike.
 pub fn chain_hash(
@@ -107,7 +137,7 @@ pub fn state_batch(changes: &[super::StateChange]) -> Option<BatchRecord> {
         action: "state.batch",
         subject: format!("{} sessions, {} commands", sessions.len(), commands.len()),
         detail: serde_json::json!({ "sessions": sessions, "commands": commands }),
-        at: stored_precision(latest?),
+        at: latest?,
     })
 }
 
@@ -144,6 +174,6 @@ pub fn results_batch(
         action: "results.batch",
         subject: format!("{} results", results.len()),
         detail: serde_json::json!({ "results": results }),
-        at: stored_precision(at),
+        at,
     })
 }

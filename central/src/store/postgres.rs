@@ -16,7 +16,6 @@ use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use super::audit::chain_hash;
 use super::{
     AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
     StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
@@ -337,31 +336,20 @@ async fn chain_append(
         .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])
         .await
         .map_err(db)?;
-    let (seq, prev_hash) = match last {
-        Some(r) => (
-            u64::try_from(r.get::<_, i64>(0)).unwrap_or(0) + 1,
+    let last = last.map(|r| {
+        (
+            u64::try_from(r.get::<_, i64>(0)).unwrap_or(0),
             r.get::<_, String>(1),
-        ),
-        None => (1, String::new()),
-    };
-    let at = super::audit::stored_precision(at);
-    let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+        )
+    });
+    let e = AuditEntry::after(last, at, actor, action, subject, detail);
     tx.execute(
         "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        &[&i64::try_from(seq).unwrap_or(i64::MAX), &ts(at), &actor, &action, &subject, &detail, &prev_hash, &hash],
+        &[&i64::try_from(e.seq).unwrap_or(i64::MAX), &ts(e.at), &e.actor, &e.action, &e.subject, &e.detail, &e.prev_hash, &e.hash],
     )
     .await
     .map_err(db)?;
-    Ok(AuditEntry {
-        seq,
-        at,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail,
-        prev_hash,
-        hash,
-    })
+    Ok(e)
 }
 
 /// The batch's own audit record, in its transaction.

@@ -11,7 +11,6 @@ use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::audit::chain_hash;
 use super::{
     AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
     StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
@@ -174,26 +173,14 @@ fn chain_append(
         )
         .optional()
         .map_err(db)?;
-    let (seq, prev_hash) = match last {
-        Some((seq, hash)) => (u64::try_from(seq).unwrap_or(0) + 1, hash),
-        None => (1, String::new()),
-    };
-    let hash = chain_hash(&prev_hash, seq, at, actor, action, subject, &detail);
+    let last = last.map(|(seq, hash)| (u64::try_from(seq).unwrap_or(0), hash));
+    let e = AuditEntry::after(last, at, actor, action, subject, detail);
     tx.execute(
         "INSERT INTO audit (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![i64::try_from(seq).unwrap_or(i64::MAX), micros(at), actor, action, subject, detail.to_string(), prev_hash, hash],
+        params![i64::try_from(e.seq).unwrap_or(i64::MAX), micros(e.at), e.actor, e.action, e.subject, e.detail.to_string(), e.prev_hash, e.hash],
     )
     .map_err(db)?;
-    Ok(AuditEntry {
-        seq,
-        at,
-        actor: actor.to_owned(),
-        action: action.to_owned(),
-        subject: subject.to_owned(),
-        detail,
-        prev_hash,
-        hash,
-    })
+    Ok(e)
 }
 
 /// The batch's own audit record, in its transaction.
@@ -787,7 +774,6 @@ impl Storage for SqliteStore {
         at: WallTime,
     ) -> StoreResult<AuditEntry> {
         let (actor, action, subject) = (actor.to_owned(), action.to_owned(), subject.to_owned());
-        let at = super::audit::stored_precision(at);
         self.with(move |conn| {
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
