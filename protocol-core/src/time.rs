@@ -53,6 +53,12 @@ impl WallTime {
     pub fn as_datetime(&self) -> DateTime<Utc> {
         self.0
     }
+
+    /// How long from this instant until `later` (zero if `later` is past).
+    pub fn until(&self, later: Self) -> std::time::Duration {
+        let left = later.unix_millis().saturating_sub(self.unix_millis());
+        std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0))
+    }
 }
 
 impl From<DateTime<Utc>> for WallTime {

@@ -52,7 +52,7 @@ pub(super) async fn list(
         .filter_map(|c| {
             let a = c.approval?;
             let may = a.requester != person.user
-                && may_approve(&Approvers::parse(a.approver.as_deref()), &person);
+                && Approvers::parse(a.approver.as_deref()).admits(&person);
             (!query.mine || may).then(|| {
                 json!({
                     "requestId": c.request_id,
@@ -72,14 +72,6 @@ pub(super) async fn list(
         })
         .collect();
     Ok(Json(json!({ "approvals": items })))
-}
-
-fn may_approve(approvers: &Approvers, person: &Person) -> bool {
-    match approvers {
-        Approvers::Anyone => true,
-        Approvers::User(u) => *u == person.user,
-        Approvers::Group(g) => person.groups.contains(g),
-    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -149,10 +149,7 @@ impl Ctx {
             Ok((task, Some((command, hold_until)))) => {
                 let hold = match hold_until {
                     // Central's request expires then: the hold agrees with it.
-                    Some(until) => {
-                        let left = until.unix_millis() - self.wall().unix_millis();
-                        Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_HOLD)
-                    }
+                    Some(until) => self.wall().until(until).min(MAX_HOLD),
                     None => self.config.approval_window,
                 };
                 self.commands

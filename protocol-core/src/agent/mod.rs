@@ -85,12 +85,7 @@ impl AgentEngine {
                 self.dispatch(Event::Closed(code));
             }
             AgentInput::UpdateOnProbation { deadline } => {
-                let wall = self.ctx.anchor.wall_at(self.ctx.now);
-                let left = deadline
-                    .unix_millis()
-                    .saturating_sub(wall.unix_millis())
-                    .max(0);
-                let left = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                let left = self.ctx.anchor.wall_at(self.ctx.now).until(deadline);
                 self.ctx.on_probation = true;
                 self.ctx.arm_in(AgentTimer::UpdateProbation, left);
             }

@@ -61,7 +61,9 @@ impl Approvers {
         }
     }
 
-    fn admits(&self, person: &Person) -> bool {
+    /// Whether `person` is among those who may approve (the requester
+    /// rule is [`Pending::decide`]'s).
+    pub fn admits(&self, person: &Person) -> bool {
         match self {
             Self::Anyone => true,
             Self::User(user) => *user == person.user,

@@ -5,8 +5,6 @@
 //! never runs — and a complete approval whose node stays offline past the
 //! release time ends `approval_expired` too: it must be given again.
 
-use std::time::Duration;
-
 use super::{CentralHub, HubOutput, HubTimer};
 use crate::central::approval::{ApprovalRefusal, Decided, Decision, Person};
 use crate::central::command::CommandState;
@@ -141,7 +139,6 @@ impl CentralHub {
 
     /// The hub's moment for a wall-clock time (now, if it is past).
     pub(super) fn at_wall(&self, at: WallTime) -> Timestamp {
-        let left = at.unix_millis() - self.anchor.wall_at(self.now).unix_millis();
-        self.now + Duration::from_millis(u64::try_from(left).unwrap_or(0))
+        self.now + self.anchor.wall_at(self.now).until(at)
     }
 }
