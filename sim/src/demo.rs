@@ -72,6 +72,72 @@ async fn token(store: &impl Storage, role: Role, name: &str) -> anyhow::Result<S
     Ok(token)
 }
 
+/// v0.2: `hostname` for approval by the demo's operator; a self-approval is
+/// refused, a second person's approval of its digest runs it.
+#[allow(clippy::print_stdout)]
+async fn approval_demo(
+    running: &nap_central::runtime::Running,
+    store: &impl Storage,
+    requester: &str,
+    agent_id: NodeId,
+    hostname: &str,
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+) -> anyhow::Result<()> {
+    let approver = token(store, Role::Operator, "demo-approver").await?;
+    let api = format!("http://{}", running.api_addr);
+    let body = serde_json::json!({
+        "type": "execute", "command": "hostname", "requiresApproval": true,
+        "reason": "the demo shows the two-person rule",
+    });
+    let (_, reply) = crate::http::post(
+        &format!("{api}/api/v1/nodes/{agent_id}/commands"),
+        requester,
+        &body,
+    )
+    .await?;
+    let (Some(request_id), Some(digest)) = (
+        reply["requestId"]
+            .as_str()
+            .and_then(|s| s.parse::<nap_core::RequestId>().ok()),
+        reply["digest"].as_str(),
+    ) else {
+        println!("command `hostname` with approval: not accepted: {reply}");
+        return Ok(());
+    };
+    let approve = format!("{api}/api/v1/commands/{request_id}/approve");
+    let digest = serde_json::json!({ "digest": digest });
+    let (status, _) = crate::http::post(&approve, requester, &digest).await?;
+    println!(
+        "command `hostname` needs approval: held on the node; its requester approving → {status}"
+    );
+    let (status, _) = crate::http::post(&approve, &approver, &digest).await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(AppEvent::Command {
+                request_id: id,
+                state,
+            }) = events.recv().await
+                && id == request_id
+                && state.is_terminal()
+            {
+                return state;
+            }
+        }
+    })
+    .await;
+    let shown = store
+        .get_command(request_id)
+        .await?
+        .and_then(|c| c.result)
+        .map(|r| r.result.trim().to_owned())
+        .unwrap_or_default();
+    let state = outcome.map_or("no answer yet".into(), |s| s.as_str().to_owned());
+    println!(
+        "  a second person approves its digest → {status}; on {hostname} (the real agent) → {state}: {shown}"
+    );
+    Ok(())
+}
+
 #[allow(clippy::print_stdout)]
 pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(".").context("cwd")?.join(&config.dir);
@@ -277,6 +343,16 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         let state = outcome.map_or("no answer yet".into(), |s| s.as_str().to_owned());
         println!("command `{line}` on {hostname} (the real agent) → {state}: {shown}");
     }
+
+    approval_demo(
+        &running,
+        &store,
+        &operator,
+        agent_id,
+        &hostname,
+        &mut events,
+    )
+    .await?;
 
     println!();
     println!(
