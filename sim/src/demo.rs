@@ -72,6 +72,28 @@ async fn token(store: &impl Storage, role: Role, name: &str) -> anyhow::Result<S
     Ok(token)
 }
 
+/// The terminal state `request_id` reaches within 20 s, if it does.
+async fn terminal(
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    request_id: nap_core::RequestId,
+) -> Option<nap_core::central::CommandState> {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.recv().await {
+                Ok(AppEvent::Command {
+                    request_id: id,
+                    state,
+                }) if id == request_id && state.is_terminal() => return Some(state),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// v0.2: `hostname` for approval by the demo's operator; a self-approval is
 /// refused, a second person's approval of its digest runs it.
 #[allow(clippy::print_stdout)]
@@ -111,27 +133,14 @@ async fn approval_demo(
         "command `hostname` needs approval: held on the node; its requester approving → {status}"
     );
     let (status, _) = crate::http::post(&approve, &approver, &digest).await?;
-    let outcome = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            if let Ok(AppEvent::Command {
-                request_id: id,
-                state,
-            }) = events.recv().await
-                && id == request_id
-                && state.is_terminal()
-            {
-                return state;
-            }
-        }
-    })
-    .await;
+    let outcome = terminal(events, request_id).await;
     let shown = store
         .get_command(request_id)
         .await?
         .and_then(|c| c.result)
         .map(|r| r.result.trim().to_owned())
         .unwrap_or_default();
-    let state = outcome.map_or("no answer yet".into(), |s| s.as_str().to_owned());
+    let state = outcome.map_or("no answer yet", |s| s.as_str());
     println!(
         "  a second person approves its digest → {status}; on {hostname} (the real agent) → {state}: {shown}"
     );
@@ -314,20 +323,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             .as_str()
             .and_then(|s| s.parse().ok())
             .unwrap_or(request_id);
-        let outcome = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                if let Ok(AppEvent::Command {
-                    request_id: id,
-                    state,
-                }) = events.recv().await
-                    && id == request_id
-                    && state.is_terminal()
-                {
-                    return state;
-                }
-            }
-        })
-        .await;
+        let outcome = terminal(&mut events, request_id).await;
         let record = store.get_command(request_id).await?;
         let shown = record
             .and_then(|c| c.result)
@@ -340,7 +336,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             .chain(args.iter().cloned())
             .collect::<Vec<_>>()
             .join(" ");
-        let state = outcome.map_or("no answer yet".into(), |s| s.as_str().to_owned());
+        let state = outcome.map_or("no answer yet", |s| s.as_str());
         println!("command `{line}` on {hostname} (the real agent) → {state}: {shown}");
     }
 
