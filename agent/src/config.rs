@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use nap_core::NodeId;
 use nap_core::policy::{AnchoredPattern, ArgRule, ArgRules, CommandRule, Policy};
+use nap_core::signed_approval::{ApprovalTrust, PublicKey};
 use serde::Deserialize;
 
 /// The whole file.
@@ -66,6 +67,32 @@ pub struct FileConfig {
     pub containers: ContainerConfig,
     #[serde(default)]
     pub update: UpdateConfig,
+    /// The approval roots this node trusts (spec §8.2).
+    #[serde(default)]
+    pub approval: ApprovalConfig,
+}
+
+/// `[approval]`: what certifies the people whose signed approvals a
+/// command with `approval = "required"` needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Approval roots' public keys, `ed25519:<base64>`; two while a root is
+    /// replaced.
+    pub roots: Vec<String>,
+    /// Approver keys no longer accepted, `ed25519:<base64>`.
+    pub revoked: Vec<String>,
+}
+
+/// Whether an allow-list entry needs approval verified on the node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Central's approval rules alone decide.
+    #[default]
+    None,
+    /// The node runs it only with enough signed approvals it verifies.
+    Required,
 }
 
 fn default_audience() -> String {
@@ -174,6 +201,12 @@ pub struct CommandEntry {
     /// The user it runs as (`root` only where it must); default: the
     /// sandbox's `run_as`.
     pub run_as: Option<String>,
+    /// `"required"`: run only with signed approvals this node verifies.
+    #[serde(default)]
+    pub approval: ApprovalMode,
+    /// With `approval = "required"`, how many distinct approvers (1–5,
+    /// default 1).
+    pub min_approvals: Option<u8>,
 }
 
 fn default_timeout() -> u64 {
@@ -292,6 +325,46 @@ impl Default for UpdateConfig {
     }
 }
 
+impl CommandEntry {
+    fn required_approvals(&self, name: &str) -> anyhow::Result<u8> {
+        use nap_core::central::approval::{MAX_APPROVALS, MIN_APPROVALS};
+        match (self.approval, self.min_approvals) {
+            (ApprovalMode::None, None) => Ok(0),
+            (ApprovalMode::None, Some(_)) => {
+                anyhow::bail!("command {name}: min_approvals needs approval = \"required\"")
+            }
+            (ApprovalMode::Required, None) => Ok(MIN_APPROVALS),
+            (ApprovalMode::Required, Some(n)) if (MIN_APPROVALS..=MAX_APPROVALS).contains(&n) => {
+                Ok(n)
+            }
+            (ApprovalMode::Required, Some(n)) => anyhow::bail!(
+                "command {name}: min_approvals {n} must be {MIN_APPROVALS} to {MAX_APPROVALS}"
+            ),
+        }
+    }
+}
+
+impl ApprovalConfig {
+    fn trust(&self) -> anyhow::Result<Option<ApprovalTrust>> {
+        if self.roots.is_empty() {
+            return Ok(None);
+        }
+        let key = |text: &String| {
+            PublicKey::parse(text)
+                .with_context(|| format!("[approval]: {text:?} is not an ed25519:<base64> key"))
+        };
+        Ok(Some(ApprovalTrust {
+            roots: self.roots.iter().map(key).collect::<anyhow::Result<_>>()?,
+            revoked: self
+                .revoked
+                .iter()
+                .map(key)
+                .collect::<anyhow::Result<_>>()?,
+            crypto: std::sync::Arc::new(nap_core::crypto::AwsLc),
+        }))
+    }
+}
+
 impl FileConfig {
     /// Reads and checks the file, with `NAP_AGENT_*` environment variables
     /// over it (nested keys with `__`: `NAP_AGENT_SANDBOX__CPU_SECONDS=60`) and
@@ -353,7 +426,20 @@ impl FileConfig {
                     max_timeout: Duration::from_millis(entry.max_timeout_ms),
                     env: entry.env.clone(),
                     run_as: entry.run_as.clone(),
+                    required_approvals: entry.required_approvals(name)?,
                 },
+            );
+        }
+        policy.approval_trust = self.approval.trust()?;
+        if policy.approval_trust.is_none()
+            && let Some(name) = self
+                .commands
+                .iter()
+                .find(|(_, e)| e.approval == ApprovalMode::Required)
+                .map(|(name, _)| name)
+        {
+            anyhow::bail!(
+                "command {name}: approval = \"required\" needs [approval] roots (the approval root's public key)"
             );
         }
         for (env, recipe) in &self.deploy {

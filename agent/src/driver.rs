@@ -314,8 +314,14 @@ impl Host for Machine {
                     Decision::Busy => ("busy", None),
                     Decision::Duplicate => ("duplicate", None),
                     Decision::Invalid(why) => ("invalid", Some((*why).to_owned())),
+                    Decision::ApprovalRefused(refusal) => {
+                        ("approval_refused", Some(refusal.to_string()))
+                    }
                 };
-                if matches!(decision, Decision::Blocked(_)) {
+                if matches!(
+                    decision,
+                    Decision::Blocked(_) | Decision::ApprovalRefused(_)
+                ) {
                     tracing::warn!(request = ?request_id, %what, reason = ?reason, "command blocked");
                 }
                 self.audit(

@@ -77,6 +77,8 @@ async fn setup(test: &str) -> Setup {
             max_timeout_ms: 10_000,
             env: BTreeMap::new(),
             run_as: None,
+            approval: Default::default(),
+            min_approvals: None,
         },
     );
     let mut deploy = BTreeMap::new();
@@ -119,6 +121,7 @@ async fn setup(test: &str) -> Setup {
             socket: Some(format!("unix://{}/no-engine.sock", dir.path().display())),
         },
         update: Default::default(),
+        approval: Default::default(),
     };
     Setup {
         running,
@@ -207,6 +210,7 @@ fn execute(id: u128, command: &str, args: &[&str]) -> CentralMessage {
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout: None,
         hold_until: None,
+        requested_by: None,
         requires_approval: false,
         approver: None,
     })

@@ -54,6 +54,7 @@ fn command(id: u128, n: u128) -> CommandRecord {
         args: vec![],
         timeout: Some(30_000),
         hold_until: None,
+        requested_by: None,
         requires_approval: false,
         approver: None,
     });

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use crate::signed_approval::ApprovalTrust;
+
 /// Which commands may run, and how.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -16,6 +18,9 @@ pub struct Policy {
     /// The timeout for health checks, deploys and updates, which have no
     /// allow-list entry of their own.
     pub task_timeout: Duration,
+    /// The approval roots this node trusts, for entries that require
+    /// approval (spec §8.2).
+    pub approval_trust: Option<ApprovalTrust>,
 }
 
 /// One allow-list entry.
@@ -32,6 +37,10 @@ pub struct CommandRule {
     /// The user the command runs as; `None` is the agent's sandbox default
     /// (an unprivileged user). Root only where the entry says so.
     pub run_as: Option<String>,
+    /// Signed approvals, by distinct people, the node verifies itself before
+    /// it runs the command (`approval = "required"`; 0: none, central's
+    /// approval alone decides).
+    pub required_approvals: u8,
 }
 
 /// The arguments an entry accepts.
@@ -116,6 +125,8 @@ pub struct Approved {
     pub env: BTreeMap<String, String>,
     pub timeout: Duration,
     pub run_as: Option<String>,
+    /// See [`CommandRule::required_approvals`].
+    pub required_approvals: u8,
 }
 
 /// Why a command was refused; the text goes into the `blocked` result and
@@ -143,6 +154,12 @@ pub enum Refusal {
         requested_ms: u64,
         max_ms: u64,
     },
+    #[error(
+        "{0} requires approval on this node (its allow-list entry says approval = \"required\"): send it with requiresApproval"
+    )]
+    ApprovalRequired(String),
+    #[error("{0} requires signed approvals and this node has no approval root configured")]
+    NoApprovalRoot(String),
     #[error("deploy environment {0:?} is not configured")]
     UnknownEnv(String),
     #[error("branch name {name:?} is invalid: {reason}")]
@@ -233,6 +250,7 @@ impl Policy {
             env: rule.env.clone(),
             timeout,
             run_as: rule.run_as.clone(),
+            required_approvals: rule.required_approvals,
         })
     }
 

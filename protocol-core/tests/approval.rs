@@ -39,6 +39,7 @@ fn admin(user: &str) -> Person {
 fn approve() -> Decision {
     Decision::Approve {
         digest: DIGEST.into(),
+        signature: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn held_uptime(world: &World, n: u128, approver: Option<&str>) -> CentralMessage
         requires_approval: true,
         approver: approver.map(str::to_owned),
         hold_until: Some(expiry(world)),
+        requested_by: None,
     })
 }
 
@@ -67,6 +69,7 @@ fn request_by(world: &World, requester: &str, approver: Option<&str>, min: u8) -
         digest: DIGEST.into(),
         expires_at: expiry(world),
         approved_by: vec![],
+        signatures: Vec::new(),
     }
 }
 
@@ -133,7 +136,8 @@ fn an_approval_for_another_command_does_not_count() {
             request(1),
             person("bob", &[]),
             Decision::Approve {
-                digest: "edited".into()
+                digest: "edited".into(),
+                signature: None,
             }
         ),
         Err(ApprovalRefusal::DigestMismatch)
@@ -319,6 +323,7 @@ fn the_canonical_encoding_changes_with_every_field_that_makes_the_command() {
         requires_approval: true,
         approver: None,
         hold_until: None,
+        requested_by: None,
     };
     let bytes = |e: &Execute, node: NodeId, id: RequestId, at: WallTime| {
         canonical_bytes(node, id, &CentralMessage::Execute(e.clone()), at)

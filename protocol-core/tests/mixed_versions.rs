@@ -31,6 +31,7 @@ fn needs_approval(n: u128) -> CentralMessage {
         args: vec![],
         timeout: None,
         hold_until: None,
+        requested_by: None,
         requires_approval: true,
         approver: Some("alice".into()),
     })
@@ -149,6 +150,7 @@ fn every_central_message_names_the_feature_it_needs_in_one_place() {
         request_id: Some(request(5)),
         command: "uptime".into(),
         approved_by: "bob".into(),
+        approvals: Vec::new(),
     });
     assert_eq!(Feature::required_by(&approved), Some(Feature::Approval));
     assert_eq!(

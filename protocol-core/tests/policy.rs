@@ -14,6 +14,7 @@ fn policy() -> Policy {
         "docker",
         CommandRule {
             run_as: None,
+            required_approvals: 0,
             program: "/usr/bin/docker".into(),
             args: ArgRules::Exact(vec![ArgRule::OneOf(vec!["ps".into(), "images".into()])]),
             max_timeout: Duration::from_secs(30),
@@ -24,6 +25,7 @@ fn policy() -> Policy {
         "journalctl",
         CommandRule {
             run_as: None,
+            required_approvals: 0,
             program: "/usr/bin/journalctl".into(),
             args: ArgRules::Variadic {
                 fixed: vec![

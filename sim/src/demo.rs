@@ -212,6 +212,8 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
                 max_timeout_ms: 10_000,
                 env: BTreeMap::new(),
                 run_as: None,
+                approval: Default::default(),
+                min_approvals: None,
             },
         );
     }
@@ -241,6 +243,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         application: Default::default(),
         containers: Default::default(),
         update: Default::default(),
+        approval: Default::default(),
     };
     let tls = nap_agent::transport::tls_config(&certs.ca)?;
     // The sandbox trampoline is this binary (it has `sandbox-exec`).

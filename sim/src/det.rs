@@ -58,6 +58,7 @@ fn policy() -> Policy {
         "uptime",
         CommandRule {
             run_as: None,
+            required_approvals: 0,
             program: "/usr/bin/uptime".into(),
             args: ArgRules::Exact(vec![]),
             max_timeout: Duration::from_secs(30),
@@ -219,6 +220,7 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
                 args: vec![],
                 timeout: None,
                 hold_until: None,
+                requested_by: None,
                 requires_approval: false,
                 approver: None,
             });

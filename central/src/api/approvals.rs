@@ -12,6 +12,9 @@ use axum::{Extension, Json};
 use nap_core::RequestId;
 use nap_core::central::HubInput;
 use nap_core::central::approval::{ApprovalRefusal, Approvers, Decided, Decision, Person};
+use nap_core::crypto::AwsLc;
+use nap_core::signed_approval::check_signature;
+use nap_core::wire::SignedApproval;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -79,6 +82,10 @@ pub(super) async fn list(
 pub(super) struct ApproveBody {
     /// The digest of the command being approved (from `GET /api/v1/approvals`).
     digest: String,
+    /// The approver's Ed25519 signature over the digest, base64 (§8.2).
+    signature: Option<String>,
+    /// The approver certificate for the key that signed.
+    certificate: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,12 +102,29 @@ pub(super) async fn approve(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let body: ApproveBody = parse(&body)?;
+    let signature = match (body.signature, body.certificate) {
+        (None, None) => None,
+        (Some(signature), Some(certificate)) => {
+            let signed = SignedApproval {
+                user: who.user().to_owned(),
+                certificate,
+                signature,
+            };
+            // A mistyped key or a wrong certificate is refused now, not on
+            // the node hours later; the node's own check is the guarantee.
+            check_signature(&AwsLc, &signed, &body.digest)
+                .map_err(|e| bad_request(format!("signature: {e}")))?;
+            Some(signed)
+        }
+        _ => return Err(bad_request("signature and certificate go together")),
+    };
     decide(
         &hub,
         &who,
         &id,
         Decision::Approve {
             digest: body.digest,
+            signature,
         },
     )
     .await
@@ -209,7 +233,8 @@ async fn decide(
             let status = match refusal {
                 ApprovalRefusal::OwnRequest
                 | ApprovalRefusal::NotAnApprover(_)
-                | ApprovalRefusal::NotRequester => StatusCode::FORBIDDEN,
+                | ApprovalRefusal::NotRequester
+                | ApprovalRefusal::NotOwnSignature { .. } => StatusCode::FORBIDDEN,
                 ApprovalRefusal::NotPending
                 | ApprovalRefusal::AlreadyApproved
                 | ApprovalRefusal::DigestMismatch => StatusCode::CONFLICT,

@@ -108,16 +108,21 @@ impl CommandTemplate {
         self.instance_until(request_id, None)
     }
 
-    /// [`Self::instance`], held by the node until `hold_until` (v0.2).
+    /// [`Self::instance`], held by the node until `hold.0` and requested by
+    /// `hold.1` (v0.2). Central alone sets those two fields: a client's are
+    /// dropped.
     fn instance_until(
         &self,
         request_id: RequestId,
-        hold_until: Option<WallTime>,
+        hold: Option<(WallTime, &str)>,
     ) -> Result<(CentralMessage, u64), ApiError> {
         let mut body = self.body.clone();
         body.insert("requestId".into(), json!(request_id));
-        if let Some(until) = hold_until {
+        body.remove("holdUntil");
+        body.remove("requestedBy");
+        if let Some((until, requester)) = hold {
             body.insert("holdUntil".into(), json!(until));
+            body.insert("requestedBy".into(), json!(requester));
         }
         let text = Value::Object(body).to_string();
         let message: CentralMessage =
@@ -144,7 +149,8 @@ impl CommandTemplate {
             .approval
             .as_ref()
             .map(|_| now.add_millis(i64::try_from(request_ttl.as_millis()).unwrap_or(i64::MAX)));
-        let (message, timeout_ms) = self.instance_until(request_id, expires_at)?;
+        let (message, timeout_ms) =
+            self.instance_until(request_id, expires_at.map(|at| (at, requester)))?;
         let approval = match (&self.approval, expires_at) {
             (Some((reason, min)), Some(expires_at)) => Some(StoredApproval {
                 requester: requester.to_owned(),
@@ -157,6 +163,7 @@ impl CommandTemplate {
                 digest: digest(node_id, request_id, &message, expires_at),
                 expires_at,
                 approved_by: Vec::new(),
+                signatures: Vec::new(),
             }),
             _ => None,
         };
@@ -194,7 +201,7 @@ pub(super) fn digest(
 ) -> String {
     let bytes =
         nap_core::central::approval::canonical_bytes(node_id, request_id, message, expires_at);
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes).as_ref())
+    nap_core::signed_approval::digest(&nap_core::crypto::AwsLc, &bytes)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {

@@ -18,10 +18,10 @@ pub(super) async fn record_decision(
     decision: &Decision,
     verdict: &Result<Decided, ApprovalRefusal>,
 ) {
-    let (action, reason) = match decision {
-        Decision::Approve { .. } => ("approval.approve", None),
-        Decision::Reject { reason } => ("approval.reject", Some(reason.as_str())),
-        Decision::Cancel => ("approval.cancel", None),
+    let (action, reason, signature) = match decision {
+        Decision::Approve { signature, .. } => ("approval.approve", None, signature.as_ref()),
+        Decision::Reject { reason } => ("approval.reject", Some(reason.as_str()), None),
+        Decision::Cancel => ("approval.cancel", None, None),
     };
     let outcome = match verdict {
         Ok(Decided::Counted { approvals, needed }) => {
@@ -32,10 +32,18 @@ pub(super) async fn record_decision(
         Ok(Decided::Cancelled) => json!("cancelled"),
         Err(refusal) => json!({ "refused": refusal.to_string() }),
     };
-    let detail = json!({ "node": node_id, "reason": reason, "outcome": outcome });
+    let detail = json!({
+        "node": node_id,
+        "reason": reason,
+        "outcome": outcome,
+        "signed": signature.is_some(),
+    });
     let at = effects.clock.wall();
     if matches!(verdict, Ok(Decided::Counted { .. } | Decided::Approved))
-        && let Err(e) = effects.store.add_approver(request_id, person).await
+        && let Err(e) = effects
+            .store
+            .add_approver(request_id, person, signature)
+            .await
     {
         // The hub holds it; only a restart before the command ends loses it.
         effects.metrics.db_error("add_approver");

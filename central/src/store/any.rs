@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use nap_core::central::ResultRecord;
-use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 
 use super::postgres::PgStore;
@@ -171,8 +171,13 @@ impl Storage for AnyStore {
     async fn groups_of(&self, user: &str) -> StoreResult<Vec<String>> {
         delegate!(self.groups_of(user))
     }
-    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
-        delegate!(self.add_approver(request_id, user))
+    async fn add_approver(
+        &self,
+        request_id: RequestId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
+        delegate!(self.add_approver(request_id, user, signature))
     }
     async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.pending_approvals())

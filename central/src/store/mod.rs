@@ -11,7 +11,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use nap_core::central::{CommandState, ResultRecord};
-use nap_core::wire::{Alert, CentralMessage, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::wire::{
+    Alert, CentralMessage, CommandResult, Health, NodeStatus, SignedApproval, Telemetry,
+};
 use nap_core::{NodeId, RequestId, TokenId, WallTime};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +99,9 @@ pub struct StoredApproval {
     pub expires_at: WallTime,
     #[serde(default)]
     pub approved_by: Vec<String>,
+    /// The approvers' signatures, for nodes that verify them (§8.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignedApproval>,
 }
 
 impl StoredApproval {
@@ -110,6 +115,7 @@ impl StoredApproval {
             digest: self.digest.clone(),
             expires_at: self.expires_at,
             approved_by: self.approved_by.clone(),
+            signatures: self.signatures.clone(),
         }
     }
 }
@@ -357,10 +363,12 @@ pub trait Storage: Send + Sync + 'static {
     /// The groups `user` is in.
     fn groups_of(&self, user: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
     /// v0.2: counts `user`'s approval in the command's stored request.
+    /// v0.2: `user` approved (with this signature, if they signed).
     fn add_approver(
         &self,
         request_id: RequestId,
         user: &str,
+        signature: Option<&SignedApproval>,
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// v0.2: commands whose approval request is still pending.
     fn pending_approvals(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;

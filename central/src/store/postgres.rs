@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use nap_core::central::ResultRecord;
-use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
@@ -1077,16 +1077,26 @@ impl Storage for PgStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
+    async fn add_approver(
+        &self,
+        request_id: RequestId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
         let client = self.client().await?;
+        let signatures = match signature {
+            Some(s) => serde_json::json!([s]),
+            None => serde_json::json!([]),
+        };
         // One statement: two processes counting at once both land.
         client
             .execute(
-                "UPDATE commands SET approval = jsonb_set(approval, '{approvedBy}',
-                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text))
+                "UPDATE commands SET approval = jsonb_set(jsonb_set(approval, '{approvedBy}',
+                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text)),
+                     '{signatures}', COALESCE(approval->'signatures', '[]'::jsonb) || $3::jsonb)
                  WHERE request_id = $1 AND approval IS NOT NULL
                    AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
-                &[&uuid(request_id.0), &user],
+                &[&uuid(request_id.0), &user, &signatures],
             )
             .await
             .map_err(db)?;

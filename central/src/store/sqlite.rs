@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nap_core::central::{CommandState, ResultRecord};
-use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, Telemetry};
+use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -852,8 +852,14 @@ impl Storage for SqliteStore {
         .await
     }
 
-    async fn add_approver(&self, request_id: RequestId, user: &str) -> StoreResult<()> {
+    async fn add_approver(
+        &self,
+        request_id: RequestId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
         let user = user.to_owned();
+        let signature = signature.cloned();
         self.with(move |conn| {
             let tx = conn.transaction().map_err(db)?;
             let id = request_id.to_string();
@@ -872,6 +878,7 @@ impl Storage for SqliteStore {
                 serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if !approval.approved_by.contains(&user) {
                 approval.approved_by.push(user);
+                approval.signatures.extend(signature);
             }
             tx.execute(
                 "UPDATE commands SET approval = ?2 WHERE request_id = ?1",

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput, CommandOutcome, Decision, Task};
+use crate::central::approval::canonical_bytes;
+use crate::policy::Refusal;
+use crate::signed_approval::{self, ReleaseRefusal};
 use crate::wire::{
-    Command, CommandError, CommandResult, ErrorCode, Health, HealthChecks, HealthDetails,
+    CentralMessage, Command, CommandError, CommandResult, ErrorCode, Execute, ExecuteApproved,
+    Health, HealthChecks, HealthDetails,
 };
-use crate::{RequestId, Timestamp};
+use crate::{RequestId, Timestamp, WallTime};
 
 /// How much of a result's output is kept in the record once central has it.
 const RECORDED_OUTPUT_BYTES: usize = 1024;
@@ -27,6 +31,8 @@ pub(crate) enum Entry {
     Held {
         task: Task,
         command: String,
+        /// What the node verifies itself before it runs it (§8.2).
+        signed: Option<SignedHold>,
     },
     /// Allowed, waiting for a slot.
     Queued {
@@ -46,10 +52,26 @@ pub(crate) enum Entry {
     },
 }
 
+/// A held command whose allow-list entry requires signed approvals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignedHold {
+    /// The digest the node computed from the `execute` it holds.
+    pub(crate) digest: String,
+    pub(crate) requester: Option<String>,
+    pub(crate) required: u8,
+}
+
 impl Entry {
     pub(crate) fn is_live(&self) -> bool {
         !matches!(self, Self::Done { .. })
     }
+}
+
+/// What an `execute` that asked for approval is held with.
+struct Hold {
+    command: String,
+    until: Option<WallTime>,
+    signed: Option<SignedHold>,
 }
 
 /// Every request the agent remembers.
@@ -87,15 +109,17 @@ impl Ctx {
         let (request_id, what, decision) = match command {
             Command::Execute(e) => {
                 let what = format!("execute {} {:?}", e.command, e.args);
-                let decision =
-                    policy
-                        .check_execute(&e.command, &e.args, e.timeout)
-                        .map(|approved| {
-                            (
-                                Task::Execute(approved),
-                                e.requires_approval.then_some((e.command, e.hold_until)),
-                            )
+                let decision = policy
+                    .check_execute(&e.command, &e.args, e.timeout)
+                    .and_then(|approved| {
+                        let signed = self.signed_hold(&e, approved.required_approvals)?;
+                        let hold = e.requires_approval.then(|| Hold {
+                            command: e.command.clone(),
+                            until: e.hold_until,
+                            signed,
                         });
+                        Ok((Task::Execute(approved), hold))
+                    });
                 (e.request_id, what, decision)
             }
             Command::Deploy(d) => {
@@ -129,7 +153,7 @@ impl Ctx {
                 (u.request_id, what, Ok((task, None)))
             }
             Command::ExecuteApproved(a) => {
-                self.approve(a.request_id, &a.command, &a.approved_by);
+                self.approve(&a);
                 return;
             }
         };
@@ -146,15 +170,25 @@ impl Ctx {
                 self.decided(Some(request_id), what, Decision::Blocked(refusal));
                 self.complete(request_id, failure(ErrorCode::Blocked, message));
             }
-            Ok((task, Some((command, hold_until)))) => {
-                let hold = match hold_until {
+            Ok((task, Some(hold))) => {
+                let Hold {
+                    command,
+                    until,
+                    signed,
+                } = hold;
+                let hold = match until {
                     // Central's request expires then: the hold agrees with it.
                     Some(until) => self.wall().until(until).min(MAX_HOLD),
                     None => self.config.approval_window,
                 };
-                self.commands
-                    .entries
-                    .insert(request_id, Entry::Held { task, command });
+                self.commands.entries.insert(
+                    request_id,
+                    Entry::Held {
+                        task,
+                        command,
+                        signed,
+                    },
+                );
                 self.arm_in(AgentTimer::Command(request_id), hold);
                 self.decided(Some(request_id), what, Decision::Held);
                 self.emit(AgentOutput::Persist);
@@ -194,26 +228,77 @@ impl Ctx {
         true
     }
 
-    fn approve(&mut self, request_id: Option<RequestId>, command: &str, approved_by: &str) {
-        let what = format!("execute_approved {command} by {approved_by}");
+    /// For an entry that requires signed approvals: refuses an `execute`
+    /// that did not ask for approval, or that this node cannot verify, and
+    /// computes the digest the signatures must cover.
+    fn signed_hold(&self, e: &Execute, required: u8) -> Result<Option<SignedHold>, Refusal> {
+        if required == 0 {
+            return Ok(None);
+        }
+        let (Some(request_id), true, Some(expires_at)) =
+            (e.request_id, e.requires_approval, e.hold_until)
+        else {
+            return Err(Refusal::ApprovalRequired(e.command.clone()));
+        };
+        let Some(trust) = &self.config.policy.approval_trust else {
+            return Err(Refusal::NoApprovalRoot(e.command.clone()));
+        };
+        let message = CentralMessage::Execute(e.clone());
+        let canonical = canonical_bytes(self.config.node_id, request_id, &message, expires_at);
+        Ok(Some(SignedHold {
+            digest: signed_approval::digest(trust.crypto.as_ref(), &canonical),
+            requester: e.requested_by.clone(),
+            required,
+        }))
+    }
+
+    /// `execute_approved`: releases the held command it names — if the
+    /// node's own check of the signed approvals passes where its entry asks
+    /// for one.
+    fn approve(&mut self, release: &ExecuteApproved) {
+        let what = format!(
+            "execute_approved {} by {}",
+            release.command, release.approved_by
+        );
+        let request_id = release.request_id;
         let held = request_id.and_then(|id| match self.commands.entries.get(&id) {
             Some(Entry::Held {
                 task,
                 command: held,
-            }) if held == command => Some((id, task.clone())),
+                signed,
+            }) if *held == release.command => Some((id, task.clone(), signed.clone())),
             _ => None,
         });
-        match held {
-            Some((id, task)) => {
-                self.timers.stop(&AgentTimer::Command(id));
-                self.admit(id, what, task);
-            }
-            None => self.decided(
+        let Some((id, task, signed)) = held else {
+            self.decided(
                 request_id,
                 what,
                 Decision::Invalid("no held command matches"),
-            ),
+            );
+            return;
+        };
+        if let Some(signed) = signed {
+            let checked = match &self.config.policy.approval_trust {
+                None => Err(ReleaseRefusal::NoTrust),
+                Some(trust) => trust.admit(
+                    &release.approvals,
+                    &signed.digest,
+                    signed.requester.as_deref(),
+                    signed.required,
+                    self.wall(),
+                ),
+            };
+            if let Err(refusal) = checked {
+                // Never run, and said so: the operator sees why in the result.
+                self.timers.stop(&AgentTimer::Command(id));
+                let message = format!("approval refused by the node: {refusal}");
+                self.decided(Some(id), what, Decision::ApprovalRefused(refusal));
+                self.complete(id, failure(ErrorCode::Blocked, message));
+                return;
+            }
         }
+        self.timers.stop(&AgentTimer::Command(id));
+        self.admit(id, what, task);
     }
 
     fn admit(&mut self, request_id: RequestId, what: String, task: Task) {
@@ -454,7 +539,7 @@ fn failure(code: ErrorCode, message: String) -> CommandResult {
         request_id: RequestId::from_u128(0),
         success: false,
         result: String::new(),
-        timestamp: crate::WallTime::UNIX_EPOCH,
+        timestamp: WallTime::UNIX_EPOCH,
         exit_code: None,
         stderr: None,
         duration_ms: None,
@@ -468,7 +553,7 @@ fn result_from(outcome: CommandOutcome) -> CommandResult {
         request_id: RequestId::from_u128(0),
         success: outcome.success && outcome.error.is_none(),
         result: outcome.stdout,
-        timestamp: crate::WallTime::UNIX_EPOCH,
+        timestamp: WallTime::UNIX_EPOCH,
         exit_code: outcome.exit_code,
         stderr: (!outcome.stderr.is_empty()).then_some(outcome.stderr),
         duration_ms: None,

@@ -253,6 +253,9 @@ pub enum Decision {
     Duplicate,
     /// Not actionable (e.g. an `execute` without `requestId`).
     Invalid(&'static str),
+    /// A release whose signed approvals the node's own check refused
+    /// (spec §8.2): the command never runs.
+    ApprovalRefused(crate::signed_approval::ReleaseRefusal),
 }
 
 /// Why a connection ended.

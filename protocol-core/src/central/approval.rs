@@ -7,10 +7,10 @@
 //! [`canonical_bytes`], computed by the driver — so an approval given for one
 //! command cannot be counted for another, nor for the same command edited.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::wire::CentralMessage;
+use crate::wire::{CentralMessage, SignedApproval};
 use crate::{NodeId, RequestId, WallTime};
 
 /// The fewest and the most approvals a request may ask for.
@@ -95,13 +95,19 @@ pub struct ApprovalRequest {
     pub expires_at: WallTime,
     /// Approvals already given (a request loaded back from the store).
     pub approved_by: Vec<String>,
+    /// Their signatures, for nodes that verify approvals themselves (§8.2).
+    pub signatures: Vec<SignedApproval>,
 }
 
 /// A decision on a pending request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Decision {
-    /// Approve the command whose digest is this (what the approver saw).
-    Approve { digest: String },
+    /// Approve the command whose digest is this (what the approver saw),
+    /// signed by the approver's own key where they have one (§8.2).
+    Approve {
+        digest: String,
+        signature: Option<SignedApproval>,
+    },
     /// Reject it; one rejection is enough.
     Reject { reason: String },
     /// Withdraw it (the requester, or an administrator).
@@ -127,6 +133,8 @@ pub enum ApprovalRefusal {
     ReasonRequired,
     #[error("only the requester or an administrator can cancel it")]
     NotRequester,
+    #[error("the signature is {signed}'s, not {person}'s: an approver signs with their own key")]
+    NotOwnSignature { signed: String, person: String },
 }
 
 /// What a decision changed.
@@ -148,6 +156,7 @@ pub enum Decided {
 pub struct Pending {
     pub request: ApprovalRequest,
     approved_by: BTreeSet<String>,
+    signatures: BTreeMap<String, SignedApproval>,
 }
 
 impl Pending {
@@ -158,11 +167,23 @@ impl Pending {
             .iter()
             .filter(|u| **u != request.requester)
             .cloned()
+            .collect::<BTreeSet<_>>();
+        let signatures = request
+            .signatures
+            .iter()
+            .filter(|s| approved_by.contains(&s.user))
+            .map(|s| (s.user.clone(), s.clone()))
             .collect();
         Self {
             request,
             approved_by,
+            signatures,
         }
+    }
+
+    /// The approvers' signatures, in name order.
+    pub fn signatures(&self) -> impl Iterator<Item = &SignedApproval> {
+        self.signatures.values()
     }
 
     /// Whether enough distinct people have approved.
@@ -183,7 +204,7 @@ impl Pending {
     ) -> Result<Decided, ApprovalRefusal> {
         let request = &self.request;
         match decision {
-            Decision::Approve { digest } => {
+            Decision::Approve { digest, signature } => {
                 // No role bypasses this, administrators included.
                 if person.user == request.requester {
                     return Err(ApprovalRefusal::OwnRequest);
@@ -194,8 +215,17 @@ impl Pending {
                 if *digest != request.digest {
                     return Err(ApprovalRefusal::DigestMismatch);
                 }
+                if let Some(signed) = signature.as_ref().filter(|s| s.user != person.user) {
+                    return Err(ApprovalRefusal::NotOwnSignature {
+                        signed: signed.user.clone(),
+                        person: person.user.clone(),
+                    });
+                }
                 if !self.approved_by.insert(person.user.clone()) {
                     return Err(ApprovalRefusal::AlreadyApproved);
+                }
+                if let Some(signed) = signature {
+                    self.signatures.insert(person.user.clone(), signed.clone());
                 }
                 let approvals = u8::try_from(self.approved_by.len()).unwrap_or(u8::MAX);
                 Ok(if self.complete() {
@@ -259,6 +289,7 @@ pub fn canonical_bytes(
             ("args", serde_json::json!(e.args)),
             ("timeout", serde_json::json!(e.timeout)),
             ("approver", serde_json::json!(e.approver)),
+            ("requestedBy", serde_json::json!(e.requested_by)),
         ],
         CentralMessage::Deploy(d) => vec![
             ("env", serde_json::json!(d.env)),

@@ -207,6 +207,7 @@ pub fn policy(data: &[u8]) {
         "echo",
         crate::policy::CommandRule {
             run_as: None,
+            required_approvals: 0,
             program: "/bin/echo".into(),
             args: crate::policy::ArgRules::Variadic {
                 fixed: vec![],
@@ -381,6 +382,7 @@ pub fn hub(data: &[u8]) {
                     args: vec![],
                     timeout: Some(5_000),
                     hold_until: None,
+                    requested_by: None,
                     requires_approval: false,
                     approver: None,
                 });

@@ -43,6 +43,11 @@ pub struct Execute {
     /// central's request expires; absent, the agent's own window (1 h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_until: Option<WallTime>,
+    /// v0.2: with `requiresApproval`, who asked for the command — covered
+    /// by the approval's digest, so a node can refuse a requester's own
+    /// signature (spec §8.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// v0.2: a human approved a held `execute`.
@@ -55,6 +60,31 @@ pub struct ExecuteApproved {
     pub request_id: Option<RequestId>,
     pub command: String,
     pub approved_by: String,
+    /// The approvers' signatures over the command's digest, for an
+    /// allow-list entry that requires approval on the node (spec §8.2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "testing",
+        proptest(
+            strategy = "proptest::collection::vec(proptest::arbitrary::any::<SignedApproval>(), 0..2)"
+        )
+    )]
+    pub approvals: Vec<SignedApproval>,
+}
+
+/// v0.2: one approver's signature, with the certificate that says the key
+/// is theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "testing", derive(proptest_derive::Arbitrary))]
+pub struct SignedApproval {
+    /// Who approved (the certificate's `user`).
+    pub user: String,
+    /// The approver certificate, as its text.
+    pub certificate: String,
+    /// Base64 Ed25519 signature over `nap-approve 1\nuser <user>\ndigest <digest>\n`.
+    pub signature: String,
 }
 
 /// Run the configured deploy recipe for `env` with `branch`.

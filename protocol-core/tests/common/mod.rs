@@ -19,6 +19,7 @@ pub fn policy() -> Policy {
     let mut policy = Policy::deny_all();
     let rule = |program: &str, args: ArgRules, max: u64| CommandRule {
         run_as: None,
+        required_approvals: 0,
         program: program.into(),
         args,
         max_timeout: Duration::from_secs(max),
@@ -108,6 +109,7 @@ pub fn execute(
         args: args.iter().map(|a| (*a).to_owned()).collect(),
         timeout: timeout_ms,
         hold_until: None,
+        requested_by: None,
         requires_approval: false,
         approver: None,
     })

@@ -114,6 +114,7 @@ impl CentralHub {
             request_id: Some(request_id),
             command: execute.command.clone(),
             approved_by: pending.approvers().collect::<Vec<_>>().join(", "),
+            approvals: pending.signatures().cloned().collect(),
         });
         command.released = true;
         let deadline = self.now + command.timeout + self.config.result_grace;

@@ -35,6 +35,7 @@ fn person_and_decision(decision: ModelDecision) -> (Person, Decision) {
     };
     let approve = |digest: &str| Decision::Approve {
         digest: digest.into(),
+        signature: None,
     };
     match decision {
         ModelDecision::Approve => (person("bob"), approve(DIGEST)),
@@ -180,6 +181,7 @@ impl CentralActor {
                     args: vec![],
                     timeout: Some(10_000),
                     hold_until: approving.then_some(expires_at),
+                    requested_by: None,
                     requires_approval: approving,
                     approver: None,
                 });
@@ -191,6 +193,7 @@ impl CentralActor {
                     digest: DIGEST.into(),
                     expires_at,
                     approved_by: Vec::new(),
+                    signatures: Vec::new(),
                 });
                 state.store.commands.insert(
                     *request_id,

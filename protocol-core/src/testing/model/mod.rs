@@ -210,6 +210,7 @@ fn agent_config(node: NodeId, seed: u64) -> AgentConfig {
         "uptime",
         CommandRule {
             run_as: None,
+            required_approvals: 0,
             program: "/usr/bin/uptime".into(),
             args: ArgRules::Exact(vec![]),
             max_timeout: Duration::from_secs(30),
