@@ -9,7 +9,6 @@ use anyhow::{Context as _, bail};
 use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use nap_core::central::approval::canonical_bytes;
 use nap_core::crypto::AwsLc;
 use nap_core::signed_approval::{self, Certificate, PublicKey, SignedCertificate};
 use nap_core::wire::{CentralMessage, SignedApproval};
@@ -95,13 +94,13 @@ impl Pending {
 
     /// The digest of the command as shown (spec §8.1).
     pub fn computed_digest(&self) -> String {
-        let canonical = canonical_bytes(
+        signed_approval::digest(
+            &AwsLc,
             self.node_id,
             self.request_id,
             &self.message,
             self.expires_at,
-        );
-        signed_approval::digest(&AwsLc, &canonical)
+        )
     }
 
     /// What the approver is asked to approve, for their terminal.

@@ -160,7 +160,13 @@ impl CommandTemplate {
                 },
                 min_approvals: *min,
                 reason: reason.clone(),
-                digest: digest(node_id, request_id, &message, expires_at),
+                digest: nap_core::signed_approval::digest(
+                    &nap_core::crypto::AwsLc,
+                    node_id,
+                    request_id,
+                    &message,
+                    expires_at,
+                ),
                 expires_at,
                 approved_by: Vec::new(),
                 signatures: Vec::new(),
@@ -190,18 +196,6 @@ impl CommandTemplate {
         };
         Ok((record, dispatch))
     }
-}
-
-/// The hex SHA-256 an approval is bound to (spec §8.1).
-pub(super) fn digest(
-    node_id: NodeId,
-    request_id: RequestId,
-    message: &CentralMessage,
-    expires_at: WallTime,
-) -> String {
-    let bytes =
-        nap_core::central::approval::canonical_bytes(node_id, request_id, message, expires_at);
-    nap_core::signed_approval::digest(&nap_core::crypto::AwsLc, &bytes)
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::context::{AgentTimer, Ctx};
 use super::io::{AgentEvent, AgentOutput, CommandOutcome, Decision, Task};
-use crate::central::approval::canonical_bytes;
 use crate::policy::Refusal;
 use crate::signed_approval::{self, ReleaseRefusal};
 use crate::wire::{
@@ -244,9 +243,14 @@ impl Ctx {
             return Err(Refusal::NoApprovalRoot(e.command.clone()));
         };
         let message = CentralMessage::Execute(e.clone());
-        let canonical = canonical_bytes(self.config.node_id, request_id, &message, expires_at);
         Ok(Some(SignedHold {
-            digest: signed_approval::digest(trust.crypto.as_ref(), &canonical),
+            digest: signed_approval::digest(
+                trust.crypto.as_ref(),
+                self.config.node_id,
+                request_id,
+                &message,
+                expires_at,
+            ),
             requester: e.requested_by.clone(),
             required,
         }))
@@ -277,6 +281,8 @@ impl Ctx {
             );
             return;
         };
+        // The hold ends here, whether the release is admitted or refused.
+        self.timers.stop(&AgentTimer::Command(id));
         if let Some(signed) = signed {
             let checked = match &self.config.policy.approval_trust {
                 None => Err(ReleaseRefusal::NoTrust),
@@ -290,14 +296,12 @@ impl Ctx {
             };
             if let Err(refusal) = checked {
                 // Never run, and said so: the operator sees why in the result.
-                self.timers.stop(&AgentTimer::Command(id));
                 let message = format!("approval refused by the node: {refusal}");
                 self.decided(Some(id), what, Decision::ApprovalRefused(refusal));
                 self.complete(id, failure(ErrorCode::Blocked, message));
                 return;
             }
         }
-        self.timers.stop(&AgentTimer::Command(id));
         self.admit(id, what, task);
     }
 
