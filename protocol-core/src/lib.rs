@@ -18,6 +18,7 @@ pub mod policy;
 pub mod release;
 pub mod rng;
 pub mod signed_approval;
+mod signed_text;
 pub mod time;
 pub mod timer;
 pub mod transport;

@@ -23,6 +23,8 @@ use std::fmt;
 
 use semver::Version;
 
+use crate::signed_text::{self, SplitError};
+
 /// The first line of every manifest: the format and its version.
 const MAGIC: &str = "nap-release 1";
 
@@ -151,21 +153,12 @@ impl SignedManifest {
     /// Reads a manifest file. The signature line must be the last, and the
     /// signed bytes are exactly the lines before it.
     pub fn parse(text: &str) -> Result<Self, ManifestError> {
-        let Some(at) = text.find("\nsignature ") else {
-            return Err(if text.starts_with(MAGIC) {
-                ManifestError::Missing("signature")
-            } else {
-                ManifestError::NotAManifest
-            });
-        };
-        let (signed, signature_line) = text.split_at(at + 1);
-        let mut lines = signed.lines();
-        if lines.next() != Some(MAGIC) {
-            return Err(ManifestError::NotAManifest);
-        }
+        let text = signed_text::split(text, MAGIC).map_err(|e| match e {
+            SplitError::NotOurs => ManifestError::NotAManifest,
+            SplitError::Unsigned => ManifestError::Missing("signature"),
+        })?;
         let (mut version, mut target, mut sha256, mut min_version) = (None, None, None, None);
-        for line in lines {
-            let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        for &(line, key, value) in &text.fields {
             let invalid = |field| ManifestError::Invalid {
                 field,
                 value: value.to_owned(),
@@ -183,14 +176,10 @@ impl SignedManifest {
                 _ => return Err(ManifestError::Unknown(line.to_owned())),
             }
         }
-        let signature = signature_line
-            .trim_end_matches('\n')
-            .strip_prefix("signature ed25519:")
-            .and_then(base64_decode)
-            .ok_or_else(|| ManifestError::Invalid {
-                field: "signature",
-                value: signature_line.trim_end().to_owned(),
-            })?;
+        let signature = text.signature.map_err(|line| ManifestError::Invalid {
+            field: "signature",
+            value: line.to_owned(),
+        })?;
         Ok(Self {
             manifest: Manifest {
                 version: version.ok_or(ManifestError::Missing("version"))?,
@@ -198,7 +187,7 @@ impl SignedManifest {
                 sha256: sha256.ok_or(ManifestError::Missing("sha256"))?,
                 min_version: min_version.ok_or(ManifestError::Missing("min-version"))?,
             },
-            signed: signed.as_bytes().to_vec(),
+            signed: text.signed.as_bytes().to_vec(),
             signature,
         })
     }
@@ -218,9 +207,4 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
-}
-
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }

@@ -28,16 +28,26 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::WallTime;
+use crate::central::approval::canonical_bytes;
 use crate::crypto::Crypto;
-use crate::wire::SignedApproval;
+use crate::signed_text::{self, SplitError};
+use crate::wire::{CentralMessage, SignedApproval};
+use crate::{NodeId, RequestId, WallTime};
 
 const MAGIC: &str = "nap-approver 1";
 
 /// The digest an approval is bound to: hex SHA-256 of the command's
-/// canonical encoding ([`crate::central::approval::canonical_bytes`]).
-pub fn digest(crypto: &dyn Crypto, canonical: &[u8]) -> String {
-    hex::encode(crypto.sha256(canonical))
+/// canonical encoding ([`canonical_bytes`], spec §8.1). Central, the node
+/// and the approver's tool all compute it here.
+pub fn digest(
+    crypto: &dyn Crypto,
+    node_id: NodeId,
+    request_id: RequestId,
+    message: &CentralMessage,
+    expires_at: WallTime,
+) -> String {
+    let canonical = canonical_bytes(node_id, request_id, message, expires_at);
+    hex::encode(crypto.sha256(&canonical))
 }
 
 /// What an approver signs: a versioned line naming them and one naming the
@@ -126,21 +136,12 @@ impl SignedCertificate {
     /// Reads a certificate. The signature line must be the last, and the
     /// signed bytes are exactly the lines before it.
     pub fn parse(text: &str) -> Result<Self, CertificateError> {
-        let Some(at) = text.find("\nsignature ") else {
-            return Err(if text.starts_with(MAGIC) {
-                CertificateError::Missing("signature")
-            } else {
-                CertificateError::NotACertificate
-            });
-        };
-        let (signed, signature_line) = text.split_at(at + 1);
-        let mut lines = signed.lines();
-        if lines.next() != Some(MAGIC) {
-            return Err(CertificateError::NotACertificate);
-        }
+        let text = signed_text::split(text, MAGIC).map_err(|e| match e {
+            SplitError::NotOurs => CertificateError::NotACertificate,
+            SplitError::Unsigned => CertificateError::Missing("signature"),
+        })?;
         let (mut user, mut key, mut not_before, mut not_after) = (None, None, None, None);
-        for line in lines {
-            let (name, value) = line.split_once(' ').unwrap_or((line, ""));
+        for &(line, name, value) in &text.fields {
             let invalid = |field| CertificateError::Invalid {
                 field,
                 value: value.to_owned(),
@@ -156,14 +157,10 @@ impl SignedCertificate {
                 _ => return Err(CertificateError::Unknown(line.to_owned())),
             }
         }
-        let signature = signature_line
-            .trim_end_matches('\n')
-            .strip_prefix("signature ed25519:")
-            .and_then(|b64| STANDARD.decode(b64).ok())
-            .ok_or_else(|| CertificateError::Invalid {
-                field: "signature",
-                value: signature_line.trim_end().to_owned(),
-            })?;
+        let signature = text.signature.map_err(|line| CertificateError::Invalid {
+            field: "signature",
+            value: line.to_owned(),
+        })?;
         Ok(Self {
             certificate: Certificate {
                 user: user.ok_or(CertificateError::Missing("user"))?,
@@ -171,7 +168,7 @@ impl SignedCertificate {
                 not_before: not_before.ok_or(CertificateError::Missing("not-before"))?,
                 not_after: not_after.ok_or(CertificateError::Missing("not-after"))?,
             },
-            signed: signed.as_bytes().to_vec(),
+            signed: text.signed.as_bytes().to_vec(),
             signature,
         })
     }
