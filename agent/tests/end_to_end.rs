@@ -793,3 +793,214 @@ async fn a_command_needing_approval_runs_only_once_someone_else_approves_the_exa
         "{actions:?}"
     );
 }
+
+/// An Ed25519 key as napctl makes one.
+fn ed25519() -> aws_lc_rs::signature::Ed25519KeyPair {
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("generate");
+    aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse")
+}
+
+fn public(key: &aws_lc_rs::signature::Ed25519KeyPair) -> nap_core::signed_approval::PublicKey {
+    use aws_lc_rs::signature::KeyPair as _;
+    nap_core::signed_approval::PublicKey(key.public_key().as_ref().try_into().expect("32 bytes"))
+}
+
+/// A person who can sign approvals: their key and the certificate a root
+/// gave it, valid from `valid.0` to `valid.1` hours from now.
+struct Approver {
+    user: &'static str,
+    key: aws_lc_rs::signature::Ed25519KeyPair,
+    certificate: String,
+}
+
+impl Approver {
+    fn certified_by(
+        root: &aws_lc_rs::signature::Ed25519KeyPair,
+        user: &'static str,
+        valid: (i64, i64),
+    ) -> Self {
+        let key = ed25519();
+        let now = WallTime::from(chrono::Utc::now());
+        let certificate = nap_core::signed_approval::Certificate {
+            user: user.into(),
+            key: public(&key),
+            not_before: now.add_millis(valid.0 * 3_600_000),
+            not_after: now.add_millis(valid.1 * 3_600_000),
+        };
+        let signature = root.sign(certificate.signed_text().as_bytes());
+        Self {
+            user,
+            key,
+            certificate: certificate.to_text(signature.as_ref()),
+        }
+    }
+
+    /// The approve request's body: `digest` signed with this key.
+    fn approve(&self, digest: &str) -> serde_json::Value {
+        self.approve_with(&self.key, digest)
+    }
+
+    fn approve_with(
+        &self,
+        key: &aws_lc_rs::signature::Ed25519KeyPair,
+        digest: &str,
+    ) -> serde_json::Value {
+        use base64::Engine as _;
+        let signed = nap_core::signed_approval::signing_bytes(self.user, digest);
+        serde_json::json!({
+            "digest": digest,
+            "signature": base64::engine::general_purpose::STANDARD.encode(key.sign(&signed)),
+            "certificate": self.certificate,
+        })
+    }
+}
+
+/// The docker client and the engine it talks to, or why the test skips.
+fn docker() -> Option<(PathBuf, String)> {
+    let socket = std::env::var("NAP_TEST_CONTAINER_SOCKET").ok();
+    let client = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("docker"))
+            .find(|p| p.is_file())
+    });
+    match (client, socket) {
+        (Some(client), Some(socket)) => Some((client, socket)),
+        (client, socket) => {
+            assert!(
+                std::env::var_os("NAP_REQUIRE_SERVICES").is_none(),
+                "NAP_REQUIRE_SERVICES is set but docker ({client:?}) or NAP_TEST_CONTAINER_SOCKET ({socket:?}) is missing"
+            );
+            eprintln!(
+                "skipping: needs the docker client on PATH and NAP_TEST_CONTAINER_SOCKET (see .ci/run)"
+            );
+            None
+        }
+    }
+}
+
+/// What a failed command's result says: its error's message.
+fn refusal(record: nap_central::store::CommandRecord) -> String {
+    record
+        .result
+        .and_then(|r| r.error)
+        .map(|e| e.message)
+        .unwrap_or_default()
+}
+
+/// Requests `docker ps` with approval as alice; returns its id and digest
+/// once the node holds it.
+async fn request_docker_ps(
+    s: &Setup,
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    alice: &str,
+) -> (RequestId, String) {
+    let (status, body) = api(
+        s,
+        alice,
+        "POST",
+        &format!("/api/v1/nodes/{}/commands", s.node),
+        serde_json::json!({
+            "type": "execute", "command": "docker", "args": ["ps"],
+            "requiresApproval": true, "reason": "what runs on this node",
+        }),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id: RequestId = body["requestId"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    wait_for(events, |e| matches!(e, AppEvent::Command { request_id, state: CommandState::Held } if *request_id == id)).await;
+    (id, body["digest"].as_str().expect("digest").to_owned())
+}
+
+#[tokio::test]
+async fn a_command_the_node_guards_runs_only_with_approvals_the_node_verifies() {
+    let Some((client, socket)) = docker() else {
+        return;
+    };
+    let mut s = setup("e2e_signed_approval").await;
+    let (root, stranger) = (ed25519(), ed25519());
+    s.config.approval.roots = vec![public(&root).to_string()];
+    s.config.commands.insert(
+        "docker".to_owned(),
+        CommandEntry {
+            program: client,
+            args: vec![],
+            rest: Some(
+                toml::from_str::<BTreeMap<String, nap_agent::config::ArgSpec>>(
+                    "a = { one_of = [\"ps\"] }",
+                )
+                .expect("spec")
+                .remove("a")
+                .expect("a"),
+            ),
+            max_extra: 1,
+            max_timeout_ms: 30_000,
+            env: BTreeMap::from([("DOCKER_HOST".to_owned(), socket)]),
+            run_as: None,
+            approval: nap_agent::config::ApprovalMode::Required,
+            min_approvals: None,
+        },
+    );
+    let mut events = s.running.events().subscribe();
+    let _agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let (alice, bob) = (api_token(&s, "alice").await, api_token(&s, "bob").await);
+    let (carol, dave) = (api_token(&s, "carol").await, api_token(&s, "dave").await);
+    let alice_signs = Approver::certified_by(&root, "alice", (-1, 24));
+    let bob_signs = Approver::certified_by(&root, "bob", (-1, 24));
+    let carol_signs = Approver::certified_by(&stranger, "carol", (-1, 24));
+    let dave_signs = Approver::certified_by(&root, "dave", (-48, -24));
+
+    // A central that sends the command without approval gets it refused.
+    let id = submit(&s, execute(1, "docker", &["ps"])).await;
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::Blocked);
+    let said = refusal(record);
+    assert!(said.contains("requires approval"), "{said}");
+
+    // Bob's signature, certified by the node's root, runs it.
+    let (id, digest) = request_docker_ps(&s, &mut events, &alice).await;
+    let approve = format!("/api/v1/commands/{id}/approve");
+    let (status, body) = api(&s, &alice, "POST", &approve, alice_signs.approve(&digest)).await;
+    assert_eq!(status, 403, "the requester's own signature: {body}");
+    let forged = bob_signs.approve_with(&carol_signs.key, &digest);
+    let (status, body) = api(&s, &bob, "POST", &approve, forged).await;
+    assert_eq!(status, 400, "a signature that is not bob's key's: {body}");
+    let (status, body) = api(&s, &bob, "POST", &approve, bob_signs.approve(&digest)).await;
+    assert_eq!(status, 200, "{body}");
+    let (state, record) = terminal(&s, &mut events, id).await;
+    let said = record.result.map(|r| r.result).unwrap_or_default();
+    assert_eq!(state, CommandState::Succeeded, "{said}");
+    assert!(said.contains("CONTAINER ID"), "docker ps's listing: {said}");
+
+    // Signatures central accepts but the node does not trust never run.
+    for (token, approver, why) in [
+        (&carol, &carol_signs, "a root the node does not trust"),
+        (&dave, &dave_signs, "an expired certificate"),
+    ] {
+        let (id, digest) = request_docker_ps(&s, &mut events, &alice).await;
+        let approve = format!("/api/v1/commands/{id}/approve");
+        let (status, body) = api(&s, token, "POST", &approve, approver.approve(&digest)).await;
+        assert_eq!(status, 200, "central checks the signature only: {body}");
+        let (state, record) = terminal(&s, &mut events, id).await;
+        assert_eq!(state, CommandState::Blocked, "{why}");
+        let said = refusal(record);
+        assert!(
+            said.starts_with("approval refused by the node"),
+            "{why}: {said}"
+        );
+        let audit = std::fs::read_to_string(s.config.state_dir.join("audit.jsonl")).expect("audit");
+        let id_text = id.to_string();
+        assert!(
+            audit
+                .lines()
+                .any(|line| line.contains(&id_text) && line.contains("approval_refused")),
+            "{why}: the node's audit log says it refused {id}"
+        );
+    }
+}

@@ -148,3 +148,110 @@ pub fn sign(
         signature: STANDARD.encode(signature.as_ref()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use nap_core::crypto::AwsLc;
+    use nap_core::signed_approval::{ApprovalTrust, check_signature};
+    use nap_core::wire::Execute;
+    use serde_json::json;
+
+    use super::*;
+
+    fn listing(digest: Option<&str>) -> Value {
+        let node = NodeId::from_u128(7);
+        let id = RequestId::from_u128(9);
+        let message = CentralMessage::Execute(Execute {
+            request_id: Some(id),
+            command: "docker".into(),
+            args: vec!["ps".into()],
+            timeout: None,
+            hold_until: None,
+            requested_by: Some("alice".into()),
+            requires_approval: true,
+            approver: None,
+        });
+        let expires = WallTime::from_unix_millis(1_800_000_000_000).expect("time");
+        let digest = digest.map_or_else(
+            || signed_approval::digest(&AwsLc, node, id, &message, expires),
+            str::to_owned,
+        );
+        json!({
+            "requestId": id, "nodeId": node, "message": message, "expiresAt": expires,
+            "digest": digest, "requester": "alice", "reason": "look",
+        })
+    }
+
+    #[test]
+    fn a_digest_that_is_not_the_shown_command_s_is_never_signed() {
+        let error = Pending::from_listing(&listing(Some(&"0".repeat(64)))).expect_err("refused");
+        assert!(error.to_string().contains("not signing"), "{error}");
+        assert!(Pending::from_listing(&listing(None)).is_ok());
+    }
+
+    #[test]
+    fn a_signature_made_here_is_one_the_node_accepts() {
+        let dir = tempfile::tempdir().expect("dir");
+        let root = keys::generate(&dir.path().join("root.key")).expect("root");
+        let bob = keys::generate(&dir.path().join("bob.key")).expect("bob");
+        let now = WallTime::from_unix_millis(1_700_000_000_000).expect("time");
+        let certificate = certify(
+            &dir.path().join("root.key"),
+            "bob",
+            bob,
+            now,
+            Duration::from_secs(86_400),
+        )
+        .expect("certify");
+        let pending = Pending::from_listing(&listing(None)).expect("listing");
+        let key = keys::load(&dir.path().join("bob.key")).expect("load");
+        let signed = sign(&key, &certificate, &pending.digest).expect("sign");
+        assert_eq!(signed.user, "bob");
+        check_signature(&AwsLc, &signed, &pending.digest).expect("central's check");
+        let trust = ApprovalTrust {
+            roots: vec![root],
+            revoked: Default::default(),
+            crypto: std::sync::Arc::new(AwsLc),
+        };
+        let who = trust
+            .verify(
+                &signed,
+                &pending.digest,
+                Some("alice"),
+                now.add_millis(1000),
+            )
+            .expect("the node's check");
+        assert_eq!(who, "bob");
+    }
+
+    #[test]
+    fn a_key_is_not_signed_for_with_someone_else_s_certificate() {
+        let dir = tempfile::tempdir().expect("dir");
+        keys::generate(&dir.path().join("root.key")).expect("root");
+        let bob = keys::generate(&dir.path().join("bob.key")).expect("bob");
+        keys::generate(&dir.path().join("mallory.key")).expect("mallory");
+        let now = WallTime::from_unix_millis(1_700_000_000_000).expect("time");
+        let certificate = certify(
+            &dir.path().join("root.key"),
+            "bob",
+            bob,
+            now,
+            Duration::from_secs(86_400),
+        )
+        .expect("certify");
+        let mallory = keys::load(&dir.path().join("mallory.key")).expect("load");
+        let error = sign(&mallory, &certificate, &"a".repeat(64)).expect_err("refused");
+        assert!(error.to_string().contains("not this key"), "{error}");
+        assert!(
+            certify(
+                &dir.path().join("root.key"),
+                "bob",
+                bob,
+                now,
+                MAX_VALIDITY + Duration::from_secs(1)
+            )
+            .is_err(),
+            "validity is bounded"
+        );
+    }
+}
