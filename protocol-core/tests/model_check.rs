@@ -125,6 +125,41 @@ fn a_command_needing_approval_runs_only_once_someone_else_approved_it() {
     assert!(check("approval", spec, 10) > 1_000);
 }
 
+/// v0.2, enforced on the node (§8.2): central counts mallory's approval,
+/// certified by a root the node does not trust, and bob's unsigned one as
+/// readily as bob's signed one; the node runs the command only with bob's
+/// signature. Both outcomes are reached: the signed approval runs, a
+/// release carrying only what the node cannot verify ends `blocked`.
+#[test]
+fn a_command_the_node_guards_runs_only_with_a_signature_it_verifies() {
+    use nap_core::testing::model::{ModelDecision, NODE_VERIFIES};
+    for decisions in [
+        vec![ModelDecision::ApproveForged, ModelDecision::ApproveSigned],
+        vec![ModelDecision::Approve, ModelDecision::ApproveSigned],
+    ] {
+        let mut spec = ModelSpec::one_agent(NODE, REQUEST);
+        spec.approval = Some(decisions);
+        spec.node_guard = true;
+        let refused = "the node refuses a release it cannot verify (not vacuous)";
+        let checker = spec
+            .into_model()
+            .property(stateright::Expectation::Sometimes, refused, |_, state| {
+                model::central_store(state).is_some_and(|s| {
+                    s.commands
+                        .values()
+                        .any(|c| c.state == nap_core::central::CommandState::Blocked)
+                })
+            })
+            .checker()
+            .target_max_depth(10)
+            .spawn_dfs()
+            .join();
+        checker.assert_properties();
+        checker.assert_no_discovery(NODE_VERIFIES);
+        assert!(checker.unique_state_count() > 1_000);
+    }
+}
+
 /// v0.2: a rejection or a cancel races the approval; neither lets it run.
 /// (Only the `always` properties: at this depth the race leaves no room for
 /// the command to complete as well.)

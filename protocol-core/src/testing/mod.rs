@@ -5,6 +5,7 @@
 //! engines can be driven deterministically from a seed.
 
 pub mod central;
+pub mod crypto;
 pub mod fuzz;
 #[cfg(feature = "model")]
 pub mod model;

@@ -10,7 +10,8 @@ use stateright::actor::{Id, Out};
 
 use super::wire::{Conn, Packet, Tick, Wire};
 use super::{
-    ModelActor, ModelDecision, ModelSpec, ModelStorage, REQUESTER, instant, send, wall_at,
+    BOB_KEY, MALLORY_KEY, ModelActor, ModelDecision, ModelSpec, ModelStorage, REQUESTER, ROOT_KEY,
+    UNTRUSTED_ROOT_KEY, instant, send, wall_at,
 };
 use crate::central::approval::{ApprovalRequest, Approvers, Decided, Decision, Person};
 use crate::central::{
@@ -18,16 +19,22 @@ use crate::central::{
     SessionInput, SessionOutput, Submission, Upgrade,
 };
 use crate::codec::encode;
+use crate::signed_approval::{self, Certificate, PublicKey};
 use crate::testing::central::{CentralEffect, CentralHost};
+use crate::testing::crypto::Symbolic;
 use crate::testing::tokens;
-use crate::wire::{CentralMessage, Execute};
-use crate::{NodeId, RequestId, SessionId, Timestamp};
+use crate::wire::{CentralMessage, Execute, SignedApproval};
+use crate::{NodeId, RequestId, SessionId, Timestamp, WallTime};
 
 /// The digest the model's approval requests carry.
 const DIGEST: &str = "model-digest";
 
-/// Who takes a model decision, and what it is.
-fn person_and_decision(decision: ModelDecision) -> (Person, Decision) {
+/// Who takes a model decision on `command`, and what it is.
+fn person_and_decision(
+    decision: ModelDecision,
+    request_id: RequestId,
+    command: &StoredCommand,
+) -> (Person, Decision) {
     let person = |user: &str| Person {
         user: user.into(),
         groups: BTreeSet::new(),
@@ -36,6 +43,10 @@ fn person_and_decision(decision: ModelDecision) -> (Person, Decision) {
     let approve = |digest: &str| Decision::Approve {
         digest: digest.into(),
         signature: None,
+    };
+    let signed = |user: &str, root: u8, key: u8| Decision::Approve {
+        digest: DIGEST.into(),
+        signature: Some(sign(user, root, key, request_id, command)),
     };
     match decision {
         ModelDecision::Approve => (person("bob"), approve(DIGEST)),
@@ -48,6 +59,49 @@ fn person_and_decision(decision: ModelDecision) -> (Person, Decision) {
             },
         ),
         ModelDecision::Cancel => (person(REQUESTER), Decision::Cancel),
+        ModelDecision::ApproveSigned => (person("bob"), signed("bob", ROOT_KEY, BOB_KEY)),
+        ModelDecision::ApproveForged => (
+            person("mallory"),
+            signed("mallory", UNTRUSTED_ROOT_KEY, MALLORY_KEY),
+        ),
+    }
+}
+
+/// `user`'s signed approval of `command` as its node computes the digest,
+/// with their key `key` certified by `root`.
+fn sign(
+    user: &str,
+    root: u8,
+    key: u8,
+    request_id: RequestId,
+    command: &StoredCommand,
+) -> SignedApproval {
+    use base64::Engine as _;
+    let expires_at = command
+        .approval
+        .as_ref()
+        .map_or(WallTime::UNIX_EPOCH, |a| a.expires_at);
+    let digest = signed_approval::digest(
+        &Symbolic,
+        command.node_id,
+        request_id,
+        &command.message,
+        expires_at,
+    );
+    let certificate = Certificate {
+        user: user.into(),
+        key: PublicKey(Symbolic::public_key(key)),
+        not_before: WallTime::UNIX_EPOCH,
+        not_after: expires_at.add_millis(24 * 3_600_000),
+    };
+    let text = certificate.to_text(&Symbolic::sign(root, certificate.signed_text().as_bytes()));
+    SignedApproval {
+        user: user.into(),
+        certificate: text,
+        signature: base64::engine::general_purpose::STANDARD.encode(Symbolic::sign(
+            key,
+            &signed_approval::signing_bytes(user, &digest),
+        )),
     }
 }
 
@@ -181,7 +235,7 @@ impl CentralActor {
                     args: vec![],
                     timeout: Some(10_000),
                     hold_until: approving.then_some(expires_at),
-                    requested_by: None,
+                    requested_by: approving.then(|| REQUESTER.to_owned()),
                     requires_approval: approving,
                     approver: None,
                 });
@@ -303,8 +357,13 @@ impl CentralActor {
                     .as_ref()
                     .and_then(|d| d.get(usize::from(*n)));
                 if let Some(decision) = taken {
-                    for request_id in state.store.commands.keys().copied().collect::<Vec<_>>() {
-                        let (person, decision) = person_and_decision(*decision);
+                    let commands: Vec<_> = state
+                        .store
+                        .commands
+                        .iter()
+                        .map(|(id, c)| (*id, person_and_decision(*decision, *id, c)))
+                        .collect();
+                    for (request_id, (person, decision)) in commands {
                         let input = HubInput::Decide {
                             request_id,
                             person,
@@ -471,6 +530,7 @@ impl CentralState {
             HubOutput::ApprovalDecided {
                 request_id,
                 person,
+                decision,
                 verdict,
                 ..
             } => {
@@ -484,6 +544,13 @@ impl CentralState {
                         .and_then(|c| c.approval.as_mut())
                 {
                     a.approved_by.push(person);
+                    if let Decision::Approve {
+                        signature: Some(signed),
+                        ..
+                    } = decision
+                    {
+                        a.signatures.push(signed);
+                    }
                     if decided == Decided::Approved {
                         *self.store.approved.entry(request_id).or_default() += 1;
                     }

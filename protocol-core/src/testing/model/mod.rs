@@ -66,6 +66,9 @@ pub struct ModelSpec {
     /// v0.2: the commands need one approval, requested by `alice`; these
     /// decisions are taken at moments the checker picks.
     pub approval: Option<Vec<ModelDecision>>,
+    /// v0.2: the agent's allow-list entry needs one signed approval it
+    /// verifies itself (§8.2), certified by the model's approval root.
+    pub node_guard: bool,
 }
 
 /// A decision the model's people may take (v0.2).
@@ -81,6 +84,12 @@ pub enum ModelDecision {
     Reject,
     /// Alice cancels it.
     Cancel,
+    /// Bob approves with his signature, certified by the root the node
+    /// trusts — the only valid signature in the model.
+    ApproveSigned,
+    /// Mallory approves with a signature certified by a root the node does
+    /// not trust (central counts it: it does not know the node's roots).
+    ApproveForged,
 }
 
 /// The requester of the model's approval requests.
@@ -105,6 +114,7 @@ impl ModelSpec {
             },
             check_recovery: false,
             approval: None,
+            node_guard: false,
         }
     }
 
@@ -117,7 +127,7 @@ impl ModelSpec {
             .zip(1..)
             .map(|(node, seed)| {
                 ModelActor::Agent(AgentActor {
-                    config: agent_config(*node, seed),
+                    config: agent_config(*node, seed, self.node_guard),
                     central: Id::from(0),
                 })
             })
@@ -137,6 +147,7 @@ impl ModelSpec {
         let revokes = self.revoke.is_some();
         let check_recovery = self.check_recovery;
         let approving = self.approval.is_some();
+        let guarded = self.node_guard;
         let mut model = ActorModel::new(self, ())
             .actor(central)
             .actors(agents)
@@ -177,6 +188,9 @@ impl ModelSpec {
                     sometimes_approved_and_run,
                 );
         }
+        if guarded {
+            model = model.property(Expectation::Always, NODE_VERIFIES, runs_only_signed);
+        }
         model
     }
 }
@@ -198,25 +212,43 @@ pub const APPROVED_FIRST: &str = "no command requiring approval runs without an 
 pub const NO_MEANS_NO: &str = "a rejected, expired or cancelled command never runs";
 pub const APPROVED_ONCE: &str = "a command is approved at most once";
 pub const APPROVED_RUNS: &str = "an approved command runs";
+pub const NODE_VERIFIES: &str = "a command the node guards runs only with a signed approval the node verifies, whatever central counted";
 
 /// Steps the recovery check allows a state to settle in.
 pub const RECOVERY_STEPS: usize = 400;
 
-/// The agent configuration of the model: `uptime` allowed.
-fn agent_config(node: NodeId, seed: u64) -> AgentConfig {
+/// The model's approval root, and the approvers' keys (secrets of
+/// [`Symbolic`](crate::testing::crypto::Symbolic)).
+pub const ROOT_KEY: u8 = 1;
+pub const BOB_KEY: u8 = 2;
+pub const UNTRUSTED_ROOT_KEY: u8 = 3;
+pub const MALLORY_KEY: u8 = 4;
+
+/// The agent configuration of the model: `uptime` allowed (with `guarded`,
+/// only with one signed approval certified by [`ROOT_KEY`]).
+fn agent_config(node: NodeId, seed: u64, guarded: bool) -> AgentConfig {
     let mut config = AgentConfig::new(node, seed);
     let mut policy = Policy::deny_all();
     policy.allow(
         "uptime",
         CommandRule {
             run_as: None,
-            required_approvals: 0,
+            required_approvals: u8::from(guarded),
             program: "/usr/bin/uptime".into(),
             args: ArgRules::Exact(vec![]),
             max_timeout: Duration::from_secs(30),
             env: std::collections::BTreeMap::new(),
         },
     );
+    if guarded {
+        use crate::signed_approval::{ApprovalTrust, PublicKey};
+        use crate::testing::crypto::Symbolic;
+        policy.approval_trust = Some(ApprovalTrust {
+            roots: vec![PublicKey(Symbolic::public_key(ROOT_KEY))],
+            revoked: std::collections::BTreeSet::new(),
+            crypto: std::sync::Arc::new(Symbolic),
+        });
+    }
     config.policy = policy;
     config
 }
@@ -442,6 +474,17 @@ fn runs_only_approved(_: &NapModel, state: &NapState) -> bool {
                 .as_ref()
                 .is_some_and(|a| a.approved_by.iter().any(|u| u != REQUESTER))
     })
+}
+
+fn runs_only_signed(model: &NapModel, state: &NapState) -> bool {
+    let signed = model.cfg.approval.as_ref().is_some_and(|decisions| {
+        central_store(state).is_some_and(|s| {
+            s.decided
+                .iter()
+                .any(|n| decisions.get(usize::from(*n)) == Some(&ModelDecision::ApproveSigned))
+        })
+    });
+    signed || agent_stores(state).all(|s| s.runs.is_empty())
 }
 
 fn never_runs_refused(_: &NapModel, state: &NapState) -> bool {
