@@ -106,6 +106,90 @@ pub struct ServeConfig {
     /// State changes waiting for the database past which new connections
     /// get 503 (the writer never drops one; this is its back-pressure).
     pub store_backlog_limit: usize,
+    /// v0.2 approval (spec §8.1): how long requests and releases last, and
+    /// the rules that make commands need approval.
+    pub approval: ApprovalSettings,
+}
+
+/// `[approval]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApprovalSettings {
+    /// A request nobody decides in this time ends `approval_expired`.
+    pub request_ttl_s: u64,
+    /// A complete approval whose node is offline must reach it in this time.
+    pub release_ttl_s: u64,
+    /// `[[approval.rules]]`, in order.
+    pub rules: Vec<ApprovalRuleSettings>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        let policy = nap_core::central::approval::ApprovalPolicy::default();
+        Self {
+            request_ttl_s: policy.request_ttl.as_secs(),
+            release_ttl_s: policy.release_ttl.as_secs(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One `[[approval.rules]]`: the `execute` commands it matches need
+/// approval by `min_approvals` people (and by `approver`, when named).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRuleSettings {
+    /// The command; every command when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Node labels that must all match; every node when absent.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default = "one")]
+    pub min_approvals: u8,
+    /// A user, or `group:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver: Option<String>,
+}
+
+fn one() -> u8 {
+    1
+}
+
+impl ApprovalSettings {
+    /// The core's policy, or what is wrong with the settings.
+    pub fn policy(&self) -> anyhow::Result<nap_core::central::approval::ApprovalPolicy> {
+        use nap_core::central::approval::{
+            ApprovalPolicy, ApprovalRule, MAX_APPROVALS, MIN_APPROVALS,
+        };
+        anyhow::ensure!(
+            self.request_ttl_s > 0 && self.release_ttl_s > 0,
+            "approval.request_ttl_s and approval.release_ttl_s must be above 0"
+        );
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (n, rule) in (1..).zip(&self.rules) {
+            anyhow::ensure!(
+                (MIN_APPROVALS..=MAX_APPROVALS).contains(&rule.min_approvals),
+                "approval rule {n}: min_approvals must be {MIN_APPROVALS} to {MAX_APPROVALS}"
+            );
+            let blank = |v: &Option<String>| v.as_deref().is_some_and(|v| v.trim().is_empty());
+            anyhow::ensure!(
+                !blank(&rule.command) && !blank(&rule.approver),
+                "approval rule {n}: command and approver, when given, must not be empty"
+            );
+            rules.push(ApprovalRule {
+                command: rule.command.clone(),
+                labels: rule.labels.clone(),
+                min_approvals: rule.min_approvals,
+                approver: rule.approver.clone(),
+            });
+        }
+        Ok(ApprovalPolicy {
+            request_ttl: Duration::from_secs(self.request_ttl_s),
+            release_ttl: Duration::from_secs(self.release_ttl_s),
+            rules,
+        })
+    }
 }
 
 impl Default for ServeConfig {
@@ -154,6 +238,7 @@ impl Default for ServeConfig {
             invalid_per_minute: 10,
             auth_failures_per_minute: 10,
             store_backlog_limit: 50_000,
+            approval: ApprovalSettings::default(),
         }
     }
 }
@@ -206,8 +291,9 @@ impl ServeConfig {
     }
 
     /// The hub's parameters; `seed` drives its PRNG.
-    pub fn hub_config(&self, seed: u64) -> HubConfig {
+    pub fn hub_config(&self, seed: u64) -> anyhow::Result<HubConfig> {
         let mut hub = HubConfig::new(self.audience.clone());
+        hub.approval = self.approval.policy()?;
         hub.command_ttl = Duration::from_secs(self.command_ttl_s);
         hub.result_grace = Duration::from_secs(self.result_grace_s);
         hub.max_queued_per_node = self.max_queued_per_node;
@@ -217,7 +303,7 @@ impl ServeConfig {
         hub.clustered = self.redis.is_some();
         hub.sweep_every = Duration::from_secs(self.sweep_every_s.max(1));
         hub.seed = seed;
-        hub
+        Ok(hub)
     }
 
     /// Every session's parameters.

@@ -127,7 +127,7 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
         clock,
     );
     let link = cluster.map(|c| ClusterLink::new(c, config.max_connections));
-    let hub = HubHandle::start(config.hub_config(seed()), effects, link);
+    let hub = HubHandle::start(config.hub_config(seed())?, effects, link);
     crate::hub::start_cluster_work(&hub);
     hub.watch_revocations();
     let restored = hub.restore_commands().await?;

@@ -292,3 +292,117 @@ async fn health_metrics_and_the_openapi_document_are_served() {
     assert!(metrics.contains("nap_connections"));
     assert!(metrics.contains("nap_ingest_queue_depth"));
 }
+
+#[tokio::test]
+async fn approval_rules_make_commands_need_approval_whatever_the_request_says() {
+    use nap_central::config::ApprovalRuleSettings;
+    let central = central("approval_rules", |config| {
+        config.approval.rules = vec![
+            ApprovalRuleSettings {
+                command: Some("docker".into()),
+                labels: Default::default(),
+                min_approvals: 1,
+                approver: None,
+            },
+            ApprovalRuleSettings {
+                command: None,
+                labels: [("env".to_owned(), "prod".to_owned())].into(),
+                min_approvals: 2,
+                approver: Some("group:sre".into()),
+            },
+        ];
+    })
+    .await;
+    let (plain, prod) = (node_key(), node_key());
+    register(&central, &plain).await;
+    let mut record = central
+        .running
+        .store()
+        .get_node(plain.id)
+        .await
+        .expect("get")
+        .expect("plain");
+    record.id = prod.id;
+    record.name = "prod-db".into();
+    record.public_key_pem = prod.public_pem.clone();
+    record.labels = [("env".to_owned(), "prod".to_owned())].into();
+    central
+        .running
+        .store()
+        .add_node(record)
+        .await
+        .expect("prod");
+    let post = |node: nap_core::NodeId, body: serde_json::Value| {
+        let url = central.api(&format!("/api/v1/nodes/{node}/commands"));
+        let admin = central.admin.clone();
+        async move { http("POST", &url, Some(&admin), Some(body)).await }
+    };
+    let docker = serde_json::json!({"type": "execute", "command": "docker", "args": ["ps"]});
+    let (status, reply) = post(plain.id, docker).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.to_string().contains("approval rule 1"), "{reply}");
+    let uptime = serde_json::json!({"type": "execute", "command": "uptime", "args": []});
+    let (status, reply) = post(plain.id, uptime.clone()).await;
+    assert_eq!(status, 202, "no rule for uptime on a plain node: {reply}");
+    let (status, reply) = post(prod.id, uptime).await;
+    assert_eq!(status, 400, "every command on prod: {reply}");
+
+    let asked = serde_json::json!({
+        "type": "execute", "command": "uptime", "args": [],
+        "requiresApproval": true, "reason": "load", "minApprovals": 1,
+    });
+    let (status, reply) = post(prod.id, asked.clone()).await;
+    assert_eq!(status, 202, "{reply}");
+    let (status, listing) = http(
+        "GET",
+        &central.api("/api/v1/approvals"),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let item = &listing["approvals"][0];
+    assert_eq!(item["requestId"], reply["requestId"], "{listing}");
+    assert_eq!(
+        item["minApprovals"], 2,
+        "the rule's, not the request's lower count"
+    );
+    assert_eq!(item["approver"], "group:sre");
+    assert_eq!(
+        item["message"]["approver"], "group:sre",
+        "the node is told who approves"
+    );
+    let mut other = asked;
+    other["approver"] = serde_json::json!("bob");
+    let (status, reply) = post(prod.id, other).await;
+    assert_eq!(status, 400, "{reply}");
+    assert!(reply.to_string().contains("group:sre"), "{reply}");
+
+    let (status, reply) = http(
+        "POST",
+        &central.api("/api/v1/commands/broadcast"),
+        Some(&central.admin),
+        Some(serde_json::json!({
+            "nodes": [plain.id, prod.id],
+            "command": {"type": "execute", "command": "uptime", "args": []},
+        })),
+    )
+    .await;
+    assert_eq!(status, 400, "refused whole: {reply}");
+    assert!(reply.to_string().contains(&prod.id.to_string()), "{reply}");
+}
+
+#[tokio::test]
+async fn an_approval_rule_out_of_range_is_a_configuration_error() {
+    let mut config = nap_central::ServeConfig::default();
+    config.approval.rules = vec![nap_central::config::ApprovalRuleSettings {
+        command: None,
+        labels: Default::default(),
+        min_approvals: 6,
+        approver: None,
+    }];
+    let error = config.approval.policy().expect_err("refused");
+    assert!(error.to_string().contains("rule 1"), "{error}");
+    config.approval.rules[0].min_approvals = 5;
+    assert_eq!(config.approval.policy().expect("valid").rules.len(), 1);
+}

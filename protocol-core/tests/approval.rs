@@ -380,3 +380,139 @@ fn a_hold_survives_an_agent_restart_and_the_approval_still_runs_it_once() {
     assert!(world.run_until_true(secs(60), |w| state(w, 1) == CommandState::Succeeded));
     assert_eq!(runs(&world, 1), 1);
 }
+
+#[test]
+fn a_complete_approval_restored_from_the_store_takes_no_more_decisions() {
+    use nap_core::central::approval::{Decided, Pending};
+    let world = connected(83);
+    let mut request = request_by(&world, "alice", None, 1);
+    request.approved_by = vec!["bob".into()];
+    let mut restored = Pending::new(request);
+    assert!(restored.complete());
+    for (who, decision) in [
+        (person("carol", &[]), approve()),
+        (
+            person("carol", &[]),
+            Decision::Reject {
+                reason: "too late".into(),
+            },
+        ),
+        (person("alice", &[]), Decision::Cancel),
+    ] {
+        assert_eq!(
+            restored.decide(&who, &decision),
+            Err(ApprovalRefusal::NotPending),
+            "{decision:?}: approved is decided"
+        );
+    }
+    let mut open = Pending::new(request_by(&world, "alice", None, 1));
+    assert_eq!(
+        open.decide(&person("carol", &[]), &approve()),
+        Ok(Decided::Approved)
+    );
+}
+
+mod rules {
+    use std::collections::BTreeMap;
+
+    use nap_core::central::approval::{
+        ApprovalPolicy, ApprovalRule, Asked, Requirement, RequirementError,
+    };
+
+    fn policy() -> ApprovalPolicy {
+        ApprovalPolicy {
+            rules: vec![
+                ApprovalRule {
+                    command: Some("docker".into()),
+                    labels: BTreeMap::new(),
+                    min_approvals: 1,
+                    approver: None,
+                },
+                ApprovalRule {
+                    command: None,
+                    labels: BTreeMap::from([("env".into(), "prod".into())]),
+                    min_approvals: 2,
+                    approver: Some("group:sre".into()),
+                },
+            ],
+            ..ApprovalPolicy::default()
+        }
+    }
+
+    fn prod() -> BTreeMap<String, String> {
+        BTreeMap::from([("env".into(), "prod".into()), ("role".into(), "db".into())])
+    }
+
+    fn asked(min: Option<u8>, approver: Option<&str>) -> Asked {
+        Asked {
+            min_approvals: min,
+            approver: approver.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_command_no_rule_matches_needs_what_its_request_asks() {
+        let staging = BTreeMap::from([("env".into(), "staging".into())]);
+        assert_eq!(policy().requirement("uptime", &staging, None), Ok(None));
+        assert_eq!(
+            policy().requirement("uptime", &staging, Some(&asked(Some(3), Some("bob")))),
+            Ok(Some(Requirement {
+                min_approvals: 3,
+                approver: Some("bob".into())
+            }))
+        );
+        assert_eq!(
+            policy().requirement("uptime", &staging, Some(&asked(None, None))),
+            Ok(Some(Requirement {
+                min_approvals: 1,
+                approver: None
+            }))
+        );
+    }
+
+    #[test]
+    fn a_ruled_command_sent_without_asking_for_approval_is_refused_not_run() {
+        assert_eq!(
+            policy().requirement("docker", &BTreeMap::new(), None),
+            Err(RequirementError::RuleRequiresApproval {
+                command: "docker".into(),
+                rule: 1
+            })
+        );
+        assert_eq!(
+            policy().requirement("uptime", &prod(), None),
+            Err(RequirementError::RuleRequiresApproval {
+                command: "uptime".into(),
+                rule: 2
+            })
+        );
+    }
+
+    #[test]
+    fn rules_only_add_the_most_approvals_and_the_rule_s_approver_win() {
+        assert_eq!(
+            policy().requirement("docker", &prod(), Some(&asked(Some(1), None))),
+            Ok(Some(Requirement {
+                min_approvals: 2,
+                approver: Some("group:sre".into())
+            })),
+            "the request cannot lower what a rule needs"
+        );
+        assert_eq!(
+            policy().requirement("docker", &prod(), Some(&asked(Some(4), Some("group:sre")))),
+            Ok(Some(Requirement {
+                min_approvals: 4,
+                approver: Some("group:sre".into())
+            })),
+            "but may ask for more"
+        );
+        assert_eq!(
+            policy().requirement("docker", &prod(), Some(&asked(None, Some("bob")))),
+            Err(RequirementError::ApproverConflict {
+                rule: 2,
+                ruled: "group:sre".into(),
+                asked: "bob".into()
+            })
+        );
+    }
+}

@@ -4,7 +4,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use std::collections::BTreeMap;
+
 use nap_core::central::CommandState;
+use nap_core::central::approval::{ApprovalPolicy, Asked, Requirement};
 use nap_core::wire::{CentralMessage, CommandKind, Execute};
 use nap_core::{Limits, NodeId, RequestId, WallTime};
 use serde_json::{Value, json};
@@ -18,12 +21,13 @@ use crate::hub::HubHandle;
 use crate::store::{CommandRecord, NodeRecord, Storage, StoredApproval};
 
 /// An operator's command, checked, before it gets its request id.
+#[derive(Clone)]
 struct CommandTemplate {
     kind: CommandKind,
     body: serde_json::Map<String, Value>,
-    /// v0.2: the request's reason and how many approvals it needs, when the
+    /// v0.2: the request's reason and what it asked for, when the
     /// `execute` says `requiresApproval`.
-    approval: Option<(String, u8)>,
+    approval: Option<(String, Asked)>,
 }
 
 impl CommandTemplate {
@@ -66,7 +70,7 @@ impl CommandTemplate {
     fn approval(
         body: &mut serde_json::Map<String, Value>,
         kind: CommandKind,
-    ) -> Result<Option<(String, u8)>, ApiError> {
+    ) -> Result<Option<(String, Asked)>, ApiError> {
         use nap_core::central::approval::{MAX_APPROVALS, MIN_APPROVALS};
         let reason = body.remove("reason");
         let min = body.remove("minApprovals");
@@ -88,19 +92,52 @@ impl CommandTemplate {
             .map(str::trim)
             .filter(|r| !r.is_empty())
             .ok_or_else(|| bad_request("a command that needs approval needs a reason"))?;
-        let min = match min {
-            None => MIN_APPROVALS,
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u8::try_from(n).ok())
-                .filter(|n| (MIN_APPROVALS..=MAX_APPROVALS).contains(n))
-                .ok_or_else(|| {
-                    bad_request(format!(
-                        "minApprovals must be {MIN_APPROVALS} to {MAX_APPROVALS}"
-                    ))
-                })?,
+        let min_approvals = min
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| (MIN_APPROVALS..=MAX_APPROVALS).contains(n))
+                    .ok_or_else(|| {
+                        bad_request(format!(
+                            "minApprovals must be {MIN_APPROVALS} to {MAX_APPROVALS}"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let approver = body
+            .get("approver")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned);
+        Ok(Some((
+            reason.to_owned(),
+            Asked {
+                min_approvals,
+                approver,
+            },
+        )))
+    }
+
+    /// What this command needs on a node labelled `labels`: the request and
+    /// central's approval rules together (spec §8.1). Only `execute` is
+    /// ruled; the approver a rule names goes into the command.
+    fn requirement(
+        &self,
+        labels: &BTreeMap<String, String>,
+        policy: &ApprovalPolicy,
+    ) -> Result<Option<(String, Requirement)>, ApiError> {
+        let command = match self.body.get("command").and_then(Value::as_str) {
+            Some(command) if self.kind == CommandKind::Execute => command,
+            _ => return Ok(None),
         };
-        Ok(Some((reason.to_owned(), min)))
+        let asked = self.approval.as_ref().map(|(_, asked)| asked);
+        let needed = policy
+            .requirement(command, labels, asked)
+            .map_err(|e| bad_request(e.to_string()))?;
+        Ok(needed
+            .zip(self.approval.as_ref().map(|(reason, _)| reason.clone()))
+            .map(|(needed, reason)| (reason, needed)))
     }
 
     /// The command with this request id, and the time the node may take.
@@ -136,29 +173,31 @@ impl CommandTemplate {
         Ok((message, timeout_ms))
     }
 
-    /// The stored record and the dispatch of this command for `node_id`.
+    /// The stored record and the dispatch of this command for `node`.
     fn for_node(
         &self,
-        node_id: NodeId,
+        node: &NodeRecord,
         requester: &str,
         now: WallTime,
-        request_ttl: std::time::Duration,
+        policy: &ApprovalPolicy,
     ) -> Result<(CommandRecord, Dispatch), ApiError> {
+        let node_id = node.id;
         let request_id = RequestId::from(uuid::Uuid::new_v4());
-        let expires_at = self
-            .approval
-            .as_ref()
-            .map(|_| now.add_millis(i64::try_from(request_ttl.as_millis()).unwrap_or(i64::MAX)));
+        let needed = self.requirement(&node.labels, policy)?;
+        let expires_at = needed.as_ref().map(|_| {
+            now.add_millis(i64::try_from(policy.request_ttl.as_millis()).unwrap_or(i64::MAX))
+        });
+        let mut ruled = self.clone();
+        if let Some((_, needed)) = &needed {
+            ruled.body.insert("approver".into(), json!(needed.approver));
+        }
         let (message, timeout_ms) =
-            self.instance_until(request_id, expires_at.map(|at| (at, requester)))?;
-        let approval = match (&self.approval, expires_at) {
-            (Some((reason, min)), Some(expires_at)) => Some(StoredApproval {
+            ruled.instance_until(request_id, expires_at.map(|at| (at, requester)))?;
+        let approval = match (&needed, expires_at) {
+            (Some((reason, needed)), Some(expires_at)) => Some(StoredApproval {
                 requester: requester.to_owned(),
-                approver: match &message {
-                    CentralMessage::Execute(e) => e.approver.clone(),
-                    _ => None,
-                },
-                min_approvals: *min,
+                approver: needed.approver.clone(),
+                min_approvals: needed.min_approvals,
                 reason: reason.clone(),
                 digest: nap_core::signed_approval::digest(
                     &nap_core::crypto::AwsLc,
@@ -231,8 +270,8 @@ pub(super) async fn submit_command(
         ));
     }
     let now = hub.clock().wall();
-    let request_ttl = hub.read(|h| h.config().approval.request_ttl);
-    let (record, dispatch) = template.for_node(node_id, who.user(), now, request_ttl)?;
+    let policy = hub.read(|h| h.config().approval.clone());
+    let (record, dispatch) = template.for_node(&node, who.user(), now, &policy)?;
     let request_id = record.request_id;
     let approval = record.approval.clone();
     hub.effects()
@@ -306,8 +345,23 @@ pub(super) async fn broadcast(
     let now = hub.clock().wall();
     let mut records = Vec::with_capacity(targets.len());
     let mut dispatches = Vec::with_capacity(targets.len());
+    let by_id: std::collections::HashMap<NodeId, &NodeRecord> =
+        registry.iter().map(|n| (n.id, n)).collect();
+    let policy = hub.read(|h| h.config().approval.clone());
     for node_id in targets {
-        let (record, dispatch) = template.for_node(node_id, who.user(), now, Default::default())?;
+        let node = by_id
+            .get(&node_id)
+            .ok_or_else(|| internal(format!("node {node_id} left the registry")))?;
+        let (record, dispatch) = template.for_node(node, who.user(), now, &policy).map_err(
+            |ApiError(status, why)| {
+                ApiError(
+                    status,
+                    format!(
+                        "node {node_id}: {why}; a command that needs approval goes to one node"
+                    ),
+                )
+            },
+        )?;
         records.push(record);
         dispatches.push(dispatch);
     }

@@ -17,15 +17,18 @@ use crate::{NodeId, RequestId, WallTime};
 pub const MIN_APPROVALS: u8 = 1;
 pub const MAX_APPROVALS: u8 = 5;
 
-/// How long approvals are collected, and how long a complete approval may
-/// wait for its node before it must be given again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// How long approvals are collected, how long a complete approval may wait
+/// for its node before it must be given again, and which commands need
+/// approval whatever their request says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ApprovalPolicy {
     /// A request nobody decided in this time ends `approval_expired`.
     pub request_ttl: Duration,
     /// A complete approval whose node is offline is delivered within this
     /// time or ends `approval_expired`.
     pub release_ttl: Duration,
+    /// Central's approval rules, in configuration order.
+    pub rules: Vec<ApprovalRule>,
 }
 
 impl Default for ApprovalPolicy {
@@ -33,7 +36,114 @@ impl Default for ApprovalPolicy {
         Self {
             request_ttl: Duration::from_secs(4 * 3600),
             release_ttl: Duration::from_secs(15 * 60),
+            rules: Vec::new(),
         }
+    }
+}
+
+/// One of central's approval rules (spec §8.1): the `execute` commands it
+/// matches need approval, by at least `min_approvals` people, whatever the
+/// request says — no request skips it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ApprovalRule {
+    /// The command it is for; every command when absent.
+    pub command: Option<String>,
+    /// Node labels that must all be present with these values; every node
+    /// when empty.
+    pub labels: BTreeMap<String, String>,
+    /// Distinct approvers needed, the requester never among them.
+    pub min_approvals: u8,
+    /// Who may approve, as `approver` is written; the request's when absent.
+    pub approver: Option<String>,
+}
+
+impl ApprovalRule {
+    fn matches(&self, command: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.command.as_deref().is_none_or(|c| c == command)
+            && self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// What a request for approval asked for (`requiresApproval: true`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Asked {
+    /// `minApprovals`, if given.
+    pub min_approvals: Option<u8>,
+    /// `approver`, if given.
+    pub approver: Option<String>,
+}
+
+/// What a command needs: its request and the rules that match it together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub min_approvals: u8,
+    pub approver: Option<String>,
+}
+
+/// Why a command cannot be requested as it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequirementError {
+    #[error(
+        "{command} on this node needs approval (approval rule {rule}): send it with requiresApproval: true and a reason"
+    )]
+    RuleRequiresApproval { command: String, rule: usize },
+    #[error("approval rule {rule} names the approver {ruled:?}; the request names {asked:?}")]
+    ApproverConflict {
+        rule: usize,
+        ruled: String,
+        asked: String,
+    },
+}
+
+impl ApprovalPolicy {
+    /// What `command` on a node labelled `labels` needs, given what its
+    /// request `asked` (`None`: it did not ask for approval). Rules only
+    /// add: the most approvals any of them or the request asks for, and the
+    /// first matching rule's approver. Rules are numbered from 1.
+    pub fn requirement(
+        &self,
+        command: &str,
+        labels: &BTreeMap<String, String>,
+        asked: Option<&Asked>,
+    ) -> Result<Option<Requirement>, RequirementError> {
+        let matching: Vec<(usize, &ApprovalRule)> = (1..)
+            .zip(&self.rules)
+            .filter(|(_, r)| r.matches(command, labels))
+            .collect();
+        let Some(asked) = asked else {
+            return match matching.first() {
+                Some((rule, _)) => Err(RequirementError::RuleRequiresApproval {
+                    command: command.to_owned(),
+                    rule: *rule,
+                }),
+                None => Ok(None),
+            };
+        };
+        let ruled = matching
+            .iter()
+            .find_map(|(n, r)| r.approver.as_ref().map(|a| (*n, a)));
+        let approver = match (ruled, &asked.approver) {
+            (Some((rule, ruled)), Some(asked)) if ruled != asked => {
+                return Err(RequirementError::ApproverConflict {
+                    rule,
+                    ruled: ruled.clone(),
+                    asked: asked.clone(),
+                });
+            }
+            (Some((_, ruled)), _) => Some(ruled.clone()),
+            (None, asked) => asked.clone(),
+        };
+        let min_approvals = matching
+            .iter()
+            .map(|(_, r)| r.min_approvals)
+            .chain(asked.min_approvals)
+            .max()
+            .unwrap_or(MIN_APPROVALS)
+            .clamp(MIN_APPROVALS, MAX_APPROVALS);
+        Ok(Some(Requirement {
+            min_approvals,
+            approver,
+        }))
     }
 }
 
@@ -202,6 +312,11 @@ impl Pending {
         person: &Person,
         decision: &Decision,
     ) -> Result<Decided, ApprovalRefusal> {
+        // Approved is decided for good, also when restored from the store
+        // (where the command reads as open again until it is released).
+        if self.complete() {
+            return Err(ApprovalRefusal::NotPending);
+        }
         let request = &self.request;
         match decision {
             Decision::Approve { digest, signature } => {
