@@ -23,9 +23,14 @@ struct Setup {
 }
 
 async fn setup(test: &str) -> Setup {
+    setup_with(test, |_| {}).await
+}
+
+/// [`setup`], with central's configuration tuned.
+async fn setup_with(test: &str, tune: impl FnOnce(&mut ServeConfig)) -> Setup {
     let dir = tempfile::tempdir().expect("dir");
     let certs = nap_central::tls::write_dev_certs(&dir.path().join("certs")).expect("certs");
-    let config = ServeConfig {
+    let mut config = ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         api_listen: "127.0.0.1:0".parse().expect("addr"),
         tls_cert: certs.cert,
@@ -34,6 +39,7 @@ async fn setup(test: &str) -> Setup {
         telemetry_ms: 1000,
         ..ServeConfig::default()
     };
+    tune(&mut config);
     let running = start(config).await.expect("central");
     let (key, pem) = NodeKey::generate().expect("key");
     let key_path = dir.path().join("node.key");
@@ -1003,4 +1009,54 @@ async fn a_command_the_node_guards_runs_only_with_approvals_the_node_verifies() 
             "{why}: the node's audit log says it refused {id}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_request_nobody_decides_in_time_expires_on_both_sides_and_never_runs() {
+    // One second to decide: the test waits for the expiry, not for a clock.
+    let s = setup_with("e2e_approval_expiry", |c| c.approval.request_ttl_s = 1).await;
+    let mut events = s.running.events().subscribe();
+    let _agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let (alice, bob) = (api_token(&s, "alice").await, api_token(&s, "bob").await);
+    let (status, body) = api(
+        &s,
+        &alice,
+        "POST",
+        &format!("/api/v1/nodes/{node}/commands"),
+        serde_json::json!({
+            "type": "execute", "command": "echo", "args": ["late"],
+            "requiresApproval": true, "reason": "nobody is around",
+        }),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id: RequestId = body["requestId"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let digest = body["digest"].as_str().expect("digest").to_owned();
+    let (state, record) = terminal(&s, &mut events, id).await;
+    assert_eq!(state, CommandState::ApprovalExpired);
+    assert!(record.result.is_none(), "it never ran: {:?}", record.result);
+    let (status, body) = api(
+        &s,
+        &bob,
+        "POST",
+        &format!("/api/v1/commands/{id}/approve"),
+        serde_json::json!({ "digest": digest }),
+    )
+    .await;
+    assert_eq!(status, 409, "too late to approve: {body}");
+    let audit = std::fs::read_to_string(s.config.state_dir.join("audit.jsonl")).expect("audit");
+    let id_text = id.to_string();
+    assert!(
+        audit
+            .lines()
+            .filter(|line| line.contains(&id_text))
+            .all(|line| !line.contains("\"allowed\"")),
+        "the node never started it: {audit}"
+    );
 }

@@ -256,8 +256,10 @@ fn a_request_nobody_decides_expires_with_the_nodes_hold() {
     );
     world.run_for(secs(3600));
     assert_eq!(runs(&world, 1), 0);
-    // The node held it exactly as long (its `holdUntil`) and answered.
+    // The node held it as long (its `holdUntil`, and a little grace for
+    // clocks apart) and answered; the command stays approval_expired.
     assert!(world.store.results.contains_key(&request(1)));
+    assert_eq!(state(&world, 1), CommandState::ApprovalExpired);
 }
 
 #[test]

@@ -23,6 +23,9 @@ const RECORDED_OUTPUT_BYTES: usize = 1024;
 /// `holdUntil` it came with says.
 const MAX_HOLD: Duration = Duration::from_secs(24 * 3600);
 
+/// How long a hold outlasts its `holdUntil`.
+pub const HOLD_GRACE: Duration = Duration::from_secs(5);
+
 /// Where one request stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Entry {
@@ -176,8 +179,11 @@ impl Ctx {
                     signed,
                 } = hold;
                 let hold = match until {
-                    // Central's request expires then: the hold agrees with it.
-                    Some(until) => self.wall().until(until).min(MAX_HOLD),
+                    // Central's request expires then: the hold agrees with
+                    // it, and outlasts it by a little, so that a clock a few
+                    // seconds ahead of central's does not end it first (no
+                    // release comes after the request's expiry).
+                    Some(until) => (self.wall().until(until) + HOLD_GRACE).min(MAX_HOLD),
                     None => self.config.approval_window,
                 };
                 self.commands.entries.insert(

@@ -839,11 +839,23 @@ impl CentralHub {
         let request_id = result.request_id;
         match record {
             ResultRecord::Stored { .. } => {
+                let wall = self.anchor.wall_at(self.now);
                 if let Some(command) = self.commands.get_mut(&request_id)
                     && command.node_id == node_id
                     && !command.state.is_terminal()
                 {
-                    let state = CommandState::of_result(result);
+                    // The node's hold and the request end at one moment; the
+                    // node's answer may beat central's own timer to it.
+                    let expired_hold = command.state == CommandState::Held
+                        && command
+                            .approval
+                            .as_ref()
+                            .is_some_and(|p| !p.complete() && wall >= p.request.expires_at);
+                    let state = if expired_hold {
+                        CommandState::ApprovalExpired
+                    } else {
+                        CommandState::of_result(result)
+                    };
                     command.state = state;
                     self.changed(request_id, node_id, state);
                     self.finished(request_id);
