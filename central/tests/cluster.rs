@@ -63,7 +63,8 @@ async fn pair_with(
 /// welcome, and waits until that instance has claimed it.
 async fn join(central: &Central, running: &Running, key: &NodeKey) -> Ws {
     let mut events = running.events().subscribe();
-    let mut ws = connect_at(central, running.agent_addr, &good_token(key))
+    let token = good_token(key);
+    let mut ws = connect_speaking(central, running.agent_addr, &token, Some("approval"))
         .await
         .expect("upgraded");
     assert!(matches!(
@@ -340,5 +341,133 @@ async fn central_does_not_start_when_redis_cannot_be_reached() {
     assert!(
         format!("{err:#}").contains("connecting to Redis at redis://127.0.0.1:1"),
         "{err:#}"
+    );
+}
+
+/// An operator token for `user`, valid at both instances (one store).
+async fn person_token(central: &Central, user: &str) -> String {
+    let token = nap_central::api::tokens::new_api_token().expect("token");
+    central
+        .running
+        .store()
+        .create_api_token(
+            &nap_central::api::tokens::token_hash(&token),
+            nap_central::store::TokenRecord {
+                name: format!("{user}-laptop"),
+                role: "operator".into(),
+                user: Some(user.into()),
+            },
+            nap_core::WallTime::from(chrono::Utc::now()),
+        )
+        .await
+        .expect("token");
+    token
+}
+
+#[tokio::test]
+async fn an_approval_given_at_one_instance_is_decided_by_the_one_holding_the_node() {
+    let Some((a, b)) = pair("cluster_approval").await else {
+        return;
+    };
+    let (key, away) = (node_key(), node_key());
+    register(&a, &key).await;
+    register(&a, &away).await;
+    let mut ws = join(&a, &b, &key).await;
+    let (alice, bob) = (
+        person_token(&a, "alice").await,
+        person_token(&a, "bob").await,
+    );
+    let ask = json!({
+        "type": "execute", "command": "uptime", "args": [],
+        "requiresApproval": true, "reason": "load",
+    });
+    let (status, body) = http(
+        "POST",
+        &a.api(&format!("/api/v1/nodes/{}/commands", key.id)),
+        Some(&alice),
+        Some(ask.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let request_id: RequestId = serde_json::from_value(body["requestId"].clone()).expect("id");
+    let digest = body["digest"].clone();
+    loop {
+        match next_message(&mut ws).await {
+            CentralMessage::Execute(e) if e.request_id == Some(request_id) => {
+                assert!(e.requires_approval, "held by the node");
+                break;
+            }
+            CentralMessage::Ping(_) | CentralMessage::Ack(_) => {}
+            other => panic!("expected the held execute, got {other:?}"),
+        }
+    }
+    let approve = a.api(&format!("/api/v1/commands/{request_id}/approve"));
+    let (status, body) = http(
+        "POST",
+        &approve,
+        Some(&alice),
+        Some(json!({ "digest": digest })),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "the holder's hub refuses the requester: {body}"
+    );
+    let (status, body) = http(
+        "POST",
+        &approve,
+        Some(&bob),
+        Some(json!({ "digest": digest })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "approved");
+    loop {
+        match next_message(&mut ws).await {
+            CentralMessage::ExecuteApproved(r) => {
+                assert_eq!(r.request_id, Some(request_id));
+                assert_eq!(r.approved_by, "bob");
+                break;
+            }
+            CentralMessage::Ping(_) | CentralMessage::Ack(_) => {}
+            other => panic!("expected the release, got {other:?}"),
+        }
+    }
+    let (status, body) = http(
+        "POST",
+        &approve,
+        Some(&bob),
+        Some(json!({ "digest": digest })),
+    )
+    .await;
+    assert_eq!(status, 409, "decided once: {body}");
+    assert!(
+        a.running.hub.read(|hub| hub.command(request_id).is_none()),
+        "A relayed; B decided"
+    );
+
+    // Nobody holds the other node: nothing decides for it until it is back.
+    let (status, body) = http(
+        "POST",
+        &a.api(&format!("/api/v1/nodes/{}/commands", away.id)),
+        Some(&alice),
+        Some(ask),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = http(
+        "POST",
+        &a.api(&format!(
+            "/api/v1/commands/{}/approve",
+            body["requestId"].as_str().expect("id")
+        )),
+        Some(&bob),
+        Some(json!({ "digest": body["digest"] })),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string().contains("connected to no central process"),
+        "{body}"
     );
 }

@@ -3,14 +3,12 @@
 //! decision and answers with its verdict.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use nap_core::RequestId;
-use nap_core::central::HubInput;
 use nap_core::central::approval::{ApprovalRefusal, Approvers, Decided, Decision, Person};
 use nap_core::crypto::AwsLc;
 use nap_core::signed_approval::check_signature;
@@ -21,12 +19,8 @@ use serde_json::{Value, json};
 use super::caller::Caller;
 use super::error::{ApiError, bad_request, internal};
 use super::tokens::Role;
-use crate::events::AppEvent;
-use crate::hub::HubHandle;
+use crate::hub::{DecideError, HubHandle};
 use crate::store::Storage;
-
-/// How long a handler waits for the hub's verdict.
-const VERDICT_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
@@ -187,31 +181,15 @@ async fn decide(
         .parse()
         .map_err(|_| bad_request(format!("{id:?} is not a request id")))?;
     let person = person(hub, who).await?;
-    let user = person.user.clone();
-    // Listening before asking: the verdict cannot pass unseen.
-    let mut events = hub.effects().events.subscribe();
-    hub.input(HubInput::Decide {
-        request_id,
-        person,
-        decision,
-    });
-    let verdict = tokio::time::timeout(VERDICT_WAIT, async {
-        loop {
-            match events.recv().await {
-                Ok(AppEvent::ApprovalDecided {
-                    request_id: r,
-                    person,
-                    verdict,
-                }) if r == request_id && person == user => return Some(verdict),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return None,
+    let verdict = hub
+        .decide(request_id, person, decision)
+        .await
+        .map_err(|e| match e {
+            DecideError::NodeAway(_) => ApiError(StatusCode::CONFLICT, e.to_string()),
+            DecideError::NoAnswer | DecideError::Cluster(_) => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
-        }
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| internal("the hub did not answer"))?;
+        })?;
     match verdict {
         Ok(decided) => {
             let (state, more) = match decided {

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nap_core::central::Presence;
+use nap_core::central::approval::{ApprovalRefusal, Decided, Decision, Person};
 use nap_core::wire::CentralMessage;
 use nap_core::{NodeId, RequestId, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -77,6 +78,20 @@ pub enum Notice {
     Claimed { instance: String, node_id: NodeId },
     /// Commands for nodes the receiving instance holds.
     Commands { commands: Vec<Dispatch> },
+    /// v0.2: a decision on a command of a node the receiving instance
+    /// holds (its hub decides); the verdict goes back to `from`.
+    Decide {
+        from: String,
+        request_id: RequestId,
+        person: Person,
+        decision: Decision,
+    },
+    /// v0.2: the verdict on a decision sent with [`Notice::Decide`].
+    Decided {
+        request_id: RequestId,
+        person: String,
+        verdict: Result<Decided, ApprovalRefusal>,
+    },
 }
 
 /// Where presence says a node is.
@@ -228,9 +243,14 @@ impl Cluster {
 
     /// Hands commands to `instance`; false if no such instance is listening.
     pub async fn send(&self, instance: &str, commands: Vec<Dispatch>) -> redis::RedisResult<bool> {
+        self.tell(instance, &Notice::Commands { commands }).await
+    }
+
+    /// Tells `instance` something; false if no such instance is listening.
+    pub async fn tell(&self, instance: &str, notice: &Notice) -> redis::RedisResult<bool> {
         let receivers: i64 = redis::cmd("PUBLISH")
             .arg(self.inbox(instance))
-            .arg(encode(&Notice::Commands { commands }))
+            .arg(encode(notice))
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(receivers > 0)

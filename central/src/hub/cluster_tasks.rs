@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use nap_core::central::HubInput;
-use nap_core::{NodeId, SessionId};
+use nap_core::central::approval::{Decision, Person};
+use nap_core::{NodeId, RequestId, SessionId};
 use tokio::sync::mpsc;
 
 use super::cluster_link::{Claims, dispatched, submission};
@@ -107,7 +108,57 @@ async fn forward_notices(hub: HubHandle, cluster: Cluster, mut notices: mpsc::Re
                 let commands = commands.into_iter().map(dispatched).collect();
                 hub.input(HubInput::Submit(commands));
             }
+            Notice::Decide {
+                from,
+                request_id,
+                person,
+                decision,
+            } => {
+                tokio::spawn(decide_for(
+                    hub.clone(),
+                    cluster.clone(),
+                    from,
+                    request_id,
+                    person,
+                    decision,
+                ));
+            }
+            Notice::Decided {
+                request_id,
+                person,
+                verdict,
+            } => hub.effects().events.emit(AppEvent::ApprovalDecided {
+                request_id,
+                person,
+                verdict,
+            }),
         }
+    }
+}
+
+/// Decides here for the process `from`, whose operator is waiting, and
+/// tells it the verdict (this hub has recorded and audited it).
+async fn decide_for(
+    hub: HubHandle,
+    cluster: Cluster,
+    from: String,
+    request_id: RequestId,
+    person: Person,
+    decision: Decision,
+) {
+    let user = person.user.clone();
+    let Some(verdict) = hub.decide_here(request_id, person, decision).await else {
+        tracing::warn!(request = %request_id, %from, "the hub did not answer a decision from another process");
+        return;
+    };
+    let notice = Notice::Decided {
+        request_id,
+        person: user,
+        verdict,
+    };
+    if let Err(e) = cluster.tell(&from, &notice).await {
+        hub.effects().metrics.db_error("redis_publish");
+        tracing::warn!(error = %e, request = %request_id, %from, "cannot return a verdict; the decision stands (see the audit chain)");
     }
 }
 

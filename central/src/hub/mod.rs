@@ -9,6 +9,7 @@ mod dispatch;
 mod handle;
 mod watch;
 
+pub use approvals::DecideError;
 pub use cluster_link::ClusterLink;
 pub use cluster_tasks::start as start_cluster_work;
 pub use handle::{HubHandle, inbox};

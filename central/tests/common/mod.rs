@@ -238,6 +238,16 @@ pub async fn connect_at(
     addr: std::net::SocketAddr,
     token: &str,
 ) -> Result<Ws, u16> {
+    connect_speaking(central, addr, token, None).await
+}
+
+/// [`connect_at`], announcing `features` (`nap-features`, e.g. "approval").
+pub async fn connect_speaking(
+    central: &Central,
+    addr: std::net::SocketAddr,
+    token: &str,
+    features: Option<&str>,
+) -> Result<Ws, u16> {
     let stream = tls_at(central, addr, &[&rustls::version::TLS13])
         .await
         .expect("TLS");
@@ -250,6 +260,12 @@ pub async fn connect_at(
         format!("Bearer {token}").parse().expect("header"),
     );
     headers.insert("sec-websocket-protocol", "nap.v1".parse().expect("header"));
+    if let Some(features) = features {
+        headers.insert(
+            nap_core::wire::Hello::FEATURES_HEADER,
+            features.parse().expect("header"),
+        );
+    }
     match tokio_tungstenite::client_async(request, stream).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {

@@ -10,6 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::wire::{CentralMessage, SignedApproval};
 use crate::{NodeId, RequestId, WallTime};
 
@@ -183,7 +185,7 @@ impl Approvers {
 }
 
 /// A person deciding: a user, their groups, and whether they administer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Person {
     pub user: String,
     pub groups: BTreeSet<String>,
@@ -210,7 +212,7 @@ pub struct ApprovalRequest {
 }
 
 /// A decision on a pending request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decision {
     /// Approve the command whose digest is this (what the approver saw),
     /// signed by the approver's own key where they have one (§8.2).
@@ -225,7 +227,7 @@ pub enum Decision {
 }
 
 /// Why a decision was refused.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
 pub enum ApprovalRefusal {
     #[error("no such command awaits approval")]
     NotPending,
@@ -248,7 +250,7 @@ pub enum ApprovalRefusal {
 }
 
 /// What a decision changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Decided {
     /// Counted; more approvals are needed.
     Counted {
