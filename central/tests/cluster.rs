@@ -344,26 +344,6 @@ async fn central_does_not_start_when_redis_cannot_be_reached() {
     );
 }
 
-/// An operator token for `user`, valid at both instances (one store).
-async fn person_token(central: &Central, user: &str) -> String {
-    let token = nap_central::api::tokens::new_api_token().expect("token");
-    central
-        .running
-        .store()
-        .create_api_token(
-            &nap_central::api::tokens::token_hash(&token),
-            nap_central::store::TokenRecord {
-                name: format!("{user}-laptop"),
-                role: "operator".into(),
-                user: Some(user.into()),
-            },
-            nap_core::WallTime::from(chrono::Utc::now()),
-        )
-        .await
-        .expect("token");
-    token
-}
-
 #[tokio::test]
 async fn an_approval_given_at_one_instance_is_decided_by_the_one_holding_the_node() {
     let Some((a, b)) = pair("cluster_approval").await else {

@@ -316,3 +316,69 @@ async fn update_artifacts_are_served_to_authenticated_nodes_only() {
         404
     );
 }
+
+#[tokio::test]
+async fn approval_requests_and_decisions_reach_the_admin_webhook() {
+    let hook = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", hook.local_addr().expect("addr"));
+    let central = central("webhook_approval", |c| c.webhook = Some(url)).await;
+    let key = node_key();
+    register(&central, &key).await;
+    let mut ws = connect_speaking(
+        &central,
+        central.running.agent_addr,
+        &good_token(&key),
+        Some("approval"),
+    )
+    .await
+    .expect("upgraded");
+    let _welcome = next_message(&mut ws).await;
+    let (alice, bob) = (
+        person_token(&central, "alice").await,
+        person_token(&central, "bob").await,
+    );
+    let (status, body) = http(
+        "POST",
+        &central.api(&format!("/api/v1/nodes/{}/commands", key.id)),
+        Some(&alice),
+        Some(serde_json::json!({
+            "type": "execute", "command": "uptime", "args": [],
+            "requiresApproval": true, "reason": "load is high",
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let decide = central.api(&format!(
+        "/api/v1/commands/{}/reject",
+        body["requestId"].as_str().expect("id")
+    ));
+    let (status, answer) = http(
+        "POST",
+        &decide,
+        Some(&bob),
+        Some(serde_json::json!({ "reason": "not during the sale" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let (mut socket, _) = tokio::time::timeout(Duration::from_secs(10), hook.accept())
+            .await
+            .expect("the webhook is called")
+            .expect("accept");
+        let text = take_request(&mut socket).await;
+        let (_, json) = text.split_once("\r\n\r\n").expect("a body");
+        let event: serde_json::Value = serde_json::from_str(json).expect("JSON");
+        assert_eq!(event["kind"], "approval", "{event}");
+        assert_eq!(event["detail"]["requestId"], body["requestId"], "{event}");
+        seen.push(event["detail"].clone());
+    }
+    assert_eq!(seen[0]["event"], "requested");
+    assert_eq!(seen[0]["requester"], "alice");
+    assert_eq!(seen[0]["reason"], "load is high");
+    assert_eq!(seen[1]["event"], "reject");
+    assert_eq!(seen[1]["person"], "bob");
+    assert_eq!(seen[1]["reason"], "not during the sale");
+    assert_eq!(seen[1]["outcome"], "rejected");
+}

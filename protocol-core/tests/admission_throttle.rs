@@ -57,7 +57,7 @@ fn notices(alarms: &[Alarm]) -> Vec<(Option<IpAddr>, &'static str, u32)> {
                 peer,
                 count,
             } => Some((*peer, *reason, *count)),
-            Alarm::CriticalAlert { .. } => None,
+            Alarm::CriticalAlert { .. } | Alarm::Approval { .. } => None,
         })
         .collect()
 }

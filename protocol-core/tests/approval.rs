@@ -518,3 +518,42 @@ mod rules {
         );
     }
 }
+
+#[test]
+fn every_decision_refusal_and_expiry_is_told_to_the_administrators() {
+    use nap_core::central::{Alarm, ApprovalEvent};
+    let told = |world: &World| -> Vec<ApprovalEvent> {
+        world
+            .store
+            .alarms
+            .iter()
+            .filter_map(|a| match a {
+                Alarm::Approval {
+                    request_id, event, ..
+                } if *request_id == request(1) => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut world = pending(80, None, 2);
+    let _ = world.decide(request(1), person("alice", &[]), approve());
+    let _ = world.decide(request(1), person("bob", &[]), approve());
+    world.run_for(secs(4 * 3600 + 60));
+    let events = told(&world);
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(matches!(
+        &events[0],
+        ApprovalEvent::Decided { person, outcome: Err(ApprovalRefusal::OwnRequest), .. }
+            if person == "alice"
+    ));
+    assert!(matches!(
+        &events[1],
+        ApprovalEvent::Decided {
+            person,
+            outcome: Ok(Decided::Counted { approvals: 1, needed: 2 }),
+            ..
+        } if person == "bob"
+    ));
+    assert_eq!(events[2], ApprovalEvent::Expired);
+    assert_eq!(state(&world, 1), CommandState::ApprovalExpired);
+}

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::collections::BTreeMap;
 
-use nap_core::central::CommandState;
 use nap_core::central::approval::{ApprovalPolicy, Asked, Requirement};
+use nap_core::central::{Alarm, ApprovalEvent, CommandState};
 use nap_core::wire::{CentralMessage, CommandKind, Execute};
 use nap_core::{Limits, NodeId, RequestId, WallTime};
 use serde_json::{Value, json};
@@ -299,6 +299,16 @@ pub(super) async fn submit_command(
     hub.dispatch(vec![dispatch]).await;
     let mut answer = json!({ "requestId": request_id });
     if let Some(a) = approval {
+        hub.effects().alarm(Alarm::Approval {
+            request_id,
+            node_id: Some(node_id),
+            event: ApprovalEvent::Requested {
+                requester: a.requester.clone(),
+                reason: a.reason.clone(),
+                approver: a.approver.clone(),
+                min_approvals: a.min_approvals,
+            },
+        });
         answer["digest"] = json!(a.digest);
         answer["expiresAt"] = json!(a.expires_at);
     }

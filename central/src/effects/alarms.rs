@@ -1,13 +1,15 @@
 //! Administrator alarms (refused node tokens — coalesced by the hub, one per
-//! address and reason per minute with a count — and critical alerts):
-//! stored as events — refused tokens also in the audit chain — and, when a webhook is
+//! address and reason per minute with a count —, critical alerts and
+//! approvals): stored as events — refused tokens and expired approvals also
+//! in the audit chain — and, when a webhook is
 //! configured, POSTed to it as JSON: queued (bounded), retried with backoff,
 //! never blocking the caller.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nap_core::central::Alarm;
+use nap_core::central::approval::Decided;
+use nap_core::central::{Alarm, ApprovalEvent};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -78,6 +80,28 @@ impl Alarms {
                     tracing::error!(error = %e, "could not audit a refused token");
                 }
             }
+            if let Alarm::Approval {
+                request_id,
+                event: ApprovalEvent::Expired,
+                ..
+            } = &alarm
+            {
+                // Requests and decisions are audited where they are made;
+                // an expiry is made by nobody but the clock.
+                if let Err(e) = store
+                    .append_audit(
+                        "central",
+                        "approval.expire",
+                        &request_id.to_string(),
+                        detail.clone(),
+                        at,
+                    )
+                    .await
+                {
+                    metrics.db_error("audit");
+                    tracing::error!(error = %e, "could not audit an expired approval");
+                }
+            }
             if let Err(e) = store.insert_event(kind, detail, at).await {
                 metrics.db_error("insert_event");
                 tracing::error!(error = %e, kind, "could not store an admin event");
@@ -96,6 +120,46 @@ fn detail(alarm: &Alarm) -> Value {
             json!({ "reason": reason, "peer": peer.map(|p| p.to_string()), "count": count })
         }
         Alarm::CriticalAlert { node_id, alert } => json!({ "nodeId": node_id, "alert": alert }),
+        Alarm::Approval {
+            request_id,
+            node_id,
+            event,
+        } => {
+            let mut detail = match event {
+                ApprovalEvent::Requested {
+                    requester,
+                    reason,
+                    approver,
+                    min_approvals,
+                } => json!({
+                    "event": "requested", "requester": requester, "reason": reason,
+                    "approver": approver, "minApprovals": min_approvals,
+                }),
+                ApprovalEvent::Decided {
+                    person,
+                    decision,
+                    reason,
+                    outcome,
+                } => {
+                    let outcome = match outcome {
+                        Ok(Decided::Counted { approvals, needed }) => {
+                            json!({ "counted": approvals, "needed": needed })
+                        }
+                        Ok(Decided::Approved) => json!("approved"),
+                        Ok(Decided::Rejected) => json!("rejected"),
+                        Ok(Decided::Cancelled) => json!("cancelled"),
+                        Err(refusal) => json!({ "refused": refusal.to_string() }),
+                    };
+                    json!({
+                        "event": decision, "person": person, "reason": reason, "outcome": outcome,
+                    })
+                }
+                ApprovalEvent::Expired => json!({ "event": "expired" }),
+            };
+            detail["requestId"] = json!(request_id);
+            detail["nodeId"] = json!(node_id);
+            detail
+        }
     }
 }
 

@@ -114,6 +114,27 @@ async fn api_token(running: &Running, role: Role, name: &str) -> String {
     token
 }
 
+/// An operator token that belongs to the person `user`.
+pub async fn person_token(central: &Central, user: &str) -> String {
+    let token = new_api_token().expect("token");
+    let record = TokenRecord {
+        name: format!("{user}-laptop"),
+        role: Role::Operator.as_str().into(),
+        user: Some(user.into()),
+    };
+    central
+        .running
+        .store()
+        .create_api_token(
+            &token_hash(&token),
+            record,
+            nap_core::WallTime::from(chrono::Utc::now()),
+        )
+        .await
+        .expect("store token");
+    token
+}
+
 /// A node's key pair.
 pub struct NodeKey {
     pub id: NodeId,

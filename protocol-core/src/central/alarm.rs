@@ -3,8 +3,9 @@
 
 use core::net::IpAddr;
 
-use crate::NodeId;
+use crate::central::approval::{ApprovalRefusal, Decided};
 use crate::wire::Alert;
+use crate::{NodeId, RequestId};
 
 /// Something for an administrator.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,36 @@ pub enum Alarm {
     },
     /// A node raised a critical alert.
     CriticalAlert { node_id: NodeId, alert: Box<Alert> },
+    /// v0.2: a request for approval was made, decided, refused or expired
+    /// (spec §8.1: every one is told).
+    Approval {
+        request_id: RequestId,
+        node_id: Option<NodeId>,
+        event: ApprovalEvent,
+    },
+}
+
+/// What happened to a request for approval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalEvent {
+    /// Someone asked.
+    Requested {
+        requester: String,
+        reason: String,
+        approver: Option<String>,
+        min_approvals: u8,
+    },
+    /// `person` approved, rejected or cancelled it (`decision`), with this
+    /// outcome — a refusal too (a self-approval attempt is worth knowing).
+    Decided {
+        person: String,
+        decision: &'static str,
+        reason: Option<String>,
+        outcome: Result<Decided, ApprovalRefusal>,
+    },
+    /// Nobody decided in time, or a complete approval did not reach its
+    /// node in time.
+    Expired,
 }
 
 impl Alarm {
@@ -29,6 +60,7 @@ impl Alarm {
         match self {
             Self::AuthRefused { .. } => "auth_failure",
             Self::CriticalAlert { .. } => "critical_alert",
+            Self::Approval { .. } => "approval",
         }
     }
 }

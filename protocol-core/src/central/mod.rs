@@ -16,7 +16,7 @@ mod pacing;
 mod rate;
 mod session;
 
-pub use alarm::Alarm;
+pub use alarm::{Alarm, ApprovalEvent};
 pub use auth::{Audience, AuthPolicy, AuthRejection, Claims, NodeLookup, SpentRecord, TokenCheck};
 pub use capacity::ListenGate;
 pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};

@@ -6,6 +6,7 @@
 //! release time ends `approval_expired` too: it must be given again.
 
 use super::{CentralHub, HubOutput, HubTimer};
+use crate::central::alarm::{Alarm, ApprovalEvent};
 use crate::central::approval::{ApprovalRefusal, Decided, Decision, Person};
 use crate::central::command::CommandState;
 use crate::central::events::ToSessionKind;
@@ -19,6 +20,21 @@ impl CentralHub {
     pub(super) fn decide(&mut self, request_id: RequestId, person: Person, decision: Decision) {
         let verdict = self.apply_decision(request_id, &person, &decision);
         let node_id = self.commands.get(&request_id).map(|c| c.node_id);
+        let (name, reason) = match &decision {
+            Decision::Approve { .. } => ("approve", None),
+            Decision::Reject { reason } => ("reject", Some(reason.clone())),
+            Decision::Cancel => ("cancel", None),
+        };
+        self.out.push_back(HubOutput::Alarm(Alarm::Approval {
+            request_id,
+            node_id,
+            event: ApprovalEvent::Decided {
+                person: person.user.clone(),
+                decision: name,
+                reason,
+                outcome: verdict.clone(),
+            },
+        }));
         self.out.push_back(HubOutput::ApprovalDecided {
             request_id,
             node_id,

@@ -23,7 +23,7 @@ use crate::transport::CloseCode;
 use crate::wire::{CommandResult, Features, Hello, NodeStatus};
 use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
 
-use super::alarm::Alarm;
+use super::alarm::{Alarm, ApprovalEvent};
 use super::approval::{ApprovalPolicy, ApprovalRefusal, Decided, Decision, Pending, Person};
 use super::auth::{
     AuthPolicy, AuthRejection, ReplayWindow, SpentRecord, TokenCheck, ValidToken, check_token,
@@ -987,6 +987,13 @@ impl CentralHub {
             node_id,
             state,
         });
+        if state == CommandState::ApprovalExpired {
+            self.out.push_back(HubOutput::Alarm(Alarm::Approval {
+                request_id,
+                node_id: Some(node_id),
+                event: ApprovalEvent::Expired,
+            }));
+        }
     }
 
     fn set_status(&mut self, node_id: NodeId, status: NodeStatus, reason: Option<String>) {
