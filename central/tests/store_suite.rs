@@ -727,3 +727,73 @@ suite!(
     a_token_id_is_spent_once_and_forgotten_after_it_is_kept,
     migrating_twice_changes_nothing,
 );
+
+/// A database too slow for what nodes write in bulk still answers the rest:
+/// alerts stuck behind a lock take at most the bulk share of the pool, so a
+/// node lookup (what admission needs) gets a connection and answers.
+#[tokio::test]
+async fn bulk_writes_stuck_on_a_slow_database_leave_connections_for_the_rest() {
+    let Some(store) = pg("bulk_share").await else {
+        return;
+    };
+    store.add_node(node(1)).await.expect("node");
+    let url = std::env::var("NAP_TEST_DATABASE_URL").expect("url");
+    let (mut blocker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("a second session");
+    tokio::spawn(conn);
+    let lock = blocker.transaction().await.expect("transaction");
+    lock.batch_execute("LOCK TABLE nap_store_bulk_share.alerts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let writes: Vec<_> = (0..8u128)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let alert = Alert {
+                    severity: Severity::Warning,
+                    message: format!("alert {i}"),
+                    data: AlertData::default(),
+                    rule: None,
+                    state: AlertState::Firing,
+                    timestamp: Some(t0()),
+                    alert_id: Some(nap_core::AlertId::from_u128(100 + i)),
+                };
+                store.insert_alert(NodeId::from_u128(1), t0(), &alert).await
+            })
+        })
+        .collect();
+    // The pool holds 4: 2 for bulk writes, both now waiting on the lock.
+    let mut waiting = 0;
+    for _ in 0..10_000 {
+        let row = lock
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE 'INSERT INTO alerts%'",
+                &[],
+            )
+            .await
+            .expect("activity");
+        waiting = row.get::<_, i64>(0);
+        if waiting >= 2 {
+            break;
+        }
+    }
+    assert_eq!(waiting, 2, "the bulk share of the pool is taken");
+    assert_eq!(
+        store
+            .get_node(NodeId::from_u128(1))
+            .await
+            .expect("a lookup is answered meanwhile")
+            .map(|n| n.id),
+        Some(NodeId::from_u128(1))
+    );
+    lock.commit().await.expect("unlock");
+    for write in writes {
+        write
+            .await
+            .expect("task")
+            .expect("every alert waited its turn and landed");
+    }
+    assert_eq!(store.list_alerts(100).await.expect("alerts").len(), 8);
+}

@@ -4,6 +4,7 @@
 //! TimescaleDB the table is a hypertable; without, it is range-partitioned
 //! by day.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use nap_core::central::ResultRecord;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, WallTime};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
 use tokio_postgres::{NoTls, Row};
@@ -43,6 +45,33 @@ pub struct TimescaleFacts {
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Permits for what nodes write in bulk (telemetry, health, alerts,
+    /// events): fewer than the pool holds, so that a slow database filling
+    /// up with those never keeps admission (node lookups, spent tokens),
+    /// commands or the operator API waiting for a connection.
+    bulk: Arc<Semaphore>,
+}
+
+/// Connections kept from bulk writes when the pool has more than two.
+const RESERVED: usize = 2;
+
+/// A connection taken for a bulk write, with its permit.
+struct BulkClient {
+    client: deadpool_postgres::Object,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for BulkClient {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for BulkClient {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -108,7 +137,15 @@ impl PgStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(db)?;
-        Ok(Self { pool })
+        let bulk = if pool_size > RESERVED {
+            pool_size - RESERVED
+        } else {
+            1
+        };
+        Ok(Self {
+            pool,
+            bulk: Arc::new(Semaphore::new(bulk)),
+        })
     }
 
     /// Drops a schema and everything in it (tests start from a clean one).
@@ -127,6 +164,19 @@ impl PgStore {
 
     async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
         self.pool.get().await.map_err(db)
+    }
+
+    /// A connection for a bulk write: waits for a permit first (without
+    /// the pool's timeout: a write waiting its turn has not failed).
+    async fn bulk_client(&self) -> StoreResult<BulkClient> {
+        let permit = Arc::clone(&self.bulk)
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Database(e.to_string()))?;
+        Ok(BulkClient {
+            client: self.client().await?,
+            _permit: permit,
+        })
     }
 
     /// How telemetry is laid out (after `migrate`).
@@ -188,7 +238,7 @@ impl PgStore {
     /// that do not speak the COPY sub-protocol (PGlite, the TimescaleDB test
     /// fixture). Same idempotence; slower.
     pub async fn insert_telemetry_plain(&self, batch: &[Telemetry]) -> StoreResult<u64> {
-        let mut client = self.client().await?;
+        let mut client = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let mut inserted = 0;
         for t in batch {
@@ -553,7 +603,7 @@ impl Storage for PgStore {
         if batch.is_empty() {
             return Ok(0);
         }
-        let mut client = self.client().await?;
+        let mut client = self.bulk_client().await?;
         let tx = client.transaction().await.map_err(db)?;
         tx.batch_execute(
             "CREATE TEMP TABLE IF NOT EXISTS telemetry_stage (node_id UUID, ts TIMESTAMPTZ, cpu DOUBLE PRECISION,
@@ -674,7 +724,7 @@ impl Storage for PgStore {
     }
 
     async fn insert_health(&self, id: NodeId, at: WallTime, health: &Health) -> StoreResult<()> {
-        let client = self.client().await?;
+        let client = self.bulk_client().await?;
         let overall = format!("{:?}", health.overall()).to_lowercase();
         client
             .execute(
@@ -688,7 +738,7 @@ impl Storage for PgStore {
     }
 
     async fn insert_alert(&self, id: NodeId, at: WallTime, alert: &Alert) -> StoreResult<()> {
-        let client = self.client().await?;
+        let client = self.bulk_client().await?;
         let severity = format!("{:?}", alert.severity).to_lowercase();
         client
             .execute(
@@ -1121,7 +1171,7 @@ impl Storage for PgStore {
         detail: serde_json::Value,
         at: WallTime,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
+        let client = self.bulk_client().await?;
         client
             .execute(
                 "INSERT INTO events (at, kind, detail) VALUES ($1, $2, $3)",
