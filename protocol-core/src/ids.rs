@@ -90,3 +90,8 @@ uuid_id!(
     /// A JWT's `jti`: central refuses a token id it has seen within the replay window.
     TokenId
 );
+uuid_id!(
+    /// v0.3: one rollout (a command to many nodes under a strategy); each
+    /// target's command has its own [`RequestId`], tagged with this.
+    RolloutId
+);

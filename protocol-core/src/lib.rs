@@ -28,7 +28,7 @@ pub mod wire;
 pub mod schema;
 
 pub use codec::{DecodeError, EncodeError, Limits, Message, decode, encode};
-pub use ids::{AlertId, NodeId, RequestId, SessionId, TokenId};
+pub use ids::{AlertId, NodeId, RequestId, RolloutId, SessionId, TokenId};
 pub use time::{Timestamp, WallAnchor, WallTime};
 
 /// The WebSocket subprotocol and protocol version spoken by this crate.

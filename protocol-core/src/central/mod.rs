@@ -14,6 +14,7 @@ mod events;
 mod hub;
 mod pacing;
 mod rate;
+pub mod rollout;
 mod session;
 
 pub use alarm::{Alarm, ApprovalEvent};
