@@ -144,7 +144,7 @@ impl RolloutState {
 }
 
 /// What the host is to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RolloutOutput {
     /// Send the rollout's command to this target's node, as `request_id`;
     /// report its states with [`Rollout::handle_command`].
@@ -183,7 +183,7 @@ pub enum RolloutRefusal {
 }
 
 /// One target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     pub node_id: NodeId,
@@ -217,7 +217,7 @@ enum Phase {
 }
 
 /// One rollout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Rollout {
     strategy: Strategy,
     limits: Limits,

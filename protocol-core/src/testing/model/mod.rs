@@ -17,6 +17,7 @@
 
 mod agent;
 mod central;
+pub mod rollout;
 mod wire;
 
 use std::borrow::Cow;
