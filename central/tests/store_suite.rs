@@ -737,6 +737,17 @@ async fn bulk_writes_stuck_on_a_slow_database_leave_connections_for_the_rest() {
         return;
     };
     store.add_node(node(1)).await.expect("node");
+    // Every connection of the pool open first: what follows waits on the
+    // lock only, never on a connection being made.
+    let (a, b, c, d) = tokio::join!(
+        store.list_nodes(),
+        store.list_nodes(),
+        store.list_nodes(),
+        store.list_nodes()
+    );
+    for listed in [a, b, c, d] {
+        listed.expect("list");
+    }
     let url = std::env::var("NAP_TEST_DATABASE_URL").expect("url");
     let (mut blocker, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -763,22 +774,26 @@ async fn bulk_writes_stuck_on_a_slow_database_leave_connections_for_the_rest() {
             })
         })
         .collect();
-    // The pool holds 4: 2 for bulk writes, both now waiting on the lock.
-    let mut waiting = 0;
-    for _ in 0..10_000 {
-        let row = lock
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-                 AND query LIKE 'INSERT INTO alerts%'",
-                &[],
-            )
-            .await
-            .expect("activity");
-        waiting = row.get::<_, i64>(0);
-        if waiting >= 2 {
-            break;
+    // The pool holds 4: 2 for bulk writes, both now waiting on the lock
+    // (their connections may still be opening: waited for, with a bound).
+    let waiting = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let row = lock
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                     AND query LIKE 'INSERT INTO alerts%'",
+                    &[],
+                )
+                .await
+                .expect("activity");
+            let waiting = row.get::<_, i64>(0);
+            if waiting >= 2 || writes.iter().any(tokio::task::JoinHandle::is_finished) {
+                return waiting;
+            }
         }
-    }
+    })
+    .await
+    .expect("the bulk writes reach the lock");
     assert_eq!(waiting, 2, "the bulk share of the pool is taken");
     assert_eq!(
         store
