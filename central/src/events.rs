@@ -26,6 +26,24 @@ pub enum AppEvent {
         request_id: RequestId,
         state: CommandState,
     },
+    /// v0.3: a rollout's state, stored.
+    Rollout {
+        rollout_id: nap_core::RolloutId,
+        state: nap_core::central::rollout::RolloutState,
+    },
+    /// v0.3: a rollout target's state, stored.
+    RolloutTarget {
+        rollout_id: nap_core::RolloutId,
+        node_id: NodeId,
+        state: nap_core::central::rollout::TargetState,
+    },
+    /// v0.3: the hub's verdict on a rollout control.
+    RolloutControlled {
+        rollout_id: nap_core::RolloutId,
+        control: nap_core::central::RolloutControl,
+        verdict:
+            Result<nap_core::central::rollout::RolloutState, nap_core::central::ControlRefusal>,
+    },
     /// With a cluster: this process has claimed the node and loaded its
     /// open commands.
     TakenOver {

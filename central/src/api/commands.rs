@@ -22,7 +22,7 @@ use crate::store::{CommandRecord, NodeRecord, Storage, StoredApproval};
 
 /// An operator's command, checked, before it gets its request id.
 #[derive(Clone)]
-struct CommandTemplate {
+pub(super) struct CommandTemplate {
     kind: CommandKind,
     body: serde_json::Map<String, Value>,
     /// v0.2: the request's reason and what it asked for, when the
@@ -31,7 +31,7 @@ struct CommandTemplate {
 }
 
 impl CommandTemplate {
-    fn parse(body: Value) -> Result<Self, ApiError> {
+    pub(super) fn parse(body: Value) -> Result<Self, ApiError> {
         let Value::Object(body) = body else {
             return Err(bad_request("the command must be a JSON object"));
         };
@@ -141,7 +141,10 @@ impl CommandTemplate {
     }
 
     /// The command with this request id, and the time the node may take.
-    fn instance(&self, request_id: RequestId) -> Result<(CentralMessage, u64), ApiError> {
+    pub(super) fn instance(
+        &self,
+        request_id: RequestId,
+    ) -> Result<(CentralMessage, u64), ApiError> {
         self.instance_until(request_id, None)
     }
 
@@ -237,7 +240,7 @@ impl CommandTemplate {
     }
 }
 
-fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     // Any content type: `curl -d '{…}'` sends form encoding by default.
     serde_json::from_slice(body).map_err(|e| bad_request(format!("body is not JSON: {e}")))
 }
@@ -316,7 +319,7 @@ pub(super) async fn submit_command(
 }
 
 /// Most nodes one broadcast may name.
-const MAX_BROADCAST: usize = 100_000;
+pub(super) const MAX_BROADCAST: usize = 100_000;
 
 /// Room for `MAX_BROADCAST` quoted node ids and the command.
 pub(super) const BROADCAST_BODY_LIMIT: usize = 8 << 20;

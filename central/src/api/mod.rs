@@ -10,6 +10,7 @@ mod error;
 mod guard;
 mod nodes;
 mod records;
+mod rollouts;
 mod serve;
 mod system;
 pub mod tokens;
@@ -54,6 +55,16 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
         .route("/api/v1/commands/{id}/reject", post(approvals::reject))
         .route("/api/v1/commands/{id}/cancel", post(approvals::cancel))
         .route("/api/v1/approvals", get(approvals::list))
+        .route(
+            "/api/v1/rollouts",
+            get(rollouts::list)
+                .post(rollouts::create)
+                .layer(DefaultBodyLimit::max(commands::BROADCAST_BODY_LIMIT)),
+        )
+        .route("/api/v1/rollouts/{id}", get(rollouts::get))
+        .route("/api/v1/rollouts/{id}/pause", post(rollouts::pause))
+        .route("/api/v1/rollouts/{id}/resume", post(rollouts::resume))
+        .route("/api/v1/rollouts/{id}/abort", post(rollouts::abort))
         .route("/api/v1/alerts", get(records::alerts))
         .route("/api/v1/audit", get(records::audit))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
@@ -75,6 +86,11 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/commands/{id}/reject",
     "/api/v1/commands/{id}/cancel",
     "/api/v1/approvals",
+    "/api/v1/rollouts",
+    "/api/v1/rollouts/{id}",
+    "/api/v1/rollouts/{id}/pause",
+    "/api/v1/rollouts/{id}/resume",
+    "/api/v1/rollouts/{id}/abort",
     "/api/v1/alerts",
     "/api/v1/audit",
 ];

@@ -34,15 +34,36 @@ pub(super) fn parse_node(id: &str) -> Result<NodeId, ApiError> {
         .map_err(|_| bad_request(format!("{id:?} is not a node id (a UUID)")))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct NodesQuery {
+    /// Only nodes whose labels match (`role=web,env=prod`): what a
+    /// rollout with this selector would target (revoked nodes never are).
+    selector: Option<String>,
+}
+
 pub(super) async fn list_nodes(
     State(hub): State<HubHandle>,
     Extension(who): Extension<Caller>,
+    Query(query): Query<NodesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     who.needs(Role::Viewer)?;
+    let selector = query
+        .selector
+        .as_deref()
+        .map(str::parse::<nap_core::central::rollout::Selector>)
+        .transpose()
+        .map_err(|e| bad_request(e.to_string()))?;
     let nodes = hub.effects().store.list_nodes().await.map_err(internal)?;
-    Ok(Json(
-        json!({ "nodes": nodes.iter().map(node_json).collect::<Vec<_>>() }),
-    ))
+    let listed: Vec<Value> = nodes
+        .iter()
+        .filter(|n| {
+            selector
+                .as_ref()
+                .is_none_or(|s| !n.revoked && s.matches(&n.labels))
+        })
+        .map(node_json)
+        .collect();
+    Ok(Json(json!({ "nodes": listed })))
 }
 
 pub(super) async fn get_node(

@@ -84,6 +84,19 @@ async fn write(
                 StateChange::Command {
                     request_id, state, ..
                 } => AppEvent::Command { request_id, state },
+                StateChange::Rollout {
+                    rollout_id, state, ..
+                } => AppEvent::Rollout { rollout_id, state },
+                StateChange::RolloutTarget {
+                    rollout_id,
+                    node_id,
+                    state,
+                    ..
+                } => AppEvent::RolloutTarget {
+                    rollout_id,
+                    node_id,
+                    state,
+                },
             });
         }
     }

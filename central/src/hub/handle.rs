@@ -219,6 +219,52 @@ impl HubHandle {
                     .await;
                 });
             }
+            HubOutput::RolloutStart {
+                rollout_id: _,
+                node_id,
+                request_id,
+                requester,
+                message,
+                timeout,
+            } => {
+                let start = super::rollouts::TargetStart {
+                    node_id,
+                    request_id,
+                    requester,
+                    message,
+                    timeout,
+                };
+                tokio::spawn(super::rollouts::start_target(self.clone(), start));
+            }
+            HubOutput::RolloutChanged { rollout_id, state } => {
+                effects.state_change(StateChange::Rollout {
+                    rollout_id,
+                    state,
+                    at: effects.clock.wall(),
+                });
+            }
+            HubOutput::RolloutTargetChanged {
+                rollout_id,
+                node_id,
+                state,
+            } => effects.state_change(StateChange::RolloutTarget {
+                rollout_id,
+                node_id,
+                state,
+                at: effects.clock.wall(),
+            }),
+            HubOutput::RolloutControlled {
+                rollout_id,
+                control,
+                verdict,
+            } => {
+                tokio::spawn(super::rollouts::record_control(
+                    self.clone(),
+                    rollout_id,
+                    control,
+                    verdict,
+                ));
+            }
         }
     }
 

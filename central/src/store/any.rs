@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use nap_core::central::ResultRecord;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
-use nap_core::{NodeId, RequestId, WallTime};
+use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 
 use super::postgres::PgStore;
 use super::sqlite::SqliteStore;
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
-    StoreError, StoreResult, TelemetryPoint, TokenRecord,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, RolloutRecord, RolloutTargetRecord,
+    SpentToken, StateChange, Storage, StoreError, StoreResult, TelemetryPoint, TokenRecord,
 };
 
 /// SQLite or PostgreSQL.
@@ -127,6 +127,29 @@ impl Storage for AnyStore {
     }
     async fn get_command(&self, id: RequestId) -> StoreResult<Option<CommandRecord>> {
         delegate!(self.get_command(id))
+    }
+
+    async fn insert_rollout(
+        &self,
+        rollout: RolloutRecord,
+        targets: Vec<RolloutTargetRecord>,
+    ) -> StoreResult<()> {
+        delegate!(self.insert_rollout(rollout, targets))
+    }
+
+    async fn get_rollout(
+        &self,
+        id: RolloutId,
+    ) -> StoreResult<Option<(RolloutRecord, Vec<RolloutTargetRecord>)>> {
+        delegate!(self.get_rollout(id))
+    }
+
+    async fn list_rollouts(
+        &self,
+        before: Option<(WallTime, RolloutId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<RolloutRecord>> {
+        delegate!(self.list_rollouts(before, limit))
     }
     async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.open_commands())

@@ -107,6 +107,7 @@ pub fn state_batch(changes: &[super::StateChange]) -> Option<BatchRecord> {
     use super::StateChange;
     let mut sessions = Vec::new();
     let mut commands = Vec::new();
+    let mut rollouts = Vec::new();
     let mut latest = None;
     for change in changes {
         match change {
@@ -131,12 +132,39 @@ pub fn state_batch(changes: &[super::StateChange]) -> Option<BatchRecord> {
                 }));
                 latest = latest.max(Some(*at));
             }
+            StateChange::Rollout {
+                rollout_id,
+                state,
+                at,
+            } => {
+                rollouts.push(serde_json::json!({
+                    "rolloutId": rollout_id, "state": state.as_str(), "at": at,
+                }));
+                latest = latest.max(Some(*at));
+            }
+            StateChange::RolloutTarget {
+                rollout_id,
+                node_id,
+                state,
+                at,
+            } => {
+                rollouts.push(serde_json::json!({
+                    "rolloutId": rollout_id, "node": node_id, "state": state.as_str(), "at": at,
+                }));
+                latest = latest.max(Some(*at));
+            }
         }
+    }
+    let mut subject = format!("{} sessions, {} commands", sessions.len(), commands.len());
+    let mut detail = serde_json::json!({ "sessions": sessions, "commands": commands });
+    if !rollouts.is_empty() {
+        subject.push_str(&format!(", {} rollout changes", rollouts.len()));
+        detail["rollouts"] = serde_json::Value::Array(rollouts);
     }
     Some(BatchRecord {
         action: "state.batch",
-        subject: format!("{} sessions, {} commands", sessions.len(), commands.len()),
-        detail: serde_json::json!({ "sessions": sessions, "commands": commands }),
+        subject,
+        detail,
         at: latest?,
     })
 }

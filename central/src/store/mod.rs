@@ -10,11 +10,12 @@ pub mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
+use nap_core::central::rollout::{RolloutState, TargetState};
 use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{
     Alert, CentralMessage, CommandResult, Health, NodeStatus, SignedApproval, Telemetry,
 };
-use nap_core::{NodeId, RequestId, TokenId, WallTime};
+use nap_core::{NodeId, RequestId, RolloutId, TokenId, WallTime};
 use serde::{Deserialize, Serialize};
 
 pub use any::AnyStore;
@@ -136,6 +137,47 @@ pub enum StateChange {
         state: CommandState,
         at: WallTime,
     },
+    /// v0.3: a rollout changed state.
+    Rollout {
+        rollout_id: RolloutId,
+        state: RolloutState,
+        at: WallTime,
+    },
+    /// v0.3: a rollout target changed state.
+    RolloutTarget {
+        rollout_id: RolloutId,
+        node_id: NodeId,
+        state: TargetState,
+        at: WallTime,
+    },
+}
+
+/// v0.3: a rollout as stored (spec §8.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    pub id: RolloutId,
+    pub requester: String,
+    /// The command every target gets (its `requestId` is each target's).
+    pub message: serde_json::Value,
+    /// The strategy as requested.
+    pub strategy: serde_json::Value,
+    /// The absolute numbers it runs by.
+    pub limits: serde_json::Value,
+    pub selector: Option<String>,
+    pub state: RolloutState,
+    pub created_at: WallTime,
+    pub updated_at: WallTime,
+}
+
+/// v0.3: one target of a rollout, in its order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutTargetRecord {
+    pub position: u32,
+    pub node_id: NodeId,
+    pub request_id: RequestId,
+    pub state: TargetState,
 }
 
 /// An API token's identity.
@@ -305,6 +347,25 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         id: RequestId,
     ) -> impl Future<Output = StoreResult<Option<CommandRecord>>> + Send;
+
+    /// v0.3: stores a new rollout with its targets, in one transaction;
+    /// `Conflict` if its id exists.
+    fn insert_rollout(
+        &self,
+        rollout: RolloutRecord,
+        targets: Vec<RolloutTargetRecord>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// v0.3: a rollout and its targets, in order.
+    fn get_rollout(
+        &self,
+        id: RolloutId,
+    ) -> impl Future<Output = StoreResult<Option<(RolloutRecord, Vec<RolloutTargetRecord>)>>> + Send;
+    /// v0.3: rollouts, newest first, created before `before` when given.
+    fn list_rollouts(
+        &self,
+        before: Option<(WallTime, RolloutId)>,
+        limit: u32,
+    ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send;
     /// Commands not yet delivered or answered, oldest first (to restore the hub).
     fn open_commands(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
     /// These nodes' commands not yet delivered or answered, oldest first
@@ -417,6 +478,11 @@ pub fn command_kind(message: &CentralMessage) -> &'static str {
 pub(crate) fn parse_state(state: &str) -> StoreResult<CommandState> {
     CommandState::from_name(state)
         .ok_or_else(|| StoreError::Corrupt(format!("unknown command state {state:?}")))
+}
+
+/// The rollout state named `name`.
+pub(crate) fn parse_rollout_state(name: &str) -> Option<RolloutState> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
 }
 
 /// The summary numbers kept beside each sample for fast queries.

@@ -10,8 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use nap_core::central::ResultRecord;
+use nap_core::central::rollout::TargetState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
-use nap_core::{NodeId, RequestId, WallTime};
+use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{Json, Type};
@@ -19,9 +20,9 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
-    StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
-    telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, RolloutRecord, RolloutTargetRecord,
+    SpentToken, StateChange, Storage, StoreError, StoreResult, TelemetryPoint, TokenRecord,
+    parse_rollout_state, parse_status, status_str, telemetry_summary,
 };
 
 /// How telemetry is laid out.
@@ -335,7 +336,26 @@ const LATER_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("sql/postgres_0003.sql")),
     (4, include_str!("sql/postgres_0004.sql")),
     (5, include_str!("sql/postgres_0005.sql")),
+    (6, include_str!("sql/postgres_0006.sql")),
 ];
+
+const ROLLOUT_COLUMNS: &str =
+    "id, requester, message, strategy, limits, selector, state, created_at, updated_at";
+
+fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
+    let state: String = r.get(6);
+    Ok(RolloutRecord {
+        id: RolloutId::from(r.get::<_, Uuid>(0)),
+        requester: r.get(1),
+        message: r.get(2),
+        strategy: r.get(3),
+        limits: r.get(4),
+        selector: r.get(5),
+        state: parse_rollout_state(&state).ok_or(StoreError::Corrupt(state))?,
+        created_at: wall(r.get(7)),
+        updated_at: wall(r.get(8)),
+    })
+}
 
 /// Rows per multi-row insert of commands.
 const COMMAND_INSERT_CHUNK: usize = 2_000;
@@ -888,6 +908,37 @@ impl Storage for PgStore {
                         .await
                         .map_err(db)?;
                 }
+                StateChange::Rollout {
+                    rollout_id,
+                    state,
+                    at,
+                } => {
+                    tx.execute(
+                        "UPDATE rollouts SET state = $2, updated_at = $3 WHERE id = $1",
+                        &[&uuid(rollout_id.0), &state.as_str(), &ts(*at)],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                StateChange::RolloutTarget {
+                    rollout_id,
+                    node_id,
+                    state,
+                    at,
+                } => {
+                    tx.execute(
+                        "UPDATE rollout_targets SET state = $3, updated_at = $4
+                         WHERE rollout_id = $1 AND node_id = $2",
+                        &[
+                            &uuid(rollout_id.0),
+                            &uuid(node_id.0),
+                            &state.as_str(),
+                            &ts(*at),
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
             }
         }
         audit_batch(&tx, super::audit::state_batch(&changes)).await?;
@@ -987,6 +1038,126 @@ impl Storage for PgStore {
             .await
             .map_err(db)?;
         row.as_ref().map(command_from_row).transpose()
+    }
+
+    async fn insert_rollout(
+        &self,
+        rollout: RolloutRecord,
+        targets: Vec<RolloutTargetRecord>,
+    ) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO rollouts (id, requester, message, strategy, limits, selector, state, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                &[
+                    &uuid(rollout.id.0),
+                    &rollout.requester,
+                    &rollout.message,
+                    &rollout.strategy,
+                    &rollout.limits,
+                    &rollout.selector,
+                    &rollout.state.as_str(),
+                    &ts(rollout.created_at),
+                    &ts(rollout.updated_at),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        if inserted == 0 {
+            return Err(StoreError::Conflict);
+        }
+        let positions: Vec<i32> = targets
+            .iter()
+            .map(|t| i32::try_from(t.position).unwrap_or(i32::MAX))
+            .collect();
+        let nodes: Vec<Uuid> = targets.iter().map(|t| uuid(t.node_id.0)).collect();
+        let requests: Vec<Uuid> = targets.iter().map(|t| uuid(t.request_id.0)).collect();
+        let states: Vec<&str> = targets.iter().map(|t| t.state.as_str()).collect();
+        tx.execute(
+            "INSERT INTO rollout_targets (rollout_id, position, node_id, request_id, state, updated_at)
+             SELECT $1, * , $6 FROM unnest($2::int4[], $3::uuid[], $4::uuid[], $5::text[])",
+            &[
+                &uuid(rollout.id.0),
+                &positions,
+                &nodes,
+                &requests,
+                &states,
+                &ts(rollout.created_at),
+            ],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get_rollout(
+        &self,
+        id: RolloutId,
+    ) -> StoreResult<Option<(RolloutRecord, Vec<RolloutTargetRecord>)>> {
+        let client = self.client().await?;
+        let Some(row) = client
+            .query_opt(
+                &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = $1"),
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let rollout = rollout_from_row(&row)?;
+        let rows = client
+            .query(
+                "SELECT position, node_id, request_id, state FROM rollout_targets
+                 WHERE rollout_id = $1 ORDER BY position",
+                &[&uuid(id.0)],
+            )
+            .await
+            .map_err(db)?;
+        let targets = rows
+            .iter()
+            .map(|r| {
+                let state: String = r.get(3);
+                Ok(RolloutTargetRecord {
+                    position: u32::try_from(r.get::<_, i32>(0)).unwrap_or(0),
+                    node_id: NodeId::from(r.get::<_, Uuid>(1)),
+                    request_id: RequestId::from(r.get::<_, Uuid>(2)),
+                    state: TargetState::from_name(&state).ok_or(StoreError::Corrupt(state))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((rollout, targets)))
+    }
+
+    async fn list_rollouts(
+        &self,
+        before: Option<(WallTime, RolloutId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<RolloutRecord>> {
+        let client = self.client().await?;
+        let rows = match before {
+            Some((at, id)) => client
+                .query(
+                    &format!(
+                        "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE (created_at, id) < ($1, $2)
+                         ORDER BY created_at DESC, id DESC LIMIT $3"
+                    ),
+                    &[&ts(at), &uuid(id.0), &i64::from(limit)],
+                )
+                .await,
+            None => client
+                .query(
+                    &format!(
+                        "SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY created_at DESC, id DESC LIMIT $1"
+                    ),
+                    &[&i64::from(limit)],
+                )
+                .await,
+        }
+        .map_err(db)?;
+        rows.iter().map(rollout_from_row).collect()
     }
 
     async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {

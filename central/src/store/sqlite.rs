@@ -6,15 +6,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use nap_core::central::rollout::TargetState;
 use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
-use nap_core::{NodeId, RequestId, WallTime};
+use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AlertRecord, AuditEntry, CommandRecord, NodeRecord, SpentToken, StateChange, Storage,
-    StoreError, StoreResult, TelemetryPoint, TokenRecord, parse_status, status_str,
-    telemetry_summary,
+    AlertRecord, AuditEntry, CommandRecord, NodeRecord, RolloutRecord, RolloutTargetRecord,
+    SpentToken, StateChange, Storage, StoreError, StoreResult, TelemetryPoint, TokenRecord,
+    parse_rollout_state, parse_status, status_str, telemetry_summary,
 };
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -23,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("sql/sqlite_0003.sql")),
     (4, include_str!("sql/sqlite_0004.sql")),
     (5, include_str!("sql/sqlite_0005.sql")),
+    (6, include_str!("sql/sqlite_0006.sql")),
 ];
 
 /// The SQLite backend.
@@ -116,6 +118,49 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NodeRecord, Strin
 
 const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
+
+const ROLLOUT_COLUMNS: &str =
+    "id, requester, message, strategy, limits, selector, state, created_at, updated_at";
+
+/// A rollout row, with its JSON and state still to parse.
+type RolloutRow = (
+    String,
+    String,
+    [String; 3],
+    Option<String>,
+    String,
+    i64,
+    i64,
+);
+
+fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        [r.get(2)?, r.get(3)?, r.get(4)?],
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    ))
+}
+
+fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
+    let (id, requester, [message, strategy, limits], selector, state, created, updated) = row;
+    let json =
+        |text: String| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()));
+    Ok(RolloutRecord {
+        id: id.parse().map_err(|_| StoreError::Corrupt(id.clone()))?,
+        requester,
+        message: json(message)?,
+        strategy: json(strategy)?,
+        limits: json(limits)?,
+        selector,
+        state: parse_rollout_state(&state).ok_or(StoreError::Corrupt(state))?,
+        created_at: from_micros(created),
+        updated_at: from_micros(updated),
+    })
+}
 
 /// A command row, with its result and state still to parse.
 type CommandRow = (CommandRecord, String, Option<String>, String);
@@ -591,6 +636,39 @@ impl Storage for SqliteStore {
                         })
                         .map_err(db)?;
                     }
+                    StateChange::Rollout {
+                        rollout_id,
+                        state,
+                        at,
+                    } => {
+                        tx.prepare_cached(
+                            "UPDATE rollouts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![rollout_id.to_string(), state.as_str(), micros(*at)])
+                        })
+                        .map_err(db)?;
+                    }
+                    StateChange::RolloutTarget {
+                        rollout_id,
+                        node_id,
+                        state,
+                        at,
+                    } => {
+                        tx.prepare_cached(
+                            "UPDATE rollout_targets SET state = ?3, updated_at = ?4
+                             WHERE rollout_id = ?1 AND node_id = ?2",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                rollout_id.to_string(),
+                                node_id.to_string(),
+                                state.as_str(),
+                                micros(*at)
+                            ])
+                        })
+                        .map_err(db)?;
+                    }
                 }
             }
             audit_batch(&tx, super::audit::state_batch(&changes))?;
@@ -701,6 +779,130 @@ impl Storage for SqliteStore {
             .map_err(db)?
             .map(finish_command)
             .transpose()
+        })
+        .await
+    }
+
+    async fn insert_rollout(
+        &self,
+        rollout: RolloutRecord,
+        targets: Vec<RolloutTargetRecord>,
+    ) -> StoreResult<()> {
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let inserted = tx
+                .execute(
+                    "INSERT OR IGNORE INTO rollouts (id, requester, message, strategy, limits, selector, state, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        rollout.id.to_string(),
+                        rollout.requester,
+                        rollout.message.to_string(),
+                        rollout.strategy.to_string(),
+                        rollout.limits.to_string(),
+                        rollout.selector,
+                        rollout.state.as_str(),
+                        micros(rollout.created_at),
+                        micros(rollout.updated_at),
+                    ],
+                )
+                .map_err(db)?;
+            if inserted == 0 {
+                return Err(StoreError::Conflict);
+            }
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO rollout_targets (rollout_id, position, node_id, request_id, state, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(db)?;
+                for t in &targets {
+                    st.execute(params![
+                        rollout.id.to_string(),
+                        t.position,
+                        t.node_id.to_string(),
+                        t.request_id.to_string(),
+                        t.state.as_str(),
+                        micros(rollout.created_at),
+                    ])
+                    .map_err(db)?;
+                }
+            }
+            tx.commit().map_err(db)
+        })
+        .await
+    }
+
+    async fn get_rollout(
+        &self,
+        id: RolloutId,
+    ) -> StoreResult<Option<(RolloutRecord, Vec<RolloutTargetRecord>)>> {
+        self.with(move |conn| {
+            let Some(row) = conn
+                .query_row(
+                    &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
+                    [id.to_string()],
+                    rollout_from_row,
+                )
+                .optional()
+                .map_err(db)?
+            else {
+                return Ok(None);
+            };
+            let rollout = finish_rollout(row)?;
+            let mut stmt = conn
+                .prepare(
+                    "SELECT position, node_id, request_id, state FROM rollout_targets
+                     WHERE rollout_id = ?1 ORDER BY position",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([id.to_string()], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut targets = Vec::new();
+            for row in rows {
+                let (position, node, request, state) = row.map_err(db)?;
+                targets.push(RolloutTargetRecord {
+                    position,
+                    node_id: node.parse().map_err(|_| StoreError::Corrupt(node))?,
+                    request_id: request.parse().map_err(|_| StoreError::Corrupt(request))?,
+                    state: TargetState::from_name(&state).ok_or(StoreError::Corrupt(state))?,
+                });
+            }
+            Ok(Some((rollout, targets)))
+        })
+        .await
+    }
+
+    async fn list_rollouts(
+        &self,
+        before: Option<(WallTime, RolloutId)>,
+        limit: u32,
+    ) -> StoreResult<Vec<RolloutRecord>> {
+        self.with(move |conn| {
+            let (at, id) = before.map_or((i64::MAX, String::new()), |(at, id)| {
+                (micros(at), id.to_string())
+            });
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ROLLOUT_COLUMNS} FROM rollouts
+                     WHERE ?1 = '' OR created_at < ?2 OR (created_at = ?2 AND id < ?1)
+                     ORDER BY created_at DESC, id DESC LIMIT ?3"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![id, at, limit], rollout_from_row)
+                .map_err(db)?;
+            rows.map(|r| r.map_err(db).and_then(finish_rollout))
+                .collect()
         })
         .await
     }

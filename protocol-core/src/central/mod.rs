@@ -23,8 +23,8 @@ pub use capacity::ListenGate;
 pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};
 pub use events::{ToHub, ToSession};
 pub use hub::{
-    Admission, AdmissionConfig, Admit, CentralHub, HubConfig, HubInput, HubOutput, HubTimer,
-    Presence, Refusal, RefusalKind, Upgrade,
+    Admission, AdmissionConfig, Admit, CentralHub, ControlRefusal, HubConfig, HubInput, HubOutput,
+    HubTimer, NewRollout, Presence, Refusal, RefusalKind, RolloutControl, Upgrade,
 };
 pub use rate::TokenBucket;
 pub use session::{

@@ -166,6 +166,17 @@ pub struct Store {
     pub commands: BTreeMap<RequestId, NodeId>,
     /// What central told an administrator.
     pub alarms: Vec<Alarm>,
+    /// v0.3: every state each rollout went through.
+    pub rollout_states: BTreeMap<crate::RolloutId, Vec<crate::central::rollout::RolloutState>>,
+    /// v0.3: every state each rollout target went through.
+    pub rollout_targets:
+        BTreeMap<(crate::RolloutId, NodeId), Vec<crate::central::rollout::TargetState>>,
+    /// v0.3: every control of a rollout and its verdict.
+    pub rollout_controls: Vec<(
+        crate::RolloutId,
+        crate::central::RolloutControl,
+        Result<crate::central::rollout::RolloutState, crate::central::ControlRefusal>,
+    )>,
     /// v0.2: every decision on an approval request and its verdict.
     pub decisions: Vec<(
         RequestId,
@@ -499,6 +510,48 @@ impl World {
         approval: crate::central::approval::ApprovalRequest,
     ) -> CommandState {
         self.submit_with(node_id, message, timeout, Some(approval))
+    }
+
+    /// v0.3: starts a rollout of `message` to `targets` (request ids
+    /// `1000 + i`) now.
+    pub fn start_rollout(
+        &mut self,
+        rollout_id: crate::RolloutId,
+        targets: &[NodeId],
+        message: CentralMessage,
+        strategy: crate::central::rollout::Strategy,
+    ) {
+        let targets = targets
+            .iter()
+            .enumerate()
+            .map(|(i, node)| (*node, RequestId::from_u128(1000 + i as u128)))
+            .collect();
+        let new = crate::central::NewRollout {
+            rollout_id,
+            requester: "alice".into(),
+            strategy,
+            targets,
+            message,
+            timeout: Duration::from_secs(30),
+            start_at: self.wall(),
+        };
+        self.hub_input(HubInput::StartRollout(Box::new(new)));
+    }
+
+    /// v0.3: pauses, resumes or aborts a rollout; the verdict.
+    pub fn control_rollout(
+        &mut self,
+        rollout_id: crate::RolloutId,
+        control: crate::central::RolloutControl,
+    ) -> Result<crate::central::rollout::RolloutState, crate::central::ControlRefusal> {
+        self.hub_input(HubInput::ControlRollout {
+            rollout_id,
+            control,
+        });
+        self.store
+            .rollout_controls
+            .last()
+            .map_or(Err(crate::central::ControlRefusal::Unknown), |c| c.2)
     }
 
     /// A person decides on a command awaiting approval (v0.2); the verdict.
@@ -1326,6 +1379,51 @@ impl World {
                 self.central.hub_input(self.now, input);
             }
             HubOutput::Alarm(alarm) => self.store.alarms.push(alarm),
+            HubOutput::RolloutStart {
+                node_id,
+                request_id,
+                message,
+                timeout,
+                ..
+            } => {
+                // As central's driver: stored (tagged), then submitted.
+                self.store.commands.insert(request_id, node_id);
+                let known = self.registry.get(&node_id) == Some(&NodeLookup::Active);
+                let submission = Submission {
+                    node_id,
+                    request_id,
+                    message: Some(message),
+                    timeout,
+                    known,
+                    approval: None,
+                };
+                self.central
+                    .hub_input(self.now, HubInput::Submit(vec![submission]));
+            }
+            HubOutput::RolloutChanged { rollout_id, state } => self
+                .store
+                .rollout_states
+                .entry(rollout_id)
+                .or_default()
+                .push(state),
+            HubOutput::RolloutTargetChanged {
+                rollout_id,
+                node_id,
+                state,
+            } => self
+                .store
+                .rollout_targets
+                .entry((rollout_id, node_id))
+                .or_default()
+                .push(state),
+            HubOutput::RolloutControlled {
+                rollout_id,
+                control,
+                verdict,
+            } => self
+                .store
+                .rollout_controls
+                .push((rollout_id, control, verdict)),
             HubOutput::ApprovalDecided {
                 request_id,
                 person,

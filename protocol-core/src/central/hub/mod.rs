@@ -12,6 +12,7 @@
 
 mod admission;
 mod approval;
+mod rollout;
 
 use core::net::IpAddr;
 use std::collections::{BTreeMap, VecDeque};
@@ -20,8 +21,8 @@ use std::time::Duration;
 use crate::rng::Prng;
 use crate::timer::Timers;
 use crate::transport::CloseCode;
-use crate::wire::{CommandResult, Features, Hello, NodeStatus};
-use crate::{NodeId, RequestId, SessionId, Timestamp, WallAnchor, WallTime};
+use crate::wire::{CentralMessage, CommandResult, Features, Hello, NodeStatus};
+use crate::{NodeId, RequestId, RolloutId, SessionId, Timestamp, WallAnchor, WallTime};
 
 use super::alarm::{Alarm, ApprovalEvent};
 use super::approval::{ApprovalPolicy, ApprovalRefusal, Decided, Decision, Pending, Person};
@@ -30,9 +31,11 @@ use super::auth::{
 };
 use super::command::{CommandState, ResultRecord, Submission, TrackedCommand};
 use super::events::{ToHub, ToHubKind, ToSession, ToSessionKind};
+use super::rollout::{RolloutState, TargetState};
 
 pub use admission::{AdmissionConfig, Refusal, RefusalKind};
 use admission::{Notices, Source, Throttle};
+pub use rollout::{ControlRefusal, NewRollout, RolloutControl};
 
 /// Parameters of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -182,6 +185,14 @@ pub enum HubInput {
         person: Person,
         decision: Decision,
     },
+    /// v0.3: start driving a rollout here (spec §8.3).
+    StartRollout(Box<NewRollout>),
+    /// v0.3: pause, resume or abort a rollout driven here; the verdict
+    /// comes out as [`HubOutput::RolloutControlled`].
+    ControlRollout {
+        rollout_id: RolloutId,
+        control: RolloutControl,
+    },
     /// What the store did with a result (answer to [`HubOutput::RecordResult`]).
     ResultRecorded {
         session_id: SessionId,
@@ -248,6 +259,33 @@ pub enum HubOutput {
         decision: Decision,
         verdict: Result<Decided, ApprovalRefusal>,
     },
+    /// v0.3: a rollout started a target. Store this command, tagged with
+    /// the rollout, then submit it ([`HubInput::Submit`]) like any other.
+    RolloutStart {
+        rollout_id: RolloutId,
+        node_id: NodeId,
+        request_id: RequestId,
+        requester: String,
+        message: CentralMessage,
+        timeout: Duration,
+    },
+    /// v0.3 store: a rollout's state changed.
+    RolloutChanged {
+        rollout_id: RolloutId,
+        state: RolloutState,
+    },
+    /// v0.3 store: a rollout target's state changed.
+    RolloutTargetChanged {
+        rollout_id: RolloutId,
+        node_id: NodeId,
+        state: TargetState,
+    },
+    /// v0.3: what became of a control (answer whoever asked; audit it).
+    RolloutControlled {
+        rollout_id: RolloutId,
+        control: RolloutControl,
+        verdict: Result<RolloutState, ControlRefusal>,
+    },
 }
 
 /// The hub's named deadlines.
@@ -261,6 +299,8 @@ pub enum HubTimer {
     Sweep,
     /// The first refusal notice window to end: what it held back is told.
     Notices,
+    /// v0.3: a rollout's next deadline (start, bake, slot, deadline).
+    Rollout(RolloutId),
 }
 
 /// The hub engine.
@@ -279,6 +319,10 @@ pub struct CentralHub {
     status: BTreeMap<NodeId, NodeStatus>,
     commands: BTreeMap<RequestId, TrackedCommand>,
     queued: BTreeMap<NodeId, VecDeque<RequestId>>,
+    /// v0.3: the rollouts driven here, and whose target each started
+    /// command is (until it ends).
+    rollouts: BTreeMap<RolloutId, rollout::Hosted>,
+    rollout_of: BTreeMap<RequestId, (RolloutId, NodeId)>,
     timers: Timers<HubTimer>,
     out: VecDeque<HubOutput>,
 }
@@ -302,6 +346,8 @@ impl CentralHub {
             status: BTreeMap::new(),
             commands: BTreeMap::new(),
             queued: BTreeMap::new(),
+            rollouts: BTreeMap::new(),
+            rollout_of: BTreeMap::new(),
             timers,
             out: VecDeque::new(),
         }
@@ -371,6 +417,11 @@ impl CentralHub {
                 person,
                 decision,
             } => self.decide(request_id, person, decision),
+            HubInput::StartRollout(new) => self.start_rollout(*new),
+            HubInput::ControlRollout {
+                rollout_id,
+                control,
+            } => self.control_rollout(rollout_id, control),
         }
     }
 
@@ -397,6 +448,7 @@ impl CentralHub {
                     self.out.extend(alarms.into_iter().map(HubOutput::Alarm));
                     self.arm_notices();
                 }
+                HubTimer::Rollout(rollout_id) => self.rollout_due(rollout_id),
             }
         }
     }
@@ -994,6 +1046,7 @@ impl CentralHub {
                 event: ApprovalEvent::Expired,
             }));
         }
+        self.rollout_heard(request_id, state);
     }
 
     fn set_status(&mut self, node_id: NodeId, status: NodeStatus, reason: Option<String>) {
@@ -1003,6 +1056,9 @@ impl CentralHub {
                 status,
                 reason,
             });
+            if !self.rollouts.is_empty() {
+                self.rollouts_see(node_id, status);
+            }
         }
     }
 

@@ -560,6 +560,12 @@ impl CentralState {
             | HubOutput::ExpireQueued { .. }
             | HubOutput::Alarm(_)
             | HubOutput::ToSession { .. } => {}
+            // The protocol models start no rollout (the rollout engine has
+            // its own model).
+            HubOutput::RolloutStart { .. }
+            | HubOutput::RolloutChanged { .. }
+            | HubOutput::RolloutTargetChanged { .. }
+            | HubOutput::RolloutControlled { .. } => {}
         }
     }
 

@@ -1,0 +1,519 @@
+//! v0.3 rollouts (spec §8.3): the seed's `broadcast` with a strategy.
+//! Targets are resolved once, here, from the registry — node ids or names,
+//! `"all"`, and/or a label selector — and each gets its own request id now;
+//! the hub's rollout engine decides when each starts.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use nap_core::central::rollout::{
+    Amount, ErrorMode, Limits, OfflineTargets, RolloutState, Selector, Strategy, TargetState,
+};
+use nap_core::central::{ControlRefusal, HubInput, NewRollout, RolloutControl};
+use nap_core::wire::{BroadcastParams, CommandKind};
+use nap_core::{NodeId, RequestId, RolloutId, WallTime};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::caller::Caller;
+use super::commands::{CommandTemplate, MAX_BROADCAST, parse_body};
+use super::error::{ApiError, bad_request, internal};
+use super::tokens::Role;
+use crate::hub::HubHandle;
+use crate::store::{NodeRecord, RolloutRecord, RolloutTargetRecord, Storage};
+
+/// `POST /api/v1/rollouts`: the seed's `broadcast` message, plus a
+/// selector, a strategy, a start time and a dry run.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RolloutRequest {
+    /// `"broadcast"` when given (the seed's message type).
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    command: CommandKind,
+    /// Node ids or names, or `"all"`.
+    targets: Option<Value>,
+    /// Labels every target must have (`role=web,env=prod`).
+    selector: Option<String>,
+    #[serde(default)]
+    params: BroadcastParams,
+    #[serde(default)]
+    strategy: StrategyRequest,
+    /// When it starts (RFC 3339); now when absent.
+    start_at: Option<WallTime>,
+    /// Resolve and show the numbers; start nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A strategy as the API takes it (spec §8.3's fields).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StrategyRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bake_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_concurrency: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_errors: Option<Amount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_mode: Option<ErrorMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_wait_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offline: Option<OfflineTargets>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline_s: Option<u64>,
+}
+
+/// A rollout runs at most this long.
+const MAX_DEADLINE_S: u64 = 30 * 24 * 3600;
+
+impl StrategyRequest {
+    fn strategy(&self) -> Result<Strategy, ApiError> {
+        let d = Strategy::default();
+        let deadline_s = self.deadline_s.unwrap_or(d.deadline.as_secs());
+        if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
+            return Err(bad_request(format!(
+                "strategy.deadlineS must be 1 to {MAX_DEADLINE_S}"
+            )));
+        }
+        Ok(Strategy {
+            canary: self.canary,
+            bake: self.bake_s.map_or(d.bake, Duration::from_secs),
+            max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
+            max_errors: self.max_errors.unwrap_or(d.max_errors),
+            error_mode: self.error_mode.unwrap_or(d.error_mode),
+            batch_wait: self.batch_wait_s.map_or(d.batch_wait, Duration::from_secs),
+            offline: self.offline.unwrap_or(d.offline),
+            deadline: Duration::from_secs(deadline_s),
+        })
+    }
+}
+
+fn limits_json(limits: &Limits, strategy: &Strategy) -> Value {
+    let mut v = serde_json::to_value(limits).unwrap_or_default();
+    if strategy.error_mode == ErrorMode::Strict && limits.max_errors == 0 {
+        v["note"] = json!("strict mode with maxErrors 0 starts one target at a time");
+    }
+    v
+}
+
+pub(super) async fn create(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let who = who.needs(Role::Operator)?;
+    let request: RolloutRequest = serde_json::from_value(parse_body(&body)?)
+        .map_err(|e| bad_request(format!("not a rollout request: {e}")))?;
+    if request
+        .message_type
+        .as_deref()
+        .is_some_and(|t| t != "broadcast")
+    {
+        return Err(bad_request("type, when given, is \"broadcast\""));
+    }
+    let strategy = request.strategy.strategy()?;
+    let selector = request
+        .selector
+        .as_deref()
+        .map(str::parse::<Selector>)
+        .transpose()
+        .map_err(|e| bad_request(e.to_string()))?;
+    let mut body = serde_json::to_value(&request.params).map_err(internal)?;
+    body["type"] = json!(request.command.as_str());
+    let template = CommandTemplate::parse(body)?;
+    let (message, timeout_ms) = template.instance(RequestId::from_u128(0))?;
+    let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
+    let targets = resolve(request.targets.as_ref(), selector.as_ref(), &registry)?;
+    let policy = hub.read(|h| h.config().approval.clone());
+    if let Some(command) = request.params.command.as_deref()
+        && request.command == CommandKind::Execute
+    {
+        let by_id: HashMap<NodeId, &NodeRecord> = registry.iter().map(|n| (n.id, n)).collect();
+        for node_id in &targets {
+            let labels = by_id
+                .get(node_id)
+                .map(|n| n.labels.clone())
+                .unwrap_or_default();
+            if policy.requirement(command, &labels, None).is_err() {
+                return Err(bad_request(format!(
+                    "an approval rule covers `{command}` on node {node_id}: a command that needs \
+                     approval goes to one node (POST /api/v1/nodes/{{id}}/commands); rollouts \
+                     with approval are not supported yet"
+                )));
+            }
+        }
+    }
+    let limits = Limits::of(&strategy, targets.len());
+    if request.dry_run {
+        return Ok(Json(json!({
+            "dryRun": true,
+            "limits": limits_json(&limits, &strategy),
+            "targets": targets,
+        }))
+        .into_response());
+    }
+    let now = hub.clock().wall();
+    let rollout_id = RolloutId::from(uuid::Uuid::new_v4());
+    let planned: Vec<(NodeId, RequestId)> = targets
+        .iter()
+        .map(|n| (*n, RequestId::from(uuid::Uuid::new_v4())))
+        .collect();
+    let record = RolloutRecord {
+        id: rollout_id,
+        requester: who.user().to_owned(),
+        message: serde_json::to_value(&message).map_err(internal)?,
+        strategy: serde_json::to_value(&request.strategy).map_err(internal)?,
+        limits: serde_json::to_value(limits).map_err(internal)?,
+        selector: selector.as_ref().map(ToString::to_string),
+        state: RolloutState::Scheduled,
+        created_at: now,
+        updated_at: now,
+    };
+    let rows = planned
+        .iter()
+        .enumerate()
+        .map(|(i, (node_id, request_id))| RolloutTargetRecord {
+            position: u32::try_from(i).unwrap_or(u32::MAX),
+            node_id: *node_id,
+            request_id: *request_id,
+            state: TargetState::Pending,
+        })
+        .collect();
+    let store = &hub.effects().store;
+    store.insert_rollout(record, rows).await.map_err(internal)?;
+    store
+        .append_audit(
+            who.user(),
+            "rollout.create",
+            &rollout_id.to_string(),
+            json!({
+                "command": message,
+                "strategy": request.strategy,
+                "limits": limits,
+                "selector": request.selector,
+                "targets": targets.len(),
+                "role": who.role.as_str(),
+            }),
+            now,
+        )
+        .await
+        .map_err(internal)?;
+    hub.input(HubInput::StartRollout(Box::new(NewRollout {
+        rollout_id,
+        requester: who.user().to_owned(),
+        strategy: strategy.clone(),
+        targets: planned,
+        message,
+        timeout: Duration::from_millis(timeout_ms),
+        start_at: request.start_at.unwrap_or(now),
+    })));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "rolloutId": rollout_id,
+            "state": RolloutState::Scheduled,
+            "limits": limits_json(&limits, &strategy),
+            "targets": targets.len(),
+        })),
+    )
+        .into_response())
+}
+
+/// The targets a request names, in order: its list (ids or names) or
+/// `"all"`, narrowed by the selector; or every node the selector matches.
+/// Revoked nodes are never targets; a listed one is an error.
+fn resolve(
+    targets: Option<&Value>,
+    selector: Option<&Selector>,
+    registry: &[NodeRecord],
+) -> Result<Vec<NodeId>, ApiError> {
+    let selected = |n: &NodeRecord| selector.is_none_or(|s| s.matches(&n.labels));
+    let chosen: Vec<NodeId> = match targets {
+        None if selector.is_none() => {
+            return Err(bad_request(
+                "name the targets (node ids or names, or \"all\"), a selector, or both",
+            ));
+        }
+        None => registry
+            .iter()
+            .filter(|n| !n.revoked && selected(n))
+            .map(|n| n.id)
+            .collect(),
+        Some(Value::String(all)) if all == "all" => registry
+            .iter()
+            .filter(|n| !n.revoked && selected(n))
+            .map(|n| n.id)
+            .collect(),
+        Some(Value::Array(list)) => {
+            if list.len() > MAX_BROADCAST {
+                return Err(bad_request(format!(
+                    "at most {MAX_BROADCAST} targets per rollout"
+                )));
+            }
+            let by_id: HashMap<NodeId, &NodeRecord> = registry.iter().map(|n| (n.id, n)).collect();
+            let mut by_name: BTreeMap<&str, Vec<&NodeRecord>> = BTreeMap::new();
+            for n in registry {
+                by_name.entry(n.name.as_str()).or_default().push(n);
+            }
+            let mut seen = HashSet::with_capacity(list.len());
+            let mut chosen = Vec::with_capacity(list.len());
+            for entry in list {
+                let name = entry
+                    .as_str()
+                    .ok_or_else(|| bad_request("targets are strings: node ids or names"))?;
+                let node = match name.parse::<NodeId>().ok().and_then(|id| by_id.get(&id)) {
+                    Some(node) => *node,
+                    None => match by_name.get(name).map(Vec::as_slice) {
+                        Some([node]) => *node,
+                        Some(_) => {
+                            return Err(bad_request(format!(
+                                "{name:?} names several nodes: use their ids"
+                            )));
+                        }
+                        None => {
+                            return Err(ApiError(
+                                StatusCode::NOT_FOUND,
+                                format!("no node {name:?}"),
+                            ));
+                        }
+                    },
+                };
+                if node.revoked {
+                    return Err(ApiError(
+                        StatusCode::CONFLICT,
+                        format!("node {name:?} is revoked"),
+                    ));
+                }
+                if !seen.insert(node.id) {
+                    return Err(bad_request(format!("{name:?} is named twice")));
+                }
+                if selected(node) {
+                    chosen.push(node.id);
+                }
+            }
+            chosen
+        }
+        Some(_) => {
+            return Err(bad_request(
+                "targets must be a list of node ids or names, or \"all\"",
+            ));
+        }
+    };
+    if chosen.is_empty() {
+        return Err(bad_request(
+            "no node matches: the rollout would have no target",
+        ));
+    }
+    Ok(chosen)
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListQuery {
+    /// The last rollout id of the previous page.
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+const PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+fn rollout_json(r: &RolloutRecord) -> Value {
+    json!({
+        "rolloutId": r.id,
+        "state": r.state,
+        "requester": r.requester,
+        "command": r.message,
+        "strategy": r.strategy,
+        "limits": r.limits,
+        "selector": r.selector,
+        "createdAt": r.created_at,
+        "updatedAt": r.updated_at,
+    })
+}
+
+fn parse_rollout(id: &str) -> Result<RolloutId, ApiError> {
+    id.parse()
+        .map_err(|_| bad_request(format!("{id:?} is not a rollout id (a UUID)")))
+}
+
+/// `GET /api/v1/rollouts`: newest first, a page at a time.
+pub(super) async fn list(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    who.needs(Role::Viewer)?;
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let store = &hub.effects().store;
+    let before = match query.after.as_deref() {
+        None => None,
+        Some(after) => {
+            let id = parse_rollout(after)?;
+            let (r, _) = store
+                .get_rollout(id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| bad_request(format!("after: no rollout {after}")))?;
+            Some((r.created_at, r.id))
+        }
+    };
+    let page = store.list_rollouts(before, limit).await.map_err(internal)?;
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|r| r.id))
+        .flatten();
+    Ok(Json(json!({
+        "rollouts": page.iter().map(rollout_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct TargetsQuery {
+    /// The first target's position in the page.
+    offset: Option<u32>,
+    limit: Option<u32>,
+    /// Only targets in this state.
+    state: Option<String>,
+}
+
+/// `GET /api/v1/rollouts/{id}`: its state, counts by target state, and a
+/// page of its targets in order.
+pub(super) async fn get(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(query): Query<TargetsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    who.needs(Role::Viewer)?;
+    let id = parse_rollout(&id)?;
+    let (rollout, targets) = hub
+        .effects()
+        .store
+        .get_rollout(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
+    let wanted = query
+        .state
+        .as_deref()
+        .map(|s| {
+            TargetState::from_name(s).ok_or_else(|| bad_request(format!("no target state {s:?}")))
+        })
+        .transpose()?;
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in &targets {
+        *counts.entry(t.state.as_str()).or_default() += 1;
+    }
+    let offset = query.offset.unwrap_or(0) as usize;
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE) as usize;
+    let matching: Vec<&RolloutTargetRecord> = targets
+        .iter()
+        .filter(|t| wanted.is_none_or(|w| t.state == w))
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| {
+            json!({
+                "position": t.position,
+                "nodeId": t.node_id,
+                "requestId": t.request_id,
+                "state": t.state,
+            })
+        })
+        .collect();
+    let next = (offset + page.len() < matching.len()).then_some(offset + page.len());
+    let mut body = rollout_json(&rollout);
+    body["counts"] = json!(counts);
+    body["targetCount"] = json!(targets.len());
+    body["targets"] = json!(page);
+    body["nextOffset"] = json!(next);
+    Ok(Json(body))
+}
+
+async fn control(
+    hub: HubHandle,
+    who: Caller,
+    id: String,
+    control: RolloutControl,
+) -> Result<Json<Value>, ApiError> {
+    let who = who.needs(Role::Operator)?;
+    let id = parse_rollout(&id)?;
+    let verdict = hub.control_rollout(id, control).await.ok_or_else(|| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the hub did not answer".into(),
+        )
+    })?;
+    let store = &hub.effects().store;
+    let action = match control {
+        RolloutControl::Pause => "rollout.pause",
+        RolloutControl::Resume => "rollout.resume",
+        RolloutControl::Abort => "rollout.abort",
+    };
+    let detail = match &verdict {
+        Ok(state) => json!({ "state": state, "role": who.role.as_str() }),
+        Err(refusal) => json!({ "refused": refusal.to_string(), "role": who.role.as_str() }),
+    };
+    store
+        .append_audit(
+            who.user(),
+            action,
+            &id.to_string(),
+            detail,
+            hub.clock().wall(),
+        )
+        .await
+        .map_err(internal)?;
+    match verdict {
+        Ok(state) => Ok(Json(json!({ "rolloutId": id, "state": state }))),
+        Err(ControlRefusal::Refused(refusal)) => {
+            Err(ApiError(StatusCode::CONFLICT, refusal.to_string()))
+        }
+        Err(ControlRefusal::Unknown) => match store.get_rollout(id).await.map_err(internal)? {
+            Some((r, _)) if r.state.is_terminal() => Err(ApiError(
+                StatusCode::CONFLICT,
+                format!("the rollout has ended ({})", r.state.as_str()),
+            )),
+            Some(_) => Err(ApiError(
+                StatusCode::CONFLICT,
+                "no central process drives this rollout now".into(),
+            )),
+            None => Err(ApiError(StatusCode::NOT_FOUND, format!("no rollout {id}"))),
+        },
+    }
+}
+
+pub(super) async fn pause(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    control(hub, who, id, RolloutControl::Pause).await
+}
+
+pub(super) async fn resume(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    control(hub, who, id, RolloutControl::Resume).await
+}
+
+pub(super) async fn abort(
+    State(hub): State<HubHandle>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    control(hub, who, id, RolloutControl::Abort).await
+}

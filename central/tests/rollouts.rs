@@ -1,0 +1,345 @@
+//! v0.3 rollouts through the operator API (spec §8.3): a canary-then-rolling
+//! deploy to a labelled set of nodes halts at its error count, pause, resume
+//! and abort reach it, per-node states are reported, and bad requests are
+//! refused with nothing started.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use nap_central::AppEvent;
+use nap_central::store::{NodeRecord, Storage};
+use nap_core::central::rollout::RolloutState;
+use nap_core::wire::{AgentMessage, CentralMessage, CommandResult};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A registered, connected node with these labels.
+async fn labelled_node(central: &Central, labels: &[(&str, &str)]) -> (NodeKey, Ws) {
+    let key = node_key();
+    let record = NodeRecord {
+        id: key.id,
+        name: format!("web-{}", &key.id.to_string()[..8]),
+        public_key_pem: key.public_pem.clone(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
+        created_at: nap_core::WallTime::from(chrono::Utc::now()),
+        revoked: false,
+        status: None,
+        last_seen: None,
+        agent_version: None,
+    };
+    central
+        .running
+        .store()
+        .add_node(record)
+        .await
+        .expect("register");
+    let mut ws = connect(central, &good_token(&key)).await.expect("upgraded");
+    assert!(matches!(
+        next_message(&mut ws).await,
+        CentralMessage::Welcome(_)
+    ));
+    (key, ws)
+}
+
+/// Answers every `execute` the node gets: the first `succeed` across all
+/// nodes sharing `answered` succeed, the rest fail (exit 1).
+fn answer(mut ws: Ws, answered: Arc<AtomicUsize>, succeed: usize) {
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(text) = frame else { continue };
+            let Ok(CentralMessage::Execute(e)) =
+                nap_core::decode::<CentralMessage>(&text, &nap_core::Limits::default())
+            else {
+                continue;
+            };
+            let ok = answered.fetch_add(1, Ordering::SeqCst) < succeed;
+            let result = CommandResult {
+                request_id: e.request_id.expect("a request id"),
+                success: ok,
+                result: String::new(),
+                timestamp: nap_core::WallTime::from(chrono::Utc::now()),
+                exit_code: Some(if ok { 0 } else { 1 }),
+                stderr: None,
+                duration_ms: None,
+                truncated: false,
+                error: None,
+            };
+            let text = nap_core::encode(&AgentMessage::from(result)).expect("encode");
+            if ws.send(Message::text(text)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+async fn post(central: &Central, path: &str, body: Value) -> (u16, Value) {
+    http("POST", &central.api(path), Some(&central.admin), Some(body)).await
+}
+
+async fn rollout_ends(events: &mut tokio::sync::broadcast::Receiver<AppEvent>) -> RolloutState {
+    let mut ended = None;
+    wait_for(events, Duration::from_secs(30), |e| match e {
+        AppEvent::Rollout { state, .. } if state.is_terminal() => {
+            ended = Some(*state);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    ended.expect("the rollout ended")
+}
+
+#[tokio::test]
+async fn a_canary_then_rolling_rollout_to_a_labelled_set_halts_at_its_error_count() {
+    let central = central("rollout_halts", |_| {}).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    for _ in 0..5 {
+        let (_, ws) = labelled_node(&central, &[("role", "web"), ("env", "prod")]).await;
+        answer(ws, Arc::clone(&answered), 2);
+    }
+    let (db, _db_ws) = labelled_node(&central, &[("role", "db"), ("env", "prod")]).await;
+
+    let (status, listed) = http(
+        "GET",
+        &central.api("/api/v1/nodes?selector=role%3Dweb,env%3Dprod"),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["nodes"].as_array().map(Vec::len), Some(5));
+
+    let request = json!({
+        "type": "broadcast",
+        "command": "execute",
+        "selector": "role=web,env=prod",
+        "params": { "command": "uptime" },
+        "strategy": {
+            "canary": 1, "maxConcurrency": "40%", "maxErrors": 1, "errorMode": "strict",
+        },
+    });
+    let mut dry = request.clone();
+    dry["dryRun"] = json!(true);
+    let (status, plan) = post(&central, "/api/v1/rollouts", dry).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(
+        plan["limits"],
+        json!({ "targets": 5, "canary": 1, "maxConcurrency": 2, "maxErrors": 1, "strictInFlight": 2 })
+    );
+    assert!(
+        plan["targets"]
+            .as_array()
+            .is_some_and(|t| !t.contains(&json!(db.id))),
+        "the db node is not selected"
+    );
+    assert_eq!(
+        answered.load(Ordering::SeqCst),
+        0,
+        "a dry run starts nothing"
+    );
+
+    let mut events = central.events();
+    let (status, created) = post(&central, "/api/v1/rollouts", request).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["targets"], 5);
+    assert_eq!(rollout_ends(&mut events).await, RolloutState::Halted);
+
+    let id = created["rolloutId"].as_str().expect("id");
+    let (status, report) = http(
+        "GET",
+        &central.api(&format!("/api/v1/rollouts/{id}")),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["state"], "halted");
+    assert_eq!(report["targetCount"], 5);
+    assert_eq!(report["counts"]["succeeded"], 2, "{report}");
+    assert_eq!(
+        report["counts"]["failed"], 2,
+        "strict: never more than maxErrors + 1: {report}"
+    );
+    assert_eq!(report["counts"]["cancelled"], 1, "never started: {report}");
+    let targets = report["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 5);
+    assert!(targets.iter().all(|t| t["nodeId"] != json!(db.id)));
+    let audit = central.running.store().all_audit().await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.action == "rollout.create" && e.subject == id)
+    );
+}
+
+#[tokio::test]
+async fn pause_resume_and_abort_through_the_api() {
+    let central = central("rollout_controls", |_| {}).await;
+    let mut held = Vec::new();
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        // They never answer: what starts stays in flight.
+        let (key, ws) = labelled_node(&central, &[("role", "web")]).await;
+        names.push(format!("web-{}", &key.id.to_string()[..8]));
+        held.push(ws);
+    }
+    let (status, created) = post(
+        &central,
+        "/api/v1/rollouts",
+        json!({
+            "command": "execute", "targets": names, "params": { "command": "uptime" },
+            "strategy": { "maxConcurrency": 1 },
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["rolloutId"].as_str().expect("id").to_owned();
+    let path = |what: &str| format!("/api/v1/rollouts/{id}/{what}");
+
+    let (status, body) = post(&central, &path("pause"), json!({})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("paused")), "{body}");
+    let (status, body) = post(&central, &path("pause"), json!({})).await;
+    assert_eq!(status, 409, "paused already: {body}");
+    let (status, body) = post(&central, &path("resume"), json!({})).await;
+    assert_eq!((status, &body["state"]), (200, &json!("rolling")), "{body}");
+    let (status, body) = post(&central, &path("pause"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&central, &path("abort"), json!({})).await;
+    assert_eq!(
+        (status, &body["state"]),
+        (200, &json!("aborted")),
+        "abort while paused: {body}"
+    );
+    let (status, body) = post(&central, &path("resume"), json!({})).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("ended")),
+        "{body}"
+    );
+
+    let mut events = central.events();
+    let (status, report) = http(
+        "GET",
+        &central.api(&format!("/api/v1/rollouts/{id}?state=cancelled")),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    if report["counts"]["cancelled"] != 2 {
+        // The cancels are written in order with the rest; wait for them.
+        wait_for(&mut events, Duration::from_secs(10), |e| {
+            matches!(e, AppEvent::Rollout { .. })
+        })
+        .await;
+    }
+    let (_, report) = http(
+        "GET",
+        &central.api(&format!("/api/v1/rollouts/{id}?state=cancelled")),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(report["state"], "aborted", "{report}");
+    assert_eq!(report["counts"]["cancelled"], 2, "{report}");
+    assert_eq!(report["targets"].as_array().map(Vec::len), Some(2));
+
+    let (status, listed) = http(
+        "GET",
+        &central.api("/api/v1/rollouts?limit=10"),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["rollouts"][0]["rolloutId"], json!(id));
+
+    let unknown = uuid::Uuid::new_v4();
+    let (status, _) = post(
+        &central,
+        &format!("/api/v1/rollouts/{unknown}/pause"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    drop(held);
+}
+
+#[tokio::test]
+async fn bad_rollout_requests_are_refused_and_start_nothing() {
+    let central = central("rollout_refusals", |_| {}).await;
+    let (_key, _ws) = labelled_node(&central, &[("role", "web")]).await;
+    let cases = [
+        (
+            json!({ "command": "execute", "params": { "command": "uptime" } }),
+            400,
+            "name the targets",
+        ),
+        (
+            json!({ "command": "execute", "targets": ["nope"], "params": { "command": "uptime" } }),
+            404,
+            "no node",
+        ),
+        (
+            json!({ "command": "execute", "selector": "role=db", "params": { "command": "uptime" } }),
+            400,
+            "no node matches",
+        ),
+        (
+            json!({ "command": "execute", "targets": "all", "params": { "command": "uptime" },
+                    "strategy": { "maxErrors": "150%" } }),
+            400,
+            "percentage",
+        ),
+        (
+            json!({ "command": "execute", "targets": "all", "params": { "command": "uptime" },
+                    "strategy": { "maxParallel": 3 } }),
+            400,
+            "unknown field",
+        ),
+        (
+            json!({ "command": "reboot", "targets": "all" }),
+            400,
+            "not a rollout request",
+        ),
+        (
+            json!({ "command": "execute", "targets": "all", "selector": "=web",
+                    "params": { "command": "uptime" } }),
+            400,
+            "selector",
+        ),
+    ];
+    for (body, status, says) in cases {
+        let (got, answer) = post(&central, "/api/v1/rollouts", body.clone()).await;
+        assert_eq!(got, status, "{body} → {answer}");
+        assert!(
+            answer["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{body} → {answer}"
+        );
+    }
+    let (status, _) = http(
+        "POST",
+        &central.api("/api/v1/rollouts"),
+        Some(&central.viewer),
+        Some(json!({ "command": "execute", "targets": "all", "params": { "command": "uptime" } })),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer cannot start one");
+    let (_, listed) = http(
+        "GET",
+        &central.api("/api/v1/rollouts"),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(listed["rollouts"], json!([]), "nothing was created");
+}

@@ -1,0 +1,230 @@
+//! v0.3: the rollouts this hub drives (spec/protocol.md §8.3). Each is a
+//! [`Rollout`] engine; the hub feeds it the states of its targets' commands
+//! and its nodes coming and going, and turns what it starts into ordinary
+//! commands: the driver stores each, tagged with the rollout, and submits
+//! it back like any other.
+
+use std::time::Duration;
+
+use super::{CentralHub, HubOutput, HubTimer};
+use crate::central::command::CommandState;
+use crate::central::rollout::{Rollout, RolloutOutput, RolloutRefusal, Strategy};
+use crate::wire::{CentralMessage, NodeStatus};
+use crate::{NodeId, RequestId, RolloutId, WallTime};
+
+/// A rollout to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRollout {
+    pub rollout_id: RolloutId,
+    /// Who asked: each target's command is theirs.
+    pub requester: String,
+    pub strategy: Strategy,
+    /// In the order they are to start, with the request id each target's
+    /// command gets.
+    pub targets: Vec<(NodeId, RequestId)>,
+    /// The command every target gets (its `requestId` is each target's).
+    pub message: CentralMessage,
+    /// What the node may spend on it.
+    pub timeout: Duration,
+    /// When it starts (now or later).
+    pub start_at: WallTime,
+}
+
+/// An operator's say on a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutControl {
+    Pause,
+    Resume,
+    Abort,
+}
+
+/// Why a control was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum ControlRefusal {
+    #[error("no such rollout is running here")]
+    Unknown,
+    #[error(transparent)]
+    Refused(#[from] RolloutRefusal),
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Hosted {
+    engine: Rollout,
+    requester: String,
+    message: CentralMessage,
+    timeout: Duration,
+}
+
+impl CentralHub {
+    pub(super) fn start_rollout(&mut self, new: NewRollout) {
+        let NewRollout {
+            rollout_id,
+            requester,
+            strategy,
+            targets,
+            message,
+            timeout,
+            start_at,
+        } = new;
+        if self.rollouts.contains_key(&rollout_id) {
+            return;
+        }
+        let online = targets
+            .iter()
+            .map(|(node, _)| *node)
+            .filter(|node| self.is_online(*node))
+            .collect();
+        let start = self.at_wall(start_at).max(self.now);
+        let engine = Rollout::new(strategy, targets, online, start);
+        self.rollouts.insert(
+            rollout_id,
+            Hosted {
+                engine,
+                requester,
+                message,
+                timeout,
+            },
+        );
+        self.rollout_step(rollout_id);
+    }
+
+    pub(super) fn control_rollout(&mut self, rollout_id: RolloutId, control: RolloutControl) {
+        let now = self.now;
+        let verdict = match self.rollouts.get_mut(&rollout_id) {
+            None => Err(ControlRefusal::Unknown),
+            Some(hosted) => {
+                let done = match control {
+                    RolloutControl::Pause => hosted.engine.pause(now),
+                    RolloutControl::Resume => hosted.engine.resume(now),
+                    RolloutControl::Abort => hosted.engine.abort(),
+                };
+                done.map(|()| hosted.engine.state())
+                    .map_err(ControlRefusal::from)
+            }
+        };
+        self.out.push_back(HubOutput::RolloutControlled {
+            rollout_id,
+            control,
+            verdict,
+        });
+        self.rollout_pump(rollout_id);
+    }
+
+    pub(super) fn rollout_due(&mut self, rollout_id: RolloutId) {
+        self.rollout_step(rollout_id);
+    }
+
+    /// A command changed state: its rollout, if it has one, hears of it.
+    pub(super) fn rollout_heard(&mut self, request_id: RequestId, state: CommandState) {
+        let Some(&(rollout_id, node_id)) = self.rollout_of.get(&request_id) else {
+            return;
+        };
+        if state.is_terminal() {
+            self.rollout_of.remove(&request_id);
+        }
+        let now = self.now;
+        if let Some(hosted) = self.rollouts.get_mut(&rollout_id) {
+            hosted.engine.handle_command(now, node_id, state);
+        }
+        self.rollout_pump(rollout_id);
+    }
+
+    /// A node's status changed: the rollouts it is a target of hear whether
+    /// it is online.
+    pub(super) fn rollouts_see(&mut self, node_id: NodeId, status: NodeStatus) {
+        let online = status != NodeStatus::Offline;
+        let now = self.now;
+        let ids: Vec<RolloutId> = self
+            .rollouts
+            .iter_mut()
+            .filter(|(_, h)| h.engine.target(node_id).is_some())
+            .map(|(id, h)| {
+                h.engine.handle_online(now, node_id, online);
+                *id
+            })
+            .collect();
+        for id in ids {
+            self.rollout_pump(id);
+        }
+    }
+
+    /// The rollout's state, when this hub drives it.
+    pub fn rollout(&self, rollout_id: RolloutId) -> Option<&Rollout> {
+        self.rollouts.get(&rollout_id).map(|h| &h.engine)
+    }
+
+    fn is_online(&self, node_id: NodeId) -> bool {
+        self.live.contains_key(&node_id)
+            && self
+                .status
+                .get(&node_id)
+                .is_some_and(|s| *s != NodeStatus::Offline)
+    }
+
+    fn rollout_step(&mut self, rollout_id: RolloutId) {
+        let now = self.now;
+        if let Some(hosted) = self.rollouts.get_mut(&rollout_id) {
+            hosted.engine.handle_timeout(now);
+        }
+        self.rollout_pump(rollout_id);
+    }
+
+    /// Turns what the engine asked for into outputs, re-arms its timer, and
+    /// forgets it once it ended with nothing in flight (the store keeps it).
+    fn rollout_pump(&mut self, rollout_id: RolloutId) {
+        let Some(hosted) = self.rollouts.get_mut(&rollout_id) else {
+            return;
+        };
+        while let Some(output) = hosted.engine.poll_output() {
+            match output {
+                RolloutOutput::Start {
+                    node_id,
+                    request_id,
+                } => {
+                    self.rollout_of.insert(request_id, (rollout_id, node_id));
+                    self.out.push_back(HubOutput::RolloutStart {
+                        rollout_id,
+                        node_id,
+                        request_id,
+                        requester: hosted.requester.clone(),
+                        message: with_request_id(&hosted.message, request_id),
+                        timeout: hosted.timeout,
+                    });
+                }
+                RolloutOutput::TargetChanged { node_id, state } => {
+                    self.out.push_back(HubOutput::RolloutTargetChanged {
+                        rollout_id,
+                        node_id,
+                        state,
+                    });
+                }
+                RolloutOutput::StateChanged(state) => {
+                    self.out
+                        .push_back(HubOutput::RolloutChanged { rollout_id, state });
+                }
+            }
+        }
+        match hosted.engine.poll_timeout() {
+            Some(at) => self.timers.set(HubTimer::Rollout(rollout_id), at),
+            None => self.timers.stop(&HubTimer::Rollout(rollout_id)),
+        }
+        if hosted.engine.state().is_terminal() && hosted.engine.counts().in_flight == 0 {
+            self.rollouts.remove(&rollout_id);
+            self.timers.stop(&HubTimer::Rollout(rollout_id));
+        }
+    }
+}
+
+/// `message` as the command of `request_id`.
+fn with_request_id(message: &CentralMessage, request_id: RequestId) -> CentralMessage {
+    let mut message = message.clone();
+    match &mut message {
+        CentralMessage::Execute(m) => m.request_id = Some(request_id),
+        CentralMessage::Deploy(m) => m.request_id = request_id,
+        CentralMessage::HealthCheck(m) => m.request_id = request_id,
+        CentralMessage::UpdateAgent(m) => m.request_id = Some(request_id),
+        _ => {}
+    }
+    message
+}

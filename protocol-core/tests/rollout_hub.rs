@@ -1,0 +1,210 @@
+//! v0.3 rollouts driven by the hub over real agent engines (spec §8.3): each
+//! target gets an ordinary command when its turn comes, its states drive the
+//! rollout, failing nodes halt it, offline ones are skipped, and pause,
+//! resume and abort reach it through the hub.
+
+mod common;
+
+use common::*;
+use nap_core::agent::AgentConfig;
+use nap_core::central::rollout::{Amount, ErrorMode, RolloutState, Strategy, TargetState};
+use nap_core::central::{CommandState, ControlRefusal, RolloutControl};
+use nap_core::policy::Policy;
+use nap_core::testing::World;
+use nap_core::{NodeId, RequestId, RolloutId};
+
+const ROLLOUT: RolloutId = RolloutId::from_u128(0xa11);
+
+fn node(i: usize) -> NodeId {
+    NodeId::from_u128(0x100 + i as u128)
+}
+
+/// `n` agents, all connected except `offline`; those in `failing` allow
+/// nothing (what they are sent ends `blocked`).
+fn fleet(seed: u64, n: usize, failing: &[usize], offline: &[usize]) -> World {
+    let mut world = World::new(seed);
+    for i in 0..n {
+        let mut config = AgentConfig::new(node(i), seed + i as u64);
+        config.policy = if failing.contains(&i) {
+            Policy::deny_all()
+        } else {
+            policy()
+        };
+        world.add_agent(node(i), config);
+        if !offline.contains(&i) {
+            world.start(i);
+        }
+    }
+    let online = n - offline.len();
+    assert!(
+        world.run_until_true(secs(10), |w| (0..n).filter(|i| established(w, *i)).count()
+            == online),
+        "the fleet did not connect"
+    );
+    world
+}
+
+fn targets(n: usize) -> Vec<NodeId> {
+    (0..n).map(node).collect()
+}
+
+fn uptime() -> nap_core::wire::CentralMessage {
+    execute(RequestId::from_u128(0), "uptime", &[], Some(10_000))
+}
+
+fn states(world: &World) -> &[RolloutState] {
+    world
+        .store
+        .rollout_states
+        .get(&ROLLOUT)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn target(world: &World, i: usize) -> TargetState {
+    *world.store.rollout_targets[&(ROLLOUT, node(i))]
+        .last()
+        .expect("a state")
+}
+
+fn ran(world: &World, i: usize) -> u32 {
+    world.agents[i].runs.values().sum()
+}
+
+#[test]
+fn a_canary_then_a_bake_then_the_rest_every_target_once() {
+    let mut world = fleet(1, 6, &[], &[]);
+    let strategy = Strategy {
+        canary: Some(Amount::Count(1)),
+        bake: secs(120),
+        max_concurrency: Amount::Count(2),
+        ..Strategy::default()
+    };
+    world.start_rollout(ROLLOUT, &targets(6), uptime(), strategy);
+    assert!(world.run_until_true(secs(30), |w| states(w).contains(&RolloutState::Baking)));
+    assert_eq!(ran(&world, 0), 1, "the canary ran");
+    assert!((1..6).all(|i| ran(&world, i) == 0), "alone");
+    world.run_for(secs(100));
+    assert!(
+        (1..6).all(|i| ran(&world, i) == 0),
+        "nothing while it bakes"
+    );
+    assert!(world.run_until_true(secs(120), |w| states(w).last()
+        == Some(&RolloutState::Succeeded)));
+    assert_eq!(
+        states(&world),
+        [
+            RolloutState::Canary,
+            RolloutState::Baking,
+            RolloutState::Rolling,
+            RolloutState::Succeeded
+        ]
+    );
+    for i in 0..6 {
+        assert_eq!(ran(&world, i), 1, "target {i} ran once");
+        assert_eq!(
+            target(&world, i),
+            TargetState::Command(CommandState::Succeeded)
+        );
+        let request_id = RequestId::from_u128(1000 + i as u128);
+        assert_eq!(
+            world.store.command_states[&request_id].last(),
+            Some(&CommandState::Succeeded),
+            "an ordinary command with its own request id"
+        );
+    }
+}
+
+#[test]
+fn failing_nodes_halt_it_at_the_configured_error_count() {
+    let mut world = fleet(2, 8, &[1, 2, 5], &[]);
+    let strategy = Strategy {
+        max_concurrency: Amount::Count(4),
+        max_errors: Amount::Count(1),
+        error_mode: ErrorMode::Strict,
+        ..Strategy::default()
+    };
+    world.start_rollout(ROLLOUT, &targets(8), uptime(), strategy);
+    assert!(world.run_until_true(secs(60), |w| states(w).last()
+        == Some(&RolloutState::Halted)));
+    world.run_for(secs(60));
+    assert_eq!(
+        target(&world, 1),
+        TargetState::Command(CommandState::Blocked)
+    );
+    assert_eq!(
+        target(&world, 2),
+        TargetState::Command(CommandState::Blocked)
+    );
+    let failed = (0..8).filter(|i| target(&world, *i).is_error()).count();
+    assert_eq!(failed, 2, "strict: never more than maxErrors + 1");
+    for i in 3..8 {
+        assert_eq!(ran(&world, i), 0, "target {i} never started after the halt");
+        assert_eq!(
+            target(&world, i),
+            TargetState::Command(CommandState::Cancelled)
+        );
+    }
+}
+
+#[test]
+fn an_offline_target_is_skipped_and_the_rest_completes() {
+    let mut world = fleet(3, 4, &[], &[2]);
+    world.start_rollout(
+        ROLLOUT,
+        &targets(4),
+        uptime(),
+        Strategy {
+            max_concurrency: Amount::Percent(100),
+            ..Strategy::default()
+        },
+    );
+    assert!(world.run_until_true(secs(30), |w| {
+        states(w).last().is_some_and(|s| s.is_terminal())
+    }));
+    assert_eq!(
+        states(&world).last(),
+        Some(&RolloutState::CompletedWithSkips)
+    );
+    assert_eq!(target(&world, 2), TargetState::Skipped);
+    assert!([0, 1, 3].iter().all(|i| ran(&world, *i) == 1));
+}
+
+#[test]
+fn pause_resume_and_abort_reach_the_rollout_through_the_hub() {
+    let mut world = fleet(4, 6, &[], &[]);
+    let strategy = Strategy {
+        max_concurrency: Amount::Count(1),
+        ..Strategy::default()
+    };
+    world.start_rollout(ROLLOUT, &targets(6), uptime(), strategy);
+    assert_eq!(
+        world.control_rollout(ROLLOUT, RolloutControl::Pause),
+        Ok(RolloutState::Paused)
+    );
+    world.run_for(secs(600));
+    let started: u32 = (0..6).map(|i| ran(&world, i)).sum();
+    assert_eq!(started, 1, "what ran when it paused ran; nothing more");
+    assert_eq!(
+        world.control_rollout(ROLLOUT, RolloutControl::Resume),
+        Ok(RolloutState::Rolling)
+    );
+    assert!(world.run_until_true(secs(30), |w| (0..6).map(|i| ran(w, i)).sum::<u32>() >= 3));
+    assert_eq!(
+        world.control_rollout(ROLLOUT, RolloutControl::Pause),
+        Ok(RolloutState::Paused)
+    );
+    assert_eq!(
+        world.control_rollout(ROLLOUT, RolloutControl::Abort),
+        Ok(RolloutState::Aborted),
+        "abort works while paused"
+    );
+    world.run_for(secs(600));
+    let started: u32 = (0..6).map(|i| ran(&world, i)).sum();
+    assert!(started < 6, "what had not started never does");
+    assert_eq!(states(&world).last(), Some(&RolloutState::Aborted));
+    assert_eq!(
+        world.control_rollout(ROLLOUT, RolloutControl::Resume),
+        Err(ControlRefusal::Unknown),
+        "ended and forgotten by the hub (the store keeps it)"
+    );
+}
