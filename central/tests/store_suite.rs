@@ -663,6 +663,107 @@ async fn migrating_twice_changes_nothing(store: &impl Storage) {
     assert!(store.list_nodes().await.expect("list").is_empty());
 }
 
+async fn a_rollout_is_stored_with_its_targets_and_their_states(store: &impl Storage) {
+    use nap_central::store::{RolloutRecord, RolloutTargetRecord};
+    use nap_core::RolloutId;
+    use nap_core::central::rollout::{RolloutState, TargetState};
+    let rollout = |n: u128, minute: i64| RolloutRecord {
+        id: RolloutId::from_u128(n),
+        requester: "alice".into(),
+        message: serde_json::json!({ "type": "health_check" }),
+        strategy: serde_json::json!({ "maxConcurrency": "10%" }),
+        limits: serde_json::json!({ "targets": 3 }),
+        selector: Some("role=web".into()),
+        state: RolloutState::Scheduled,
+        created_at: t0().add_millis(minute * 60_000),
+        updated_at: t0().add_millis(minute * 60_000),
+    };
+    let targets: Vec<RolloutTargetRecord> = (0..3u32)
+        .map(|i| RolloutTargetRecord {
+            position: i,
+            node_id: NodeId::from_u128(u128::from(i) + 1),
+            request_id: RequestId::from_u128(900 + u128::from(i)),
+            state: TargetState::Pending,
+        })
+        .collect();
+    store
+        .insert_rollout(rollout(1, 0), targets.clone())
+        .await
+        .expect("insert");
+    assert!(matches!(
+        store.insert_rollout(rollout(1, 0), targets.clone()).await,
+        Err(StoreError::Conflict)
+    ));
+    store
+        .apply_state_changes(vec![
+            StateChange::Rollout {
+                rollout_id: RolloutId::from_u128(1),
+                state: RolloutState::Rolling,
+                at: t0(),
+            },
+            StateChange::RolloutTarget {
+                rollout_id: RolloutId::from_u128(1),
+                node_id: NodeId::from_u128(2),
+                state: TargetState::Command(CommandState::Succeeded),
+                at: t0(),
+            },
+            StateChange::RolloutTarget {
+                rollout_id: RolloutId::from_u128(1),
+                node_id: NodeId::from_u128(3),
+                state: TargetState::Skipped,
+                at: t0(),
+            },
+        ])
+        .await
+        .expect("changes");
+    let (got, stored) = store
+        .get_rollout(RolloutId::from_u128(1))
+        .await
+        .expect("get")
+        .expect("there");
+    assert_eq!(got.state, RolloutState::Rolling);
+    assert_eq!(got.selector.as_deref(), Some("role=web"));
+    let states: Vec<TargetState> = stored.iter().map(|t| t.state).collect();
+    assert_eq!(
+        states,
+        [
+            TargetState::Pending,
+            TargetState::Command(CommandState::Succeeded),
+            TargetState::Skipped
+        ]
+    );
+    assert_eq!(stored[2].request_id, RequestId::from_u128(902));
+    for (n, minute) in [(2, 1), (3, 2)] {
+        store
+            .insert_rollout(rollout(n, minute), Vec::new())
+            .await
+            .expect("insert");
+    }
+    let ids = |page: Vec<RolloutRecord>| page.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let first = store.list_rollouts(None, 2).await.expect("list");
+    assert_eq!(
+        ids(first.clone()),
+        [RolloutId::from_u128(3), RolloutId::from_u128(2)]
+    );
+    let last = first.last().expect("a page");
+    let rest = store
+        .list_rollouts(Some((last.created_at, last.id)), 2)
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(rest),
+        [RolloutId::from_u128(1)],
+        "newest first, by cursor"
+    );
+    assert!(
+        store
+            .get_rollout(RolloutId::from_u128(9))
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -726,6 +827,7 @@ suite!(
     tokens_alerts_and_events,
     a_token_id_is_spent_once_and_forgotten_after_it_is_kept,
     migrating_twice_changes_nothing,
+    a_rollout_is_stored_with_its_targets_and_their_states,
 );
 
 /// A database too slow for what nodes write in bulk still answers the rest:
