@@ -90,6 +90,9 @@ pub struct ServeConfig {
     /// commands and for commands whose notice from another process was lost
     /// (they are delivered by the sweep instead), in seconds.
     pub sweep_every_s: u64,
+    /// v0.3: after a restart, how long a restored rollout waits for its
+    /// targets' nodes to reconnect before it starts anything new, in seconds.
+    pub rollout_hold_s: u64,
     /// A drain (graceful shutdown) spreads the fleet's return at this many nodes per second.
     pub drain_rate_per_s: u32,
     /// Messages per second one node may send, and the burst above that.
@@ -231,6 +234,7 @@ impl Default for ServeConfig {
             result_grace_s: 300,
             max_queued_per_node: 1000,
             sweep_every_s: 60,
+            rollout_hold_s: 60,
             drain_rate_per_s: 200,
             rate_per_s: 20,
             rate_burst: 200,
@@ -302,6 +306,7 @@ impl ServeConfig {
         hub.admission.max_store_backlog = self.store_backlog_limit;
         hub.clustered = self.redis.is_some();
         hub.sweep_every = Duration::from_secs(self.sweep_every_s.max(1));
+        hub.rollout_hold = Duration::from_secs(self.rollout_hold_s);
         hub.seed = seed;
         Ok(hub)
     }

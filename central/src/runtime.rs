@@ -130,6 +130,10 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
     let hub = HubHandle::start(config.hub_config(seed())?, effects, link);
     crate::hub::start_cluster_work(&hub);
     hub.watch_revocations();
+    let rollouts = hub.restore_rollouts().await?;
+    if rollouts > 0 {
+        tracing::info!(rollouts, "rollouts restored from the store");
+    }
     let restored = hub.restore_commands().await?;
     if restored > 0 {
         tracing::info!(restored, "open commands restored from the store");

@@ -14,7 +14,8 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use nap_central::AppEvent;
 use nap_central::store::{NodeRecord, Storage};
-use nap_core::central::rollout::RolloutState;
+use nap_core::central::CommandState;
+use nap_core::central::rollout::{RolloutState, TargetState};
 use nap_core::wire::{AgentMessage, CentralMessage, CommandResult};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -342,4 +343,89 @@ async fn bad_rollout_requests_are_refused_and_start_nothing() {
     )
     .await;
     assert_eq!(listed["rollouts"], json!([]), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_rollout_goes_on_where_it_was_after_central_restarts() {
+    let first = central("rollout_restart", |c| c.rollout_hold_s = 0).await;
+    let mut keys = Vec::new();
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (key, ws) = labelled_node(&first, &[("role", "web")]).await;
+        keys.push(key);
+        sockets.push(ws);
+    }
+    let mut started = first.events();
+    let (status, created) = post(
+        &first,
+        "/api/v1/rollouts",
+        json!({
+            "command": "execute", "selector": "role=web", "params": { "command": "uptime" },
+            "strategy": { "maxConcurrency": 1, "offline": "wait" },
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["rolloutId"].as_str().expect("id").to_owned();
+    // One target has its command when central goes down, unanswered.
+    let sent = wait_for(&mut started, Duration::from_secs(10), |e| {
+        matches!(
+            e,
+            AppEvent::RolloutTarget {
+                state: TargetState::Command(CommandState::Sent),
+                ..
+            }
+        )
+    })
+    .await;
+    let AppEvent::RolloutTarget { node_id, .. } = sent else {
+        unreachable!("matched above")
+    };
+    let holder = keys.iter().position(|k| k.id == node_id).expect("a target");
+    loop {
+        if let CentralMessage::Execute(_) = next_message(&mut sockets[holder]).await {
+            break;
+        }
+    }
+    let Central {
+        running,
+        dir,
+        ca,
+        admin,
+        viewer,
+    } = first;
+    let config = running.config.clone();
+    running.shutdown().await;
+    drop(sockets);
+
+    let again = Central {
+        running: nap_central::runtime::start(config).await.expect("restarts"),
+        dir,
+        ca,
+        admin,
+        viewer,
+    };
+    let mut events = again.events();
+    let answered = Arc::new(AtomicUsize::new(0));
+    for key in &keys {
+        let mut ws = connect(&again, &good_token(key)).await.expect("back");
+        assert!(matches!(
+            next_message(&mut ws).await,
+            CentralMessage::Welcome(_)
+        ));
+        answer(ws, Arc::clone(&answered), usize::MAX);
+    }
+    // The holder gets its command again (never answered), then the rest,
+    // one at a time, each once.
+    assert_eq!(rollout_ends(&mut events).await, RolloutState::Succeeded);
+    assert_eq!(answered.load(Ordering::SeqCst), 3, "each target ran once");
+    let (_, report) = http(
+        "GET",
+        &again.api(&format!("/api/v1/rollouts/{id}")),
+        Some(&again.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(report["state"], "succeeded", "{report}");
+    assert_eq!(report["counts"]["succeeded"], 3, "{report}");
 }

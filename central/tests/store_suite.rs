@@ -675,6 +675,7 @@ async fn a_rollout_is_stored_with_its_targets_and_their_states(store: &impl Stor
         limits: serde_json::json!({ "targets": 3 }),
         selector: Some("role=web".into()),
         state: RolloutState::Scheduled,
+        start_at: t0().add_millis(minute * 60_000),
         created_at: t0().add_millis(minute * 60_000),
         updated_at: t0().add_millis(minute * 60_000),
     };

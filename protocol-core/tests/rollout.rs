@@ -549,3 +549,97 @@ fn a_late_or_repeated_state_changes_nothing_once_a_target_ended() {
     assert_eq!(fleet.rollout.state(), RolloutState::Succeeded);
     fleet.assert_each_ended_once();
 }
+
+fn restored(
+    strategy: Strategy,
+    states: &[TargetState],
+    state: RolloutState,
+    hold: Duration,
+) -> Rollout {
+    let targets = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (node(i), RequestId::from_u128(1000 + i as u128), *s))
+        .collect();
+    Rollout::restore(
+        strategy,
+        targets,
+        state,
+        Timestamp::ZERO,
+        Timestamp::ZERO,
+        Timestamp::ZERO + hold,
+    )
+}
+
+fn started(rollout: &mut Rollout) -> Vec<NodeId> {
+    std::iter::from_fn(|| rollout.poll_output())
+        .filter_map(|o| match o {
+            RolloutOutput::Start { node_id, .. } => Some(node_id),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_restored_rollout_goes_on_only_after_its_nodes_had_time_to_reconnect() {
+    use TargetState::{Command, Pending};
+    let mut rollout = restored(
+        Strategy {
+            max_concurrency: Amount::Count(2),
+            ..Strategy::default()
+        },
+        &[
+            Command(CommandState::Succeeded),
+            Command(CommandState::Sent),
+            Pending,
+            Pending,
+        ],
+        RolloutState::Rolling,
+        secs(60),
+    );
+    assert_eq!(rollout.state(), RolloutState::Rolling);
+    assert_eq!(rollout.counts().in_flight, 1);
+    assert_eq!(rollout.counts().succeeded, 1);
+    // Nobody is back yet: nothing is skipped for central's own restart.
+    rollout.handle_timeout(Timestamp::ZERO + secs(1));
+    rollout.handle_online(Timestamp::ZERO + secs(1), node(2), true);
+    assert!(started(&mut rollout).is_empty(), "held");
+    rollout.handle_timeout(Timestamp::ZERO + secs(60));
+    assert_eq!(started(&mut rollout), [node(2)], "one slot: one more");
+    assert_eq!(rollout.counts().skipped, 0);
+    // What was in flight before the restart still counts and ends.
+    rollout.handle_command(Timestamp::ZERO + secs(61), node(1), CommandState::Failed);
+    assert_eq!(rollout.state(), RolloutState::Halted, "max_errors 0");
+    assert_eq!(
+        rollout.target(node(3)).map(|t| t.state),
+        Some(Command(CommandState::Cancelled))
+    );
+}
+
+#[test]
+fn a_rollout_restored_paused_in_its_canary_resumes_the_canary() {
+    use TargetState::{Command, Pending};
+    let mut rollout = restored(
+        Strategy {
+            canary: Some(Amount::Count(2)),
+            max_concurrency: Amount::Count(5),
+            ..Strategy::default()
+        },
+        &[Command(CommandState::Succeeded), Pending, Pending, Pending],
+        RolloutState::Paused,
+        secs(30),
+    );
+    assert_eq!(rollout.state(), RolloutState::Paused);
+    for i in 0..4 {
+        rollout.handle_online(Timestamp::ZERO, node(i), true);
+    }
+    rollout.handle_timeout(Timestamp::ZERO + secs(30));
+    assert!(started(&mut rollout).is_empty(), "still paused");
+    rollout.resume(Timestamp::ZERO + secs(31)).expect("resumes");
+    assert_eq!(rollout.state(), RolloutState::Canary);
+    assert_eq!(
+        started(&mut rollout),
+        [node(1)],
+        "the rest of the canary, alone"
+    );
+}

@@ -11,12 +11,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use nap_core::central::rollout::{
-    Amount, ErrorMode, Limits, OfflineTargets, RolloutState, Selector, Strategy, TargetState,
+    ErrorMode, Limits, RolloutState, Selector, Strategy, TargetState,
 };
 use nap_core::central::{ControlRefusal, HubInput, NewRollout, RolloutControl};
 use nap_core::wire::{BroadcastParams, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::caller::Caller;
@@ -42,7 +42,7 @@ struct RolloutRequest {
     #[serde(default)]
     params: BroadcastParams,
     #[serde(default)]
-    strategy: StrategyRequest,
+    strategy: Strategy,
     /// When it starts (RFC 3339); now when absent.
     start_at: Option<WallTime>,
     /// Resolve and show the numbers; start nothing.
@@ -50,51 +50,17 @@ struct RolloutRequest {
     dry_run: bool,
 }
 
-/// A strategy as the API takes it (spec §8.3's fields).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StrategyRequest {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    canary: Option<Amount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    bake_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_concurrency: Option<Amount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_errors: Option<Amount>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error_mode: Option<ErrorMode>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_wait_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offline: Option<OfflineTargets>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deadline_s: Option<u64>,
-}
-
 /// A rollout runs at most this long.
 const MAX_DEADLINE_S: u64 = 30 * 24 * 3600;
 
-impl StrategyRequest {
-    fn strategy(&self) -> Result<Strategy, ApiError> {
-        let d = Strategy::default();
-        let deadline_s = self.deadline_s.unwrap_or(d.deadline.as_secs());
-        if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
-            return Err(bad_request(format!(
-                "strategy.deadlineS must be 1 to {MAX_DEADLINE_S}"
-            )));
-        }
-        Ok(Strategy {
-            canary: self.canary,
-            bake: self.bake_s.map_or(d.bake, Duration::from_secs),
-            max_concurrency: self.max_concurrency.unwrap_or(d.max_concurrency),
-            max_errors: self.max_errors.unwrap_or(d.max_errors),
-            error_mode: self.error_mode.unwrap_or(d.error_mode),
-            batch_wait: self.batch_wait_s.map_or(d.batch_wait, Duration::from_secs),
-            offline: self.offline.unwrap_or(d.offline),
-            deadline: Duration::from_secs(deadline_s),
-        })
+fn checked(strategy: Strategy) -> Result<Strategy, ApiError> {
+    let deadline_s = strategy.deadline.as_secs();
+    if deadline_s == 0 || deadline_s > MAX_DEADLINE_S {
+        return Err(bad_request(format!(
+            "strategy.deadlineS must be 1 to {MAX_DEADLINE_S}"
+        )));
     }
+    Ok(strategy)
 }
 
 fn limits_json(limits: &Limits, strategy: &Strategy) -> Value {
@@ -120,7 +86,7 @@ pub(super) async fn create(
     {
         return Err(bad_request("type, when given, is \"broadcast\""));
     }
-    let strategy = request.strategy.strategy()?;
+    let strategy = checked(request.strategy.clone())?;
     let selector = request
         .selector
         .as_deref()
@@ -171,10 +137,11 @@ pub(super) async fn create(
         id: rollout_id,
         requester: who.user().to_owned(),
         message: serde_json::to_value(&message).map_err(internal)?,
-        strategy: serde_json::to_value(&request.strategy).map_err(internal)?,
+        strategy: serde_json::to_value(&strategy).map_err(internal)?,
         limits: serde_json::to_value(limits).map_err(internal)?,
         selector: selector.as_ref().map(ToString::to_string),
         state: RolloutState::Scheduled,
+        start_at: request.start_at.unwrap_or(now),
         created_at: now,
         updated_at: now,
     };
@@ -197,7 +164,7 @@ pub(super) async fn create(
             &rollout_id.to_string(),
             json!({
                 "command": message,
-                "strategy": request.strategy,
+                "strategy": strategy,
                 "limits": limits,
                 "selector": request.selector,
                 "targets": targets.len(),
@@ -215,6 +182,7 @@ pub(super) async fn create(
         message,
         timeout: Duration::from_millis(timeout_ms),
         start_at: request.start_at.unwrap_or(now),
+        restored: None,
     })));
     Ok((
         StatusCode::CREATED,
@@ -335,6 +303,7 @@ fn rollout_json(r: &RolloutRecord) -> Value {
         "strategy": r.strategy,
         "limits": r.limits,
         "selector": r.selector,
+        "startAt": r.start_at,
         "createdAt": r.created_at,
         "updatedAt": r.updated_at,
     })

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use nap_core::central::rollout::RolloutState;
-use nap_core::central::{ControlRefusal, HubInput, RolloutControl};
+use nap_core::central::rollout::{RolloutState, Strategy, TargetState};
+use nap_core::central::{ControlRefusal, HubInput, NewRollout, Restored, RolloutControl};
 use nap_core::codec::Message as _;
-use nap_core::wire::CentralMessage;
+use nap_core::wire::{CentralMessage, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId};
 use serde_json::json;
 
@@ -16,7 +16,7 @@ use super::handle::HubHandle;
 use crate::cluster::Dispatch;
 use crate::effects::{RetryPolicy, retry};
 use crate::events::AppEvent;
-use crate::store::{CommandRecord, Storage as _, StoreError};
+use crate::store::{CommandRecord, RolloutRecord, RolloutTargetRecord, Storage as _, StoreError};
 
 /// How long a control waits for the hub's verdict.
 const VERDICT_WAIT: Duration = Duration::from_secs(10);
@@ -145,4 +145,68 @@ impl HubHandle {
         .ok()
         .flatten()
     }
+}
+
+impl HubHandle {
+    /// Hands the hub every rollout the store has not seen end (before the
+    /// open commands, so that what its started targets become is heard);
+    /// each waits for its nodes to reconnect before it starts anything new.
+    /// With a cluster nothing is restored here: no process drives another's
+    /// rollouts yet.
+    pub async fn restore_rollouts(&self) -> crate::store::StoreResult<usize> {
+        if self.cluster().is_some() {
+            return Ok(0);
+        }
+        let store = &self.effects().store;
+        let open = store.open_rollouts().await?;
+        let count = open.len();
+        for (rollout, targets) in open {
+            let Some(new) = restored(&rollout, targets) else {
+                tracing::error!(rollout = %rollout.id, "a stored rollout no longer decodes; left as it was");
+                continue;
+            };
+            let mut new = new;
+            // A target the store says started but whose command was never
+            // stored (a crash in between) never started.
+            if let Some(restored) = new.restored.as_mut() {
+                for ((_, request_id), state) in new.targets.iter().zip(restored.targets.iter_mut())
+                {
+                    if let TargetState::Command(s) = *state
+                        && !s.is_terminal()
+                    {
+                        *state = match store.get_command(*request_id).await? {
+                            Some(command) => TargetState::Command(command.state),
+                            None => TargetState::Pending,
+                        };
+                    }
+                }
+            }
+            self.input(HubInput::StartRollout(Box::new(new)));
+        }
+        Ok(count)
+    }
+}
+
+/// The hub's rollout for a stored one.
+fn restored(rollout: &RolloutRecord, targets: Vec<RolloutTargetRecord>) -> Option<NewRollout> {
+    let strategy: Strategy = serde_json::from_value(rollout.strategy.clone()).ok()?;
+    let message: CentralMessage = serde_json::from_value(rollout.message.clone()).ok()?;
+    let timeout = match &message {
+        CentralMessage::Execute(e) => e.timeout.map(Duration::from_millis),
+        _ => None,
+    }
+    .or_else(|| CommandKind::from_name(message.message_type()).map(CommandKind::default_timeout))?;
+    Some(NewRollout {
+        rollout_id: rollout.id,
+        requester: rollout.requester.clone(),
+        strategy,
+        targets: targets.iter().map(|t| (t.node_id, t.request_id)).collect(),
+        message,
+        timeout,
+        start_at: rollout.start_at,
+        restored: Some(Restored {
+            state: rollout.state,
+            targets: targets.iter().map(|t| t.state).collect(),
+        }),
+    })
 }

@@ -340,7 +340,7 @@ const LATER_MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 const ROLLOUT_COLUMNS: &str =
-    "id, requester, message, strategy, limits, selector, state, created_at, updated_at";
+    "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at";
 
 fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
     let state: String = r.get(6);
@@ -352,8 +352,9 @@ fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
         limits: r.get(4),
         selector: r.get(5),
         state: parse_rollout_state(&state).ok_or(StoreError::Corrupt(state))?,
-        created_at: wall(r.get(7)),
-        updated_at: wall(r.get(8)),
+        start_at: wall(r.get(7)),
+        created_at: wall(r.get(8)),
+        updated_at: wall(r.get(9)),
     })
 }
 
@@ -1049,8 +1050,8 @@ impl Storage for PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let inserted = tx
             .execute(
-                "INSERT INTO rollouts (id, requester, message, strategy, limits, selector, state, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                "INSERT INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                 &[
                     &uuid(rollout.id.0),
                     &rollout.requester,
@@ -1059,6 +1060,7 @@ impl Storage for PgStore {
                     &rollout.limits,
                     &rollout.selector,
                     &rollout.state.as_str(),
+                    &ts(rollout.start_at),
                     &ts(rollout.created_at),
                     &ts(rollout.updated_at),
                 ],

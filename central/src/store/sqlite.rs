@@ -120,7 +120,7 @@ const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
 
 const ROLLOUT_COLUMNS: &str =
-    "id, requester, message, strategy, limits, selector, state, created_at, updated_at";
+    "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at";
 
 /// A rollout row, with its JSON and state still to parse.
 type RolloutRow = (
@@ -129,8 +129,7 @@ type RolloutRow = (
     [String; 3],
     Option<String>,
     String,
-    i64,
-    i64,
+    [i64; 3],
 );
 
 fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
@@ -140,13 +139,13 @@ fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
         [r.get(2)?, r.get(3)?, r.get(4)?],
         r.get(5)?,
         r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
+        [r.get(7)?, r.get(8)?, r.get(9)?],
     ))
 }
 
 fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
-    let (id, requester, [message, strategy, limits], selector, state, created, updated) = row;
+    let (id, requester, [message, strategy, limits], selector, state, [start, created, updated]) =
+        row;
     let json =
         |text: String| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()));
     Ok(RolloutRecord {
@@ -157,6 +156,7 @@ fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
         limits: json(limits)?,
         selector,
         state: parse_rollout_state(&state).ok_or(StoreError::Corrupt(state))?,
+        start_at: from_micros(start),
         created_at: from_micros(created),
         updated_at: from_micros(updated),
     })
@@ -792,8 +792,8 @@ impl Storage for SqliteStore {
             let tx = conn.transaction().map_err(db)?;
             let inserted = tx
                 .execute(
-                    "INSERT OR IGNORE INTO rollouts (id, requester, message, strategy, limits, selector, state, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT OR IGNORE INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![
                         rollout.id.to_string(),
                         rollout.requester,
@@ -802,6 +802,7 @@ impl Storage for SqliteStore {
                         rollout.limits.to_string(),
                         rollout.selector,
                         rollout.state.as_str(),
+                        micros(rollout.start_at),
                         micros(rollout.created_at),
                         micros(rollout.updated_at),
                     ],

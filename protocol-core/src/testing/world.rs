@@ -534,6 +534,7 @@ impl World {
             message,
             timeout: Duration::from_secs(30),
             start_at: self.wall(),
+            restored: None,
         };
         self.hub_input(HubInput::StartRollout(Box::new(new)));
     }

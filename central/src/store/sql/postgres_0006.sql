@@ -9,6 +9,7 @@ CREATE TABLE rollouts (
     limits JSONB NOT NULL,
     selector TEXT,
     state TEXT NOT NULL,
+    start_at TIMESTAMPTZ NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL
 );

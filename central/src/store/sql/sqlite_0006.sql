@@ -9,6 +9,7 @@ CREATE TABLE rollouts (
     limits TEXT NOT NULL,
     selector TEXT,
     state TEXT NOT NULL,
+    start_at INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );

@@ -35,7 +35,7 @@ use super::rollout::{RolloutState, TargetState};
 
 pub use admission::{AdmissionConfig, Refusal, RefusalKind};
 use admission::{Notices, Source, Throttle};
-pub use rollout::{ControlRefusal, NewRollout, RolloutControl};
+pub use rollout::{ControlRefusal, NewRollout, Restored, RolloutControl};
 
 /// Parameters of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -66,6 +66,9 @@ pub struct HubConfig {
     /// v0.2: how long approvals are collected and a complete one may wait
     /// for its node.
     pub approval: ApprovalPolicy,
+    /// v0.3: after a restart, how long a restored rollout waits for its
+    /// targets' nodes to reconnect before it starts anything new.
+    pub rollout_hold: Duration,
     /// Seed of the hub's PRNG (drain spread, `Retry-After` draws).
     pub seed: u64,
 }
@@ -85,6 +88,7 @@ impl HubConfig {
             clustered: false,
             sweep_every: Duration::from_secs(60),
             approval: ApprovalPolicy::default(),
+            rollout_hold: Duration::from_secs(60),
             seed: 0,
         }
     }

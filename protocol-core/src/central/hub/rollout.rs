@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use super::{CentralHub, HubOutput, HubTimer};
 use crate::central::command::CommandState;
-use crate::central::rollout::{Rollout, RolloutOutput, RolloutRefusal, Strategy};
+use crate::central::rollout::{
+    Rollout, RolloutOutput, RolloutRefusal, RolloutState, Strategy, TargetState,
+};
 use crate::wire::{CentralMessage, NodeStatus};
 use crate::{NodeId, RequestId, RolloutId, WallTime};
 
@@ -28,6 +30,15 @@ pub struct NewRollout {
     pub timeout: Duration,
     /// When it starts (now or later).
     pub start_at: WallTime,
+    /// After a restart: what the store kept of it.
+    pub restored: Option<Restored>,
+}
+
+/// A rollout's state and its targets' (in order), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    pub state: RolloutState,
+    pub targets: Vec<TargetState>,
 }
 
 /// An operator's say on a rollout.
@@ -66,17 +77,47 @@ impl CentralHub {
             message,
             timeout,
             start_at,
+            restored,
         } = new;
         if self.rollouts.contains_key(&rollout_id) {
             return;
         }
-        let online = targets
-            .iter()
-            .map(|(node, _)| *node)
-            .filter(|node| self.is_online(*node))
-            .collect();
-        let start = self.at_wall(start_at).max(self.now);
-        let engine = Rollout::new(strategy, targets, online, start);
+        let engine = match restored {
+            None => {
+                let online = targets
+                    .iter()
+                    .map(|(node, _)| *node)
+                    .filter(|node| self.is_online(*node))
+                    .collect();
+                let start = self.at_wall(start_at).max(self.now);
+                Rollout::new(strategy, targets, online, start)
+            }
+            Some(Restored {
+                state,
+                targets: states,
+            }) => {
+                let start = self.at_wall(start_at);
+                let hold_until = self.now + self.config.rollout_hold;
+                let targets: Vec<_> = targets
+                    .into_iter()
+                    .zip(states)
+                    .map(|((node, request), state)| (node, request, state))
+                    .collect();
+                for (node, request, state) in &targets {
+                    if matches!(state, TargetState::Command(s) if !s.is_terminal()) {
+                        self.rollout_of.insert(*request, (rollout_id, *node));
+                    }
+                }
+                let mut engine =
+                    Rollout::restore(strategy, targets, state, start, self.now, hold_until);
+                for node in self.live.keys().copied().collect::<Vec<_>>() {
+                    if self.is_online(node) {
+                        engine.handle_online(self.now, node, true);
+                    }
+                }
+                engine
+            }
+        };
         self.rollouts.insert(
             rollout_id,
             Hosted {

@@ -169,6 +169,13 @@ pub enum RolloutTimer {
     Slot,
     /// The deadline.
     Deadline,
+    /// After a restart: the end of the wait for the targets' nodes to
+    /// reconnect, before anything new starts.
+    Hold,
+}
+
+fn strategy_bakes(rollout: &Rollout) -> bool {
+    !rollout.strategy.bake.is_zero()
 }
 
 /// Why a pause, resume or abort was refused.
@@ -239,6 +246,8 @@ pub struct Rollout {
     cooling: Vec<Timestamp>,
     canary_started: usize,
     canary_in_flight: usize,
+    /// After a restart: nothing new starts before this.
+    hold_until: Option<Timestamp>,
     counts: Counts,
     timers: Timers<RolloutTimer>,
     out: VecDeque<RolloutOutput>,
@@ -294,10 +303,85 @@ impl Rollout {
             cooling: Vec::new(),
             canary_started: 0,
             canary_in_flight: 0,
+            hold_until: None,
             counts,
             timers,
             out: VecDeque::new(),
         }
+    }
+
+    /// A rollout restored after central restarted, from what the store
+    /// kept: its `state` and each target's (in order). What had started goes
+    /// on; nothing new starts before `hold_until`, so that the targets'
+    /// nodes can reconnect first (an offline target is not skipped for
+    /// central's own restart). A bake that was running starts again in
+    /// full; a rollout stored as paused is paused in the phase its targets
+    /// show.
+    pub fn restore(
+        strategy: Strategy,
+        targets: Vec<(NodeId, RequestId, TargetState)>,
+        state: RolloutState,
+        start_at: Timestamp,
+        now: Timestamp,
+        hold_until: Timestamp,
+    ) -> Self {
+        let plan = targets.iter().map(|(n, r, _)| (*n, *r)).collect();
+        let mut rollout = Self::new(strategy, plan, BTreeSet::new(), start_at);
+        let canary = rollout.limits.canary;
+        let mut started = 0;
+        for (i, (_, _, target)) in targets.into_iter().enumerate() {
+            if target == TargetState::Pending {
+                continue;
+            }
+            if matches!(target, TargetState::Command(_)) {
+                started += 1;
+                // The first ones started were the canary's.
+                rollout.targets[i].canary = started <= canary;
+            }
+            rollout.set(i, target);
+        }
+        rollout.canary_started = started.min(canary);
+        let in_canary = canary > 0
+            && (rollout.canary_in_flight > 0 || (started < canary && rollout.counts.pending > 0));
+        let phase = match state {
+            RolloutState::Scheduled => Phase::Scheduled,
+            RolloutState::Canary => Phase::Canary,
+            RolloutState::Baking => Phase::Baking,
+            RolloutState::Paused if started == 0 => Phase::Scheduled,
+            RolloutState::Paused if in_canary => Phase::Canary,
+            RolloutState::Paused
+                if canary > 0 && started == canary && !strategy_bakes(&rollout) =>
+            {
+                Phase::Rolling
+            }
+            RolloutState::Paused if canary > 0 && started == canary => Phase::Baking,
+            RolloutState::Rolling | RolloutState::Paused => Phase::Rolling,
+            ended => Phase::Ended(ended),
+        };
+        rollout.phase = phase;
+        rollout.paused = state == RolloutState::Paused;
+        rollout.out.clear();
+        if let Phase::Ended(_) = phase {
+            rollout.timers.retain(|_| false);
+            return rollout;
+        }
+        if phase != Phase::Scheduled {
+            rollout.timers.stop(&RolloutTimer::Start);
+        }
+        if phase == Phase::Baking {
+            if rollout.paused {
+                rollout.bake_left = rollout.strategy.bake;
+            } else {
+                let end = hold_until.max(now) + rollout.strategy.bake;
+                rollout.timers.set(RolloutTimer::Bake, end);
+            }
+        }
+        if rollout.paused {
+            rollout.timers.stop(&RolloutTimer::Start);
+        }
+        rollout.hold_until = Some(hold_until);
+        rollout.timers.set(RolloutTimer::Hold, hold_until);
+        rollout
     }
 
     pub fn state(&self) -> RolloutState {
@@ -370,6 +454,7 @@ impl Rollout {
                     self.arm_slot();
                 }
                 RolloutTimer::Deadline => self.end(RolloutState::DeadlinePassed),
+                RolloutTimer::Hold => self.hold_until = None,
             }
         }
         self.step(now);
@@ -484,7 +569,7 @@ impl Rollout {
     /// Starts what may start, moves on from the canary and the bake, and
     /// ends the rollout when nothing is left.
     fn step(&mut self, now: Timestamp) {
-        if self.paused {
+        if self.paused || self.hold_until.is_some_and(|until| now < until) {
             return;
         }
         match self.phase {

@@ -128,13 +128,17 @@ pub enum OfflineTargets {
     Fail,
 }
 
-/// How a rollout proceeds.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// How a rollout proceeds. As JSON (the API's `strategy`) every field may
+/// be left out for its default; times are whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Strategy {
     /// Started first, alone; the rest waits until every canary target
     /// ended (and the bake). `None` or 0: no canary.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub canary: Option<Amount>,
     /// The wait after the canary, before the rest.
+    #[serde(rename = "bakeS", with = "seconds")]
     pub bake: Duration,
     /// Targets in flight at once (delivered, not yet ended).
     pub max_concurrency: Amount,
@@ -142,11 +146,28 @@ pub struct Strategy {
     pub max_errors: Amount,
     pub error_mode: ErrorMode,
     /// A slot a target freed is used again only this long after.
+    #[serde(rename = "batchWaitS", with = "seconds")]
     pub batch_wait: Duration,
     pub offline: OfflineTargets,
     /// From the start: no target starts after it, and every target's
     /// command expires with it.
+    #[serde(rename = "deadlineS", with = "seconds")]
     pub deadline: Duration,
+}
+
+/// A duration as whole seconds.
+mod seconds {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 impl Default for Strategy {
