@@ -281,6 +281,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
             chaos: None,
             backlog: 0,
             persist: false,
+            fails: false,
         };
         tasks.push(tokio::spawn(virtual_node::run(
             spec,

@@ -45,7 +45,7 @@ enum Command {
         /// central is down for `--outage-s` while nodes keep sampling (and,
         /// with `--restart-mid-outage`, every agent restarts from what it
         /// persisted halfway through). Both report the catch-up.
-        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm", "chaos", "fanout", "replay", "outage"])]
+        #[arg(long, default_value = "steady", value_parser = ["steady", "reconnect-storm", "chaos", "fanout", "replay", "outage", "rollout"])]
         scenario: String,
         /// `replay`: samples each node holds at the start (1,440: a day at 60 s).
         #[arg(long, default_value_t = 1440)]
@@ -56,6 +56,10 @@ enum Command {
         /// `outage`: restart every agent from its persisted state halfway through.
         #[arg(long)]
         restart_mid_outage: bool,
+        /// `rollout`: the percentage of nodes whose commands fail (the
+        /// rollout tolerates 1 %, strict, so 5 % halts it).
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
+        fail_percent: u8,
         /// `postgres://…`; default: SQLite in a temporary directory. With
         /// `--central`, the database that central uses.
         #[arg(long)]
@@ -182,6 +186,7 @@ fn main() -> anyhow::Result<()> {
             backlog,
             outage_s,
             restart_mid_outage,
+            fail_percent,
         } => {
             init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -210,6 +215,7 @@ fn main() -> anyhow::Result<()> {
                 backlog,
                 outage: std::time::Duration::from_secs(outage_s),
                 restart_mid_outage,
+                fail_percent,
             };
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());

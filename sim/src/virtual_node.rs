@@ -118,6 +118,8 @@ pub struct NodeSpec {
     /// Keep what the engine persists, for a restart (a copy of the whole
     /// buffer per node: off unless the run restarts agents).
     pub persist: bool,
+    /// Every command it runs fails (exit 1).
+    pub fails: bool,
 }
 
 /// The audience virtual nodes' tokens name (central's default).
@@ -137,6 +139,7 @@ struct Synthetic {
     /// What the engine last asked to persist (a restart starts from it).
     persisted: Option<AgentSnapshot>,
     keep_persisted: bool,
+    fails: bool,
 }
 
 impl Synthetic {
@@ -209,11 +212,20 @@ impl Host for Synthetic {
 
     fn run(&mut self, request_id: RequestId, _task: Task, inputs: &Inputs) {
         self.command_reached(request_id);
-        let outcome = CommandOutcome {
-            success: true,
-            exit_code: Some(0),
-            stdout: "ok (virtual node)\n".into(),
-            ..CommandOutcome::default()
+        let outcome = if self.fails {
+            CommandOutcome {
+                success: false,
+                exit_code: Some(1),
+                stdout: "failed (virtual node made to fail)\n".into(),
+                ..CommandOutcome::default()
+            }
+        } else {
+            CommandOutcome {
+                success: true,
+                exit_code: Some(0),
+                stdout: "ok (virtual node)\n".into(),
+                ..CommandOutcome::default()
+            }
         };
         let _ = inputs.try_send(AgentInput::CommandFinished {
             request_id,
@@ -289,6 +301,24 @@ enum End {
     Crashed,
 }
 
+/// What a virtual node allows: `uptime`, no arguments (what rollouts send).
+fn virtual_policy() -> nap_core::policy::Policy {
+    use nap_core::policy::{ArgRules, CommandRule, Policy};
+    let mut policy = Policy::deny_all();
+    policy.allow(
+        "uptime",
+        CommandRule {
+            run_as: None,
+            required_approvals: 0,
+            program: "/usr/bin/uptime".into(),
+            args: ArgRules::Exact(vec![]),
+            max_timeout: Duration::from_secs(30),
+            env: std::collections::BTreeMap::new(),
+        },
+    );
+    policy
+}
+
 /// Runs one virtual node until `stop` fires; each change of `restart`
 /// kills its process and starts it again from what it persisted.
 pub async fn run(
@@ -308,6 +338,7 @@ pub async fn run(
         chaos,
         backlog: backlog_len,
         persist,
+        fails,
     } = spec;
     let mut rng = Prng::new(seed);
     let cpu = 20.0 + f64::from(u32::try_from(rng.between(0, 30)).unwrap_or(0));
@@ -322,8 +353,10 @@ pub async fn run(
         dialing: None,
         persisted: None,
         keep_persisted: persist,
+        fails,
     };
     let mut config = AgentConfig::new(node_id, seed);
+    config.policy = virtual_policy();
     config.agent_version = Some(concat!(env!("CARGO_PKG_VERSION"), "-virtual").to_owned());
     config.telemetry_buffer = config.telemetry_buffer.max(backlog_len);
     let dialer = Dialer {

@@ -45,6 +45,7 @@ pub enum Scenario {
     Fanout,
     Replay,
     Outage,
+    Rollout,
 }
 
 impl Scenario {
@@ -56,6 +57,7 @@ impl Scenario {
             "fanout" => Self::Fanout,
             "replay" => Self::Replay,
             "outage" => Self::Outage,
+            "rollout" => Self::Rollout,
             _ => return None,
         })
     }
@@ -68,6 +70,7 @@ impl Scenario {
             Self::Fanout => "fanout",
             Self::Replay => "replay",
             Self::Outage => "outage",
+            Self::Rollout => "rollout",
         }
     }
 }
@@ -100,6 +103,8 @@ pub struct LoadConfig {
     pub outage: Duration,
     /// `outage`: every agent restarts from its persisted state halfway.
     pub restart_mid_outage: bool,
+    /// `rollout`: the share of nodes whose commands fail, in percent.
+    pub fail_percent: u8,
 }
 
 /// Connections one central process is given (of its 20,000 files).
@@ -348,6 +353,72 @@ async fn fan_out(
         .collect()
 }
 
+/// The `rollout` scenario's strategy: a canary, then 10 % at a time, at
+/// most 1 % failing, strict — what an operator would start a deploy with.
+fn rollout_request() -> serde_json::Value {
+    serde_json::json!({
+        "type": "broadcast",
+        "command": "execute",
+        "selector": "role=web",
+        "params": { "command": "uptime" },
+        "strategy": {
+            "canary": "1%", "maxConcurrency": "10%", "maxErrors": "1%", "errorMode": "strict",
+        },
+    })
+}
+
+/// Starts one rollout through the operator API and follows it to its end.
+#[allow(clippy::print_stdout)]
+async fn roll_out(run: &mut Run, api: &str, token: &str) -> anyhow::Result<report::RolloutRun> {
+    let request = rollout_request();
+    let t0 = Instant::now();
+    let (status, created) =
+        crate::http::post(&format!("{api}/api/v1/rollouts"), token, &request).await?;
+    if status != 201 {
+        bail!("rollout: {status} {created}");
+    }
+    let id = created["rolloutId"]
+        .as_str()
+        .context("the rollout's answer has no id")?
+        .to_owned();
+    println!(
+        "rollout {id}: {} targets, limits {}",
+        created["targets"], created["limits"]
+    );
+    let url = format!("{api}/api/v1/rollouts/{id}?limit=1");
+    let report = loop {
+        let (status, report) = crate::http::get(&url, token).await?;
+        if status != 200 {
+            bail!("rollout {id}: {status} {report}");
+        }
+        let state = report["state"].as_str().unwrap_or_default();
+        let in_flight = ["queued", "sent", "held", "approved"]
+            .iter()
+            .filter_map(|s| report["counts"][s].as_u64())
+            .sum::<u64>();
+        if matches!(
+            state,
+            "succeeded" | "completed_with_skips" | "halted" | "aborted" | "deadline_passed"
+        ) && in_flight == 0
+        {
+            break report;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!("rollout {id} still {state} after 600 s");
+        }
+        run.sample();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let counts: BTreeMap<String, u64> = serde_json::from_value(report["counts"].clone())?;
+    Ok(report::RolloutRun {
+        state: report["state"].as_str().unwrap_or_default().to_owned(),
+        strategy: request["strategy"].clone(),
+        limits: serde_json::from_value(created["limits"].clone())?,
+        counts,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 #[allow(clippy::print_stdout, clippy::too_many_lines)]
 pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     raise_open_files();
@@ -372,7 +443,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 id,
                 name: format!("load-{k:06}"),
                 public_key_pem: key.public_pem(),
-                labels: BTreeMap::new(),
+                labels: BTreeMap::from([("role".to_owned(), "web".to_owned())]),
                 created_at: nap_core::WallTime::from(chrono::Utc::now()),
                 revoked: false,
                 status: None,
@@ -380,7 +451,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                 agent_version: None,
             })
             .await?;
-        entries.push(NodeEntry { id, key_pem });
+        // Spread over the fleet, not the first ones: 37 is prime to 100.
+        let fails = (k * 37) % 100 < usize::from(config.fail_percent);
+        entries.push(NodeEntry { id, key_pem, fails });
     }
     let token = operator_token(&store).await?;
 
@@ -487,6 +560,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut crashes = 0;
     let mut fanout = None;
     let mut catch_up = None;
+    let mut rollout = None;
     match config.scenario {
         Scenario::Replay => {
             // Counted from the start: connecting is part of catching up.
@@ -514,6 +588,11 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
             run.hold(config.duration).await;
         }
         Scenario::Steady => run.hold(config.duration).await,
+        Scenario::Rollout => {
+            run.hold(Duration::from_secs(2)).await;
+            rollout = Some(roll_out(&mut run, &api, &token).await?);
+            run.hold(config.duration).await;
+        }
         Scenario::ReconnectStorm => {
             run.hold(config.duration / 2).await;
             storms.push(restart_central(&mut run, n).await?);
@@ -671,6 +750,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         ),
         central_processes,
         catch_up,
+        rollout,
         series: std::mem::take(&mut run.series),
     });
     Ok(report)

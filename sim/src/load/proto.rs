@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct NodeEntry {
     pub id: NodeId,
     pub key_pem: String,
+    /// Its commands fail (exit 1): the `rollout` scenario's failing share.
+    #[serde(default)]
+    pub fails: bool,
 }
 
 /// A worker's counters at one moment (cumulative since it started).

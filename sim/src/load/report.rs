@@ -51,6 +51,35 @@ pub struct CatchUp {
     pub agent_restarts: u64,
 }
 
+/// One rollout through the operator API (`rollout`), to its end.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRun {
+    pub state: String,
+    pub strategy: serde_json::Value,
+    pub limits: nap_core::central::rollout::Limits,
+    /// Targets per final state.
+    pub counts: BTreeMap<String, u64>,
+    /// From the request until it ended with nothing in flight.
+    pub seconds: f64,
+}
+
+impl RolloutRun {
+    /// Failures: every terminal state but succeeded, cancelled and skipped.
+    pub fn failed(&self) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(s, _)| {
+                !matches!(
+                    s.as_str(),
+                    "succeeded" | "cancelled" | "skipped" | "pending" | "queued" | "sent"
+                )
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
 /// What the workers' final lines add up to.
 #[derive(Debug, Default)]
 pub struct Sample {
@@ -240,6 +269,7 @@ pub struct LoadReport {
     pub transport_cuts: u64,
     pub transport_stalls: u64,
     pub catch_up: Option<CatchUp>,
+    pub rollout: Option<RolloutRun>,
     pub series: Vec<Point>,
 }
 
@@ -270,6 +300,7 @@ pub struct Inputs<'a> {
     pub central: (u64, u64, u64),
     pub central_processes: usize,
     pub catch_up: Option<CatchUp>,
+    pub rollout: Option<RolloutRun>,
     pub series: Vec<Point>,
 }
 
@@ -385,6 +416,7 @@ pub fn build(i: Inputs<'_>) -> LoadReport {
         transport_cuts: s.cuts,
         transport_stalls: s.stalls,
         catch_up: i.catch_up,
+        rollout: i.rollout,
         series: i.series,
     }
 }
@@ -405,6 +437,15 @@ impl LoadReport {
             out.push(format!(
                 "a node waited {} s, past the {} s backoff cap",
                 self.max_backoff_s, self.backoff_cap_s
+            ));
+        }
+        if let Some(r) = &self.rollout
+            && r.failed() > u64::try_from(r.limits.max_errors).unwrap_or(u64::MAX) + 1
+        {
+            out.push(format!(
+                "rollout: {} failures, past maxErrors + 1 = {} in strict mode",
+                r.failed(),
+                r.limits.max_errors + 1
             ));
         }
         if let Some(c) = &self.catch_up
@@ -476,6 +517,18 @@ impl LoadReport {
             self.telemetry.dropped_by_bound,
             self.telemetry.nodes_with_loss
         );
+        if let Some(r) = &self.rollout {
+            s += &format!(
+                "rollout: {} after {:.1} s; {} targets (canary {}, {} at a time, {} failures tolerated, strict); {:?}\n",
+                r.state,
+                r.seconds,
+                r.limits.targets,
+                r.limits.canary,
+                r.limits.max_concurrency,
+                r.limits.max_errors,
+                r.counts
+            );
+        }
         if let Some(c) = &self.catch_up {
             s += &format!(
                 "catch-up: {} samples per node{}{}; every node reconnected {:.1} s and caught up {:.1} s after {} (replay {:.1} s, {:.0} samples/s); {} closes with 1008, {} agent restarts\n",

@@ -117,6 +117,7 @@ pub async fn run(config: WorkerConfig) -> anyhow::Result<()> {
             chaos: config.chaos.map(|mean_interval| Chaos { mean_interval }),
             backlog: config.backlog,
             persist: config.persist,
+            fails: entry.fails,
         };
         handles.push(tokio::spawn(virtual_node::run(
             spec,
