@@ -208,3 +208,49 @@ fn pause_resume_and_abort_reach_the_rollout_through_the_hub() {
         "ended and forgotten by the hub (the store keeps it)"
     );
 }
+
+#[test]
+fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline() {
+    // Central restarted with a target started; its node is not back.
+    let mut world = fleet(5, 2, &[], &[0, 1]);
+    let request_id = RequestId::from_u128(1000);
+    let new = nap_core::central::NewRollout {
+        rollout_id: ROLLOUT,
+        requester: "alice".into(),
+        strategy: Strategy {
+            deadline: secs(600),
+            max_concurrency: Amount::Count(1),
+            ..Strategy::default()
+        },
+        targets: vec![(node(0), request_id), (node(1), RequestId::from_u128(1001))],
+        message: uptime(),
+        timeout: secs(10),
+        start_at: world.wall(),
+        restored: Some(nap_core::central::Restored {
+            state: RolloutState::Rolling,
+            targets: vec![
+                TargetState::Command(CommandState::Sent),
+                TargetState::Pending,
+            ],
+        }),
+    };
+    world.hub_input(nap_core::central::HubInput::StartRollout(Box::new(new)));
+    // The open command, restored as central does, waits for its node.
+    let message = execute(request_id, "uptime", &[], Some(10_000));
+    assert_eq!(
+        world.submit(node(0), message, secs(10)),
+        CommandState::Queued
+    );
+    world.run_for(secs(590));
+    assert_eq!(
+        world.store.command_states[&request_id].last(),
+        Some(&CommandState::Queued)
+    );
+    world.run_for(secs(20));
+    assert_eq!(
+        world.store.command_states[&request_id].last(),
+        Some(&CommandState::Expired),
+        "with the deadline, not after the usual hour"
+    );
+    assert_eq!(states(&world).last(), Some(&RolloutState::DeadlinePassed));
+}

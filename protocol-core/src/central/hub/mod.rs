@@ -292,9 +292,13 @@ pub enum HubOutput {
     },
 }
 
-/// The hub's named deadlines.
+/// The hub's named deadlines. Due at the same instant, they fire in this
+/// order: a rollout's deadline before the expiry of its targets' commands
+/// (which it set), so the rollout ends `deadline_passed`, not halted by them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HubTimer {
+    /// v0.3: a rollout's next deadline (start, bake, slot, deadline).
+    Rollout(RolloutId),
     /// A queued command's time to live, a sent command's result deadline,
     /// or a finished command's time in memory.
     Command(RequestId),
@@ -303,8 +307,6 @@ pub enum HubTimer {
     Sweep,
     /// The first refusal notice window to end: what it held back is told.
     Notices,
-    /// v0.3: a rollout's next deadline (start, bake, slot, deadline).
-    Rollout(RolloutId),
 }
 
 /// The hub engine.
@@ -878,7 +880,12 @@ impl CentralHub {
                     // must be back within the release time.
                     Some(p) if p.complete() => self.now + self.config.approval.release_ttl,
                     Some(p) => self.at_wall(p.request.expires_at),
-                    None => self.now + self.config.command_ttl,
+                    // A rollout's target expires with the rollout's
+                    // deadline, not after the usual time to live.
+                    None => match self.rollout_deadline(request_id) {
+                        Some(deadline) => deadline.min(self.now + self.config.command_ttl),
+                        None => self.now + self.config.command_ttl,
+                    },
                 };
                 self.timers.set(HubTimer::Command(request_id), due);
             }

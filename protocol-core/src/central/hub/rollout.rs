@@ -12,7 +12,7 @@ use crate::central::rollout::{
     Rollout, RolloutOutput, RolloutRefusal, RolloutState, Strategy, TargetState,
 };
 use crate::wire::{CentralMessage, NodeStatus};
-use crate::{NodeId, RequestId, RolloutId, WallTime};
+use crate::{NodeId, RequestId, RolloutId, Timestamp, WallTime};
 
 /// A rollout to start.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,6 +188,12 @@ impl CentralHub {
         for id in ids {
             self.rollout_pump(id);
         }
+    }
+
+    /// The deadline of the rollout whose target `request_id` is.
+    pub(super) fn rollout_deadline(&self, request_id: RequestId) -> Option<Timestamp> {
+        let (rollout_id, _) = self.rollout_of.get(&request_id)?;
+        self.rollouts.get(rollout_id).map(|h| h.engine.deadline())
     }
 
     /// The rollout's state, when this hub drives it.
