@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use nap_central::AppEvent;
-use nap_central::store::{NodeRecord, Storage};
+use nap_central::store::Storage;
 use nap_core::central::CommandState;
 use nap_core::central::rollout::{RolloutState, TargetState};
 use nap_core::wire::{AgentMessage, CentralMessage, CommandResult};
@@ -23,26 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// A registered, connected node with these labels.
 async fn labelled_node(central: &Central, labels: &[(&str, &str)]) -> (NodeKey, Ws) {
     let key = node_key();
-    let record = NodeRecord {
-        id: key.id,
-        name: format!("web-{}", &key.id.to_string()[..8]),
-        public_key_pem: key.public_pem.clone(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect::<BTreeMap<_, _>>(),
-        created_at: nap_core::WallTime::from(chrono::Utc::now()),
-        revoked: false,
-        status: None,
-        last_seen: None,
-        agent_version: None,
-    };
-    central
-        .running
-        .store()
-        .add_node(record)
-        .await
-        .expect("register");
+    register_labelled(central, &key, labels).await;
     let mut ws = connect(central, &good_token(&key)).await.expect("upgraded");
     assert!(matches!(
         next_message(&mut ws).await,
@@ -190,7 +170,7 @@ async fn pause_resume_and_abort_through_the_api() {
     for _ in 0..3 {
         // They never answer: what starts stays in flight.
         let (key, ws) = labelled_node(&central, &[("role", "web")]).await;
-        names.push(format!("web-{}", &key.id.to_string()[..8]));
+        names.push(format!("node-{}", &key.id.to_string()[..8]));
         held.push(ws);
     }
     let (status, created) = post(

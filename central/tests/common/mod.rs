@@ -172,11 +172,19 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// Registers the node with central.
 pub async fn register(central: &Central, key: &NodeKey) {
+    register_labelled(central, key, &[]).await;
+}
+
+/// Registers the node with central, with these labels.
+pub async fn register_labelled(central: &Central, key: &NodeKey, labels: &[(&str, &str)]) {
     let record = NodeRecord {
         id: key.id,
         name: format!("node-{}", &key.id.to_string()[..8]),
         public_key_pem: key.public_pem.clone(),
-        labels: Default::default(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         created_at: nap_core::WallTime::from(chrono::Utc::now()),
         revoked: false,
         status: None,
