@@ -451,3 +451,24 @@ async fn an_approval_given_at_one_instance_is_decided_by_the_one_holding_the_nod
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_rollout_is_refused_in_a_cluster_rather_than_half_done() {
+    let Some((a, _b)) = pair("cluster_rollout").await else {
+        return;
+    };
+    let (status, body) = http(
+        "POST",
+        &a.api("/api/v1/rollouts"),
+        Some(&a.admin),
+        Some(json!({ "command": "health_check", "targets": "all" })),
+    )
+    .await;
+    assert_eq!(status, 501, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("several central processes")),
+        "{body}"
+    );
+}

@@ -77,6 +77,16 @@ pub(super) async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let who = who.needs(Role::Operator)?;
+    if hub.cluster().is_some() {
+        // Its targets held by other processes would look offline here and
+        // be skipped: refused rather than half done.
+        return Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "rollouts across several central processes are not supported yet: \
+             run it against a single central process"
+                .into(),
+        ));
+    }
     let request: RolloutRequest = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| bad_request(format!("not a rollout request: {e}")))?;
     if request
