@@ -284,13 +284,26 @@ enum HubStep {
     },
     Revoke(u8),
     Drain,
+    /// v0.3: a rollout over the four nodes.
+    Rollout {
+        concurrency: u8,
+        max_errors: u8,
+        strict: bool,
+        offline: u8,
+    },
+    /// v0.3: pause (0), resume (1) or abort (2) a rollout.
+    Control {
+        rollout: u8,
+        control: u8,
+    },
 }
 
 /// Central (the hub and its real sessions, forwarded as the driver does)
 /// fed arbitrary admissions, session ends, commands, results and time steps:
 /// at most one open session per node (a newer one supersedes the older),
 /// each command reaches a terminal state at most once, no timer in the
-/// past, bounded effects.
+/// past, bounded effects; a rollout never has more in flight than its
+/// `maxConcurrency` and starts nothing once it has ended.
 pub fn hub(data: &[u8]) {
     use crate::central::{
         Admit, CommandState, HubConfig, HubInput, HubOutput, ResultRecord, SessionInput,
@@ -318,6 +331,9 @@ pub fn hub(data: &[u8]) {
     let mut stored: BTreeSet<crate::RequestId> = BTreeSet::new();
     let node = |n: u8| NodeId::from_u128(u128::from(n % 4) + 1);
     let request = |r: u8| crate::RequestId::from_u128(u128::from(r % 16) + 1);
+    // v0.3: each rollout's concurrency, what it has in flight, and whether
+    // it ended.
+    let mut rollouts: Vec<(usize, BTreeSet<crate::RequestId>, bool)> = Vec::new();
     for _ in 0..300 {
         let Ok(step) = HubStep::arbitrary(&mut u) else {
             break;
@@ -425,6 +441,82 @@ pub fn hub(data: &[u8]) {
             }
             HubStep::Revoke(n) => central.hub_input(now, HubInput::Revoke(node(n))),
             HubStep::Drain => central.hub_input(now, HubInput::Drain),
+            HubStep::Rollout {
+                concurrency,
+                max_errors,
+                strict,
+                offline,
+            } => {
+                use crate::central::rollout::{
+                    Amount, ErrorMode, Limits, OfflineTargets, Strategy,
+                };
+                if rollouts.len() >= 4 {
+                    continue;
+                }
+                let k = rollouts.len() as u128;
+                let strategy = Strategy {
+                    max_concurrency: Amount::Count(u32::from(concurrency % 5)),
+                    max_errors: Amount::Count(u32::from(max_errors % 3)),
+                    error_mode: if strict {
+                        ErrorMode::Strict
+                    } else {
+                        ErrorMode::Fast
+                    },
+                    offline: match offline % 3 {
+                        0 => OfflineTargets::Skip,
+                        1 => OfflineTargets::Wait,
+                        _ => OfflineTargets::Fail,
+                    },
+                    deadline: Duration::from_secs(60),
+                    ..Strategy::default()
+                };
+                let limits = Limits::of(&strategy, 4);
+                let targets = (0..4u8)
+                    .map(|n| {
+                        (
+                            node(n),
+                            crate::RequestId::from_u128(1000 + k * 4 + u128::from(n)),
+                        )
+                    })
+                    .collect();
+                rollouts.push((limits.max_concurrency, BTreeSet::new(), false));
+                let message = CentralMessage::Execute(Execute {
+                    request_id: None,
+                    command: "uptime".into(),
+                    args: vec![],
+                    timeout: Some(5_000),
+                    hold_until: None,
+                    requested_by: None,
+                    requires_approval: false,
+                    approver: None,
+                });
+                let new = crate::central::NewRollout {
+                    rollout_id: crate::RolloutId::from_u128(k + 1),
+                    requester: "fuzz".into(),
+                    strategy,
+                    targets,
+                    message,
+                    timeout: Duration::from_secs(5),
+                    start_at: wall(now),
+                    restored: None,
+                };
+                central.hub_input(now, HubInput::StartRollout(Box::new(new)));
+            }
+            HubStep::Control { rollout, control } => {
+                let rollout_id = crate::RolloutId::from_u128(u128::from(rollout % 4) + 1);
+                let control = match control % 3 {
+                    0 => crate::central::RolloutControl::Pause,
+                    1 => crate::central::RolloutControl::Resume,
+                    _ => crate::central::RolloutControl::Abort,
+                };
+                central.hub_input(
+                    now,
+                    HubInput::ControlRollout {
+                        rollout_id,
+                        control,
+                    },
+                );
+            }
         }
         // What is due now fires now, as the drivers arrange.
         central.handle_timeout(now);
@@ -440,6 +532,46 @@ pub fn hub(data: &[u8]) {
                         "{request_id} reached a terminal state twice"
                     );
                     assert_ne!(state, CommandState::Queued);
+                    for (_, in_flight, _) in &mut rollouts {
+                        in_flight.remove(&request_id);
+                    }
+                }
+                CentralEffect::Hub(HubOutput::RolloutStart {
+                    rollout_id,
+                    node_id,
+                    request_id,
+                    message,
+                    timeout,
+                    ..
+                }) => {
+                    let k = usize::try_from(rollout_id.0.as_u128() - 1).unwrap_or(0);
+                    let (limit, in_flight, ended) = &mut rollouts[k];
+                    assert!(
+                        !*ended,
+                        "rollout {rollout_id} started {node_id} after it ended"
+                    );
+                    in_flight.insert(request_id);
+                    assert!(
+                        in_flight.len() <= *limit,
+                        "rollout {rollout_id}: {} in flight, maxConcurrency {limit}",
+                        in_flight.len()
+                    );
+                    owners.insert(request_id, node_id);
+                    let submission = Submission {
+                        node_id,
+                        request_id,
+                        message: Some(message),
+                        timeout,
+                        known: true,
+                        approval: None,
+                    };
+                    central.hub_input(now, HubInput::Submit(vec![submission]));
+                }
+                CentralEffect::Hub(HubOutput::RolloutChanged { rollout_id, state })
+                    if state.is_terminal() =>
+                {
+                    let k = usize::try_from(rollout_id.0.as_u128() - 1).unwrap_or(0);
+                    rollouts[k].2 = true;
                 }
                 CentralEffect::Hub(HubOutput::RecordResult {
                     session_id,
