@@ -101,6 +101,32 @@ impl Events {
     }
 }
 
+/// The first event on `events` that `pick` maps to a value, within
+/// `within`; `None` when the time passes or the stream ends first. A
+/// receiver that lagged goes on with what it has not missed.
+pub async fn first<T>(
+    events: &mut broadcast::Receiver<AppEvent>,
+    within: std::time::Duration,
+    mut pick: impl FnMut(AppEvent) -> Option<T>,
+) -> Option<T> {
+    tokio::time::timeout(within, async {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    if let Some(value) = pick(event) {
+                        return Some(value);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 impl Default for Events {
     fn default() -> Self {
         Self::new()

@@ -178,20 +178,13 @@ async fn verdict(
     request_id: RequestId,
     user: &str,
 ) -> Option<Result<Decided, ApprovalRefusal>> {
-    tokio::time::timeout(VERDICT_WAIT, async {
-        loop {
-            match events.recv().await {
-                Ok(AppEvent::ApprovalDecided {
-                    request_id: r,
-                    person,
-                    verdict,
-                }) if r == request_id && person == user => return Some(verdict),
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => return None,
-            }
-        }
+    crate::events::first(events, VERDICT_WAIT, |event| match event {
+        AppEvent::ApprovalDecided {
+            request_id: r,
+            person,
+            verdict,
+        } if r == request_id && person == user => Some(verdict),
+        _ => None,
     })
     .await
-    .ok()
-    .flatten()
 }

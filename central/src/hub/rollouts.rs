@@ -128,22 +128,15 @@ impl HubHandle {
             rollout_id,
             control,
         });
-        tokio::time::timeout(VERDICT_WAIT, async {
-            loop {
-                match events.recv().await {
-                    Ok(AppEvent::RolloutControlled {
-                        rollout_id: r,
-                        control: c,
-                        verdict,
-                    }) if r == rollout_id && c == control => return Some(verdict),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
+        crate::events::first(&mut events, VERDICT_WAIT, |event| match event {
+            AppEvent::RolloutControlled {
+                rollout_id: r,
+                control: c,
+                verdict,
+            } if r == rollout_id && c == control => Some(verdict),
+            _ => None,
         })
         .await
-        .ok()
-        .flatten()
     }
 }
 

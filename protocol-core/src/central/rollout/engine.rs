@@ -174,10 +174,6 @@ pub enum RolloutTimer {
     Hold,
 }
 
-fn strategy_bakes(rollout: &Rollout) -> bool {
-    !rollout.strategy.bake.is_zero()
-}
-
 /// Why a pause, resume or abort was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum RolloutRefusal {
@@ -350,11 +346,10 @@ impl Rollout {
             RolloutState::Paused if started == 0 => Phase::Scheduled,
             RolloutState::Paused if in_canary => Phase::Canary,
             RolloutState::Paused
-                if canary > 0 && started == canary && !strategy_bakes(&rollout) =>
+                if canary > 0 && started == canary && !rollout.strategy.bake.is_zero() =>
             {
-                Phase::Rolling
+                Phase::Baking
             }
-            RolloutState::Paused if canary > 0 && started == canary => Phase::Baking,
             RolloutState::Rolling | RolloutState::Paused => Phase::Rolling,
             ended => Phase::Ended(ended),
         };
