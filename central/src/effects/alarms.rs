@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nap_core::central::approval::Decided;
+use nap_core::central::approval::{ApprovalRefusal, Decided};
 use nap_core::central::{Alarm, ApprovalEvent};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -141,17 +141,9 @@ fn detail(alarm: &Alarm) -> Value {
                     reason,
                     outcome,
                 } => {
-                    let outcome = match outcome {
-                        Ok(Decided::Counted { approvals, needed }) => {
-                            json!({ "counted": approvals, "needed": needed })
-                        }
-                        Ok(Decided::Approved) => json!("approved"),
-                        Ok(Decided::Rejected) => json!("rejected"),
-                        Ok(Decided::Cancelled) => json!("cancelled"),
-                        Err(refusal) => json!({ "refused": refusal.to_string() }),
-                    };
                     json!({
-                        "event": decision, "person": person, "reason": reason, "outcome": outcome,
+                        "event": decision, "person": person, "reason": reason,
+                        "outcome": approval_outcome(outcome),
                     })
                 }
                 ApprovalEvent::Expired => json!({ "event": "expired" }),
@@ -186,5 +178,19 @@ async fn deliver(metrics: Arc<Metrics>, hook: Webhook, mut rx: mpsc::Receiver<Va
                 outcome: outcome.into(),
             })
             .inc();
+    }
+}
+
+/// What a decision on an approval came to, as the audit chain and the
+/// notifications write it.
+pub(crate) fn approval_outcome(verdict: &Result<Decided, ApprovalRefusal>) -> Value {
+    match verdict {
+        Ok(Decided::Counted { approvals, needed }) => {
+            json!({ "counted": approvals, "needed": needed })
+        }
+        Ok(Decided::Approved) => json!("approved"),
+        Ok(Decided::Rejected) => json!("rejected"),
+        Ok(Decided::Cancelled) => json!("cancelled"),
+        Err(refusal) => json!({ "refused": refusal.to_string() }),
     }
 }

@@ -28,6 +28,7 @@ use crate::events::{AppEvent, Events};
 use crate::metrics::Metrics;
 use crate::store::{AnyStore, SpentToken, StateChange, Storage};
 
+pub(crate) use alarms::approval_outcome;
 pub use retry::{RetryPolicy, retry};
 pub use telemetry::{Inbox, Ingest, Pending};
 pub use webhook::Webhook;

@@ -26,19 +26,10 @@ pub(super) async fn record_decision(
         Decision::Reject { reason } => ("approval.reject", Some(reason.as_str()), None),
         Decision::Cancel => ("approval.cancel", None, None),
     };
-    let outcome = match verdict {
-        Ok(Decided::Counted { approvals, needed }) => {
-            json!({ "counted": approvals, "needed": needed })
-        }
-        Ok(Decided::Approved) => json!("approved"),
-        Ok(Decided::Rejected) => json!("rejected"),
-        Ok(Decided::Cancelled) => json!("cancelled"),
-        Err(refusal) => json!({ "refused": refusal.to_string() }),
-    };
     let detail = json!({
         "node": node_id,
         "reason": reason,
-        "outcome": outcome,
+        "outcome": crate::effects::approval_outcome(verdict),
         "signed": signature.is_some(),
     });
     let at = effects.clock.wall();
