@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use nap_core::agent::AgentConfig;
-use nap_core::policy::{ArgRules, CommandRule, Policy};
 use nap_core::rng::Prng;
 use nap_core::testing::{Ingest, NetFaults, World};
 use nap_core::wire::{CentralMessage, Execute};
@@ -52,22 +51,6 @@ pub struct Violation {
     pub replay: String,
 }
 
-fn policy() -> Policy {
-    let mut p = Policy::deny_all();
-    p.allow(
-        "uptime",
-        CommandRule {
-            run_as: None,
-            required_approvals: 0,
-            program: "/usr/bin/uptime".into(),
-            args: ArgRules::Exact(vec![]),
-            max_timeout: Duration::from_secs(30),
-            env: Default::default(),
-        },
-    );
-    p
-}
-
 /// Runs the simulation.
 pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
     let started = Instant::now();
@@ -88,7 +71,7 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
             NodeId::from_u128(u128::from(k) + 1),
             config.seed ^ u64::from(k),
         );
-        agent.policy = policy();
+        agent.policy = crate::virtual_node::virtual_policy();
         agent
     };
     for k in 0..config.nodes {

@@ -301,8 +301,9 @@ enum End {
     Crashed,
 }
 
-/// What a virtual node allows: `uptime`, no arguments (what rollouts send).
-fn virtual_policy() -> nap_core::policy::Policy {
+/// What a simulated node allows: `uptime`, no arguments (what rollouts and
+/// `det`'s commands send).
+pub(crate) fn virtual_policy() -> nap_core::policy::Policy {
     use nap_core::policy::{ArgRules, CommandRule, Policy};
     let mut policy = Policy::deny_all();
     policy.allow(
