@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::store::{AnyStore, Storage};
 
 /// Most results one transaction carries.
-const RESULT_BATCH: usize = 512;
+const RESULT_BATCH: usize = 2048;
 
 /// A result waiting to be written, and where its outcome goes.
 type Queued = (NodeId, CommandResult, oneshot::Sender<ResultRecord>);

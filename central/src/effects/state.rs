@@ -14,8 +14,9 @@ use crate::events::{AppEvent, Events};
 use crate::metrics::Metrics;
 use crate::store::{AnyStore, StateChange, Storage};
 
-/// Most state changes one transaction carries.
-const WRITE_BATCH: usize = 512;
+/// Most state changes one transaction carries (one statement per table,
+/// whatever the number: see `NetChanges`).
+const WRITE_BATCH: usize = 4096;
 
 /// The writer never drops a change: the queue is unbounded, and its depth
 /// is what the hub's admission reads (past its bound, new nodes get 503),

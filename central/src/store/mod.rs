@@ -4,6 +4,7 @@
 pub mod anchor;
 mod any;
 mod audit;
+mod net_changes;
 pub mod postgres;
 pub mod sqlite;
 
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use any::AnyStore;
 pub use audit::{AuditEntry, BatchRecord, chain_hash, first_broken};
+pub use net_changes::NetChanges;
 
 /// A storage failure. Callers retry what they must not lose.
 #[derive(Debug, thiserror::Error)]

@@ -864,83 +864,74 @@ impl Storage for PgStore {
     }
 
     async fn apply_state_changes(&self, changes: Vec<StateChange>) -> StoreResult<()> {
+        // One statement per table, whatever the batch holds: row by row, a
+        // fan-out's 40,000 changes are 40,000 round trips.
+        let net = super::NetChanges::of(&changes);
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let history = tx
-            .prepare_cached(
-                "INSERT INTO status_history (node_id, at, status, reason) VALUES ($1, $2, $3, $4)",
+        if !net.status_history.is_empty() {
+            let h = &net.status_history;
+            let ids: Vec<Uuid> = h.iter().map(|c| uuid(c.0.0)).collect();
+            let ats: Vec<DateTime<Utc>> = h.iter().map(|c| ts(c.1)).collect();
+            let statuses: Vec<&str> = h.iter().map(|c| status_str(c.2)).collect();
+            let reasons: Vec<Option<&str>> = h.iter().map(|c| c.3.as_deref()).collect();
+            tx.execute(
+                "INSERT INTO status_history (node_id, at, status, reason)
+                 SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[])",
+                &[&ids, &ats, &statuses, &reasons],
             )
             .await
             .map_err(db)?;
-        let current = tx
-            .prepare_cached(
-                "UPDATE nodes SET status = $2, last_seen = GREATEST(last_seen, $3) WHERE id = $1",
+            let ids: Vec<Uuid> = net.nodes.iter().map(|c| uuid(c.0.0)).collect();
+            let statuses: Vec<&str> = net.nodes.iter().map(|c| status_str(c.1)).collect();
+            let ats: Vec<DateTime<Utc>> = net.nodes.iter().map(|c| ts(c.2)).collect();
+            tx.execute(
+                "UPDATE nodes SET status = n.status, last_seen = GREATEST(nodes.last_seen, n.at)
+                 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS n(id, status, at)
+                 WHERE nodes.id = n.id",
+                &[&ids, &statuses, &ats],
             )
             .await
             .map_err(db)?;
-        let command = tx
-            .prepare_cached(
-                "UPDATE commands SET state = $2, updated_at = $3 WHERE request_id = $1 AND state IN ('queued', 'sent', 'held', 'approved')",
+        }
+        if !net.commands.is_empty() {
+            let ids: Vec<Uuid> = net.commands.iter().map(|c| uuid(c.0.0)).collect();
+            let states: Vec<&str> = net.commands.iter().map(|c| c.1.as_str()).collect();
+            let ats: Vec<DateTime<Utc>> = net.commands.iter().map(|c| ts(c.2)).collect();
+            tx.execute(
+                "UPDATE commands SET state = c.state, updated_at = c.at
+                 FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS c(id, state, at)
+                 WHERE commands.request_id = c.id
+                   AND commands.state IN ('queued', 'sent', 'held', 'approved')",
+                &[&ids, &states, &ats],
             )
             .await
             .map_err(db)?;
-        for change in &changes {
-            match change {
-                StateChange::Status {
-                    node_id,
-                    status,
-                    reason,
-                    at,
-                } => {
-                    let (id, status, at) = (uuid(node_id.0), status_str(*status), ts(*at));
-                    tx.execute(&history, &[&id, &at, &status, reason])
-                        .await
-                        .map_err(db)?;
-                    tx.execute(&current, &[&id, &status, &at])
-                        .await
-                        .map_err(db)?;
-                }
-                StateChange::Command {
-                    request_id,
-                    state,
-                    at,
-                } => {
-                    tx.execute(&command, &[&uuid(request_id.0), &state.as_str(), &ts(*at)])
-                        .await
-                        .map_err(db)?;
-                }
-                StateChange::Rollout {
-                    rollout_id,
-                    state,
-                    at,
-                } => {
-                    tx.execute(
-                        "UPDATE rollouts SET state = $2, updated_at = $3 WHERE id = $1",
-                        &[&uuid(rollout_id.0), &state.as_str(), &ts(*at)],
-                    )
-                    .await
-                    .map_err(db)?;
-                }
-                StateChange::RolloutTarget {
-                    rollout_id,
-                    node_id,
-                    state,
-                    at,
-                } => {
-                    tx.execute(
-                        "UPDATE rollout_targets SET state = $3, updated_at = $4
-                         WHERE rollout_id = $1 AND node_id = $2",
-                        &[
-                            &uuid(rollout_id.0),
-                            &uuid(node_id.0),
-                            &state.as_str(),
-                            &ts(*at),
-                        ],
-                    )
-                    .await
-                    .map_err(db)?;
-                }
-            }
+        }
+        for (rollout_id, state, at) in &net.rollouts {
+            tx.execute(
+                "UPDATE rollouts SET state = $2, updated_at = $3 WHERE id = $1",
+                &[&uuid(rollout_id.0), &state.as_str(), &ts(*at)],
+            )
+            .await
+            .map_err(db)?;
+        }
+        if !net.targets.is_empty() {
+            let t = &net.targets;
+            let rollouts: Vec<Uuid> = t.iter().map(|c| uuid(c.0.0)).collect();
+            let nodes: Vec<Uuid> = t.iter().map(|c| uuid(c.1.0)).collect();
+            let states: Vec<&str> = t.iter().map(|c| c.2.as_str()).collect();
+            let ats: Vec<DateTime<Utc>> = t.iter().map(|c| ts(c.3)).collect();
+            tx.execute(
+                "UPDATE rollout_targets SET state = t.state, updated_at = t.at
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[])
+                   AS t(rollout_id, node_id, state, at)
+                 WHERE rollout_targets.rollout_id = t.rollout_id
+                   AND rollout_targets.node_id = t.node_id",
+                &[&rollouts, &nodes, &states, &ats],
+            )
+            .await
+            .map_err(db)?;
         }
         audit_batch(&tx, super::audit::state_batch(&changes)).await?;
         tx.commit().await.map_err(db)
