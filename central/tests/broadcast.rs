@@ -1,6 +1,7 @@
 //! `POST /api/v1/commands/broadcast`: one command to many nodes as one
-//! decision — every named node gets it once, one audit record, and a list
-//! with a bad entry is refused whole with nothing stored.
+//! decision — a rollout that starts every target at once: every named node
+//! gets it once, one audit record, offline nodes get it when they are back,
+//! and a list with a bad entry is refused whole with nothing stored.
 
 mod common;
 
@@ -67,15 +68,29 @@ async fn every_named_node_gets_the_command_once_and_it_is_audited_once() {
     let audit = central.running.store().all_audit().await.expect("audit");
     let broadcasts: Vec<_> = audit
         .iter()
-        .filter(|e| e.action == "command.broadcast")
+        .filter(|e| e.action == "rollout.create")
         .collect();
     assert_eq!(broadcasts.len(), 1);
     assert_eq!(broadcasts[0].actor, "admin");
-    assert_eq!(
-        broadcasts[0].detail["commands"].as_array().map(Vec::len),
-        Some(3)
-    );
+    assert_eq!(broadcasts[0].detail["targets"], 3);
+    assert_eq!(broadcasts[0].detail["broadcast"], true);
+    assert_eq!(broadcasts[0].subject, body["rolloutId"].as_str().unwrap());
     assert!(audit.iter().all(|e| e.action != "command.submit"));
+    let (status, rollout) = http(
+        "GET",
+        &central.api(&format!(
+            "/api/v1/rollouts/{}",
+            body["rolloutId"].as_str().unwrap()
+        )),
+        Some(&central.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{rollout}");
+    assert_eq!(
+        rollout["limits"]["maxConcurrency"], 3,
+        "all at once: {rollout}"
+    );
 }
 
 #[tokio::test]
@@ -101,11 +116,28 @@ async fn all_means_every_node_not_revoked() {
         issued.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
         vec![active.id]
     );
-    let stored = store.get_command(issued[0].1).await.expect("read");
-    assert_eq!(
-        stored.map(|c| c.state),
-        Some(nap_core::central::CommandState::Queued)
+    // Offline: its command starts when the node is back.
+    assert!(
+        store
+            .get_command(issued[0].1)
+            .await
+            .expect("read")
+            .is_none()
     );
+    let mut ws = connect(&central, &good_token(&active))
+        .await
+        .expect("upgraded");
+    match next_message(&mut ws).await {
+        CentralMessage::Welcome(_) => {}
+        other => panic!("expected welcome, got {other:?}"),
+    }
+    match next_message(&mut ws).await {
+        CentralMessage::HealthCheck(h) => assert_eq!(h.request_id, issued[0].1),
+        other => panic!("expected the health check, got {other:?}"),
+    }
+    // Stored before it was sent.
+    let stored = store.get_command(issued[0].1).await.expect("read");
+    assert_eq!(stored.map(|c| c.node_id), Some(active.id));
 }
 
 #[tokio::test]
@@ -186,5 +218,5 @@ async fn a_broadcast_with_a_bad_entry_is_refused_whole_and_stores_nothing() {
     assert_eq!(status, 403, "a viewer may not broadcast");
     assert!(store.open_commands().await.expect("open").is_empty());
     let audit = store.all_audit().await.expect("audit");
-    assert!(audit.iter().all(|e| e.action != "command.broadcast"));
+    assert!(audit.iter().all(|e| e.action != "rollout.create"));
 }

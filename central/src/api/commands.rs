@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use std::collections::BTreeMap;
 
 use nap_core::central::approval::{ApprovalPolicy, Asked, Requirement};
+use nap_core::central::rollout::Strategy;
 use nap_core::central::{Alarm, ApprovalEvent, CommandState};
 use nap_core::wire::{CentralMessage, CommandKind, Execute};
 use nap_core::{Limits, NodeId, RequestId, WallTime};
@@ -15,6 +16,7 @@ use serde_json::{Value, json};
 use super::caller::Caller;
 use super::error::{ApiError, bad_request, internal};
 use super::nodes::parse_node;
+use super::rollouts;
 use super::tokens::Role;
 use crate::cluster::Dispatch;
 use crate::hub::HubHandle;
@@ -324,11 +326,12 @@ pub(super) const MAX_BROADCAST: usize = 100_000;
 /// Room for `MAX_BROADCAST` quoted node ids and the command.
 pub(super) const BROADCAST_BODY_LIMIT: usize = 8 << 20;
 
-/// `POST /api/v1/commands/broadcast`: one command to many nodes, as one
-/// decision — one transaction for the commands, one audit record, one
-/// hand-over per central instance. `nodes` is a list of node ids or `"all"`
-/// (every node not revoked). A list naming an unknown or revoked node is
-/// refused whole.
+/// `POST /api/v1/commands/broadcast`: one command to many nodes — a
+/// rollout that starts every target at once (spec §8.3): no canary, 100 %
+/// concurrency, no error limit, offline targets waiting for their node
+/// until the usual hour is up. `nodes` is a list of node ids (or names) or
+/// `"all"` (every node not revoked). A list naming an unknown or revoked
+/// node is refused whole.
 pub(super) async fn broadcast(
     State(hub): State<HubHandle>,
     Extension(who): Extension<Caller>,
@@ -355,6 +358,48 @@ pub(super) async fn broadcast(
     }
     let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
     let targets = broadcast_targets(&nodes, &registry)?;
+    if hub.cluster().is_some() {
+        return broadcast_at_once(&hub, who, targets, &registry, template).await;
+    }
+    let plan = rollouts::Plan {
+        template,
+        targets: rollouts::Targets::Resolved(targets),
+        selector: None,
+        strategy: Strategy::all_at_once(BROADCAST_DEADLINE),
+        start_at: None,
+    };
+    let prepared = rollouts::prepare(&hub, plan, &registry)?;
+    let started = rollouts::start(&hub, who, prepared, true).await?;
+    let issued: Vec<Value> = started
+        .planned
+        .iter()
+        .map(|(node_id, request_id)| json!({ "nodeId": node_id, "requestId": request_id }))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "broadcastId": started.rollout_id,
+            "rolloutId": started.rollout_id,
+            "commands": issued,
+        })),
+    )
+        .into_response())
+}
+
+/// A broadcast's targets wait this long for their node, as a queued
+/// command does.
+const BROADCAST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A broadcast with several central processes, until rollouts span them:
+/// every command stored in one transaction, one audit record, one
+/// hand-over per process — no rollout record.
+async fn broadcast_at_once(
+    hub: &HubHandle,
+    who: &Caller,
+    targets: Vec<NodeId>,
+    registry: &[NodeRecord],
+    template: CommandTemplate,
+) -> Result<Response, ApiError> {
     let now = hub.clock().wall();
     let mut records = Vec::with_capacity(targets.len());
     let mut dispatches = Vec::with_capacity(targets.len());

@@ -77,16 +77,7 @@ pub(super) async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let who = who.needs(Role::Operator)?;
-    if hub.cluster().is_some() {
-        // Its targets held by other processes would look offline here and
-        // be skipped: refused rather than half done.
-        return Err(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            "rollouts across several central processes are not supported yet: \
-             run it against a single central process"
-                .into(),
-        ));
-    }
+    refuse_in_cluster(&hub)?;
     let request: RolloutRequest = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| bad_request(format!("not a rollout request: {e}")))?;
     if request
@@ -96,48 +87,159 @@ pub(super) async fn create(
     {
         return Err(bad_request("type, when given, is \"broadcast\""));
     }
-    let strategy = checked(request.strategy.clone())?;
-    let selector = request
+    let mut body = serde_json::to_value(&request.params).map_err(internal)?;
+    body["type"] = json!(request.command.as_str());
+    let plan = Plan {
+        template: CommandTemplate::parse(body)?,
+        targets: Targets::Named(request.targets),
+        selector: request.selector,
+        strategy: request.strategy,
+        start_at: request.start_at,
+    };
+    let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
+    let prepared = prepare(&hub, plan, &registry)?;
+    if request.dry_run {
+        return Ok(Json(json!({
+            "dryRun": true,
+            "limits": limits_json(&prepared.limits, &prepared.strategy),
+            "targets": prepared.targets,
+        }))
+        .into_response());
+    }
+    let started = start(&hub, who, prepared, false).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "rolloutId": started.rollout_id,
+            "state": RolloutState::Scheduled,
+            "limits": limits_json(&started.limits, &started.strategy),
+            "targets": started.planned.len(),
+        })),
+    )
+        .into_response())
+}
+
+/// Refused (501) with several central processes: its targets held by other
+/// processes would look offline here and be skipped — refused rather than
+/// half done.
+pub(super) fn refuse_in_cluster(hub: &HubHandle) -> Result<(), ApiError> {
+    match hub.cluster() {
+        None => Ok(()),
+        Some(_) => Err(ApiError(
+            StatusCode::NOT_IMPLEMENTED,
+            "rollouts across several central processes are not supported yet: \
+             run it against a single central process"
+                .into(),
+        )),
+    }
+}
+
+/// A rollout asked for: by `POST /api/v1/rollouts` or by a broadcast.
+pub(super) struct Plan {
+    pub template: CommandTemplate,
+    pub targets: Targets,
+    pub selector: Option<String>,
+    pub strategy: Strategy,
+    pub start_at: Option<WallTime>,
+}
+
+/// A plan's targets.
+pub(super) enum Targets {
+    /// As the request names them: node ids or names, `"all"`, or none
+    /// (the selector's).
+    Named(Option<Value>),
+    /// Checked already against the registry given with them.
+    Resolved(Vec<NodeId>),
+}
+
+/// A plan checked against the registry, its numbers worked out.
+pub(super) struct Prepared {
+    targets: Vec<NodeId>,
+    selector: Option<Selector>,
+    strategy: Strategy,
+    limits: Limits,
+    message: nap_core::wire::CentralMessage,
+    timeout_ms: u64,
+    start_at: Option<WallTime>,
+}
+
+/// A rollout stored and handed to the hub.
+pub(super) struct Started {
+    pub rollout_id: RolloutId,
+    pub strategy: Strategy,
+    pub limits: Limits,
+    /// Each target and its command's request id, in order.
+    pub planned: Vec<(NodeId, RequestId)>,
+}
+
+/// Resolves the targets against `registry` and checks what would stop the
+/// rollout.
+pub(super) fn prepare(
+    hub: &HubHandle,
+    plan: Plan,
+    registry: &[NodeRecord],
+) -> Result<Prepared, ApiError> {
+    let strategy = checked(plan.strategy)?;
+    let selector = plan
         .selector
         .as_deref()
         .map(str::parse::<Selector>)
         .transpose()
         .map_err(|e| bad_request(e.to_string()))?;
-    let mut body = serde_json::to_value(&request.params).map_err(internal)?;
-    body["type"] = json!(request.command.as_str());
-    let template = CommandTemplate::parse(body)?;
-    let (message, timeout_ms) = template.instance(RequestId::from_u128(0))?;
-    let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
-    let targets = resolve(request.targets.as_ref(), selector.as_ref(), &registry)?;
+    let (message, timeout_ms) = plan.template.instance(RequestId::from_u128(0))?;
+    let targets = match plan.targets {
+        Targets::Named(named) => resolve(named.as_ref(), selector.as_ref(), registry)?,
+        Targets::Resolved(ids) => ids,
+    };
     let policy = hub.read(|h| h.config().approval.clone());
-    if let Some(command) = request.params.command.as_deref()
-        && request.command == CommandKind::Execute
-    {
+    if let nap_core::wire::CentralMessage::Execute(execute) = &message {
         let by_id: HashMap<NodeId, &NodeRecord> = registry.iter().map(|n| (n.id, n)).collect();
         for node_id in &targets {
             let labels = by_id
                 .get(node_id)
                 .map(|n| n.labels.clone())
                 .unwrap_or_default();
-            if policy.requirement(command, &labels, None).is_err() {
+            if policy.requirement(&execute.command, &labels, None).is_err() {
                 return Err(bad_request(format!(
-                    "an approval rule covers `{command}` on node {node_id}: a command that needs \
+                    "an approval rule covers `{}` on node {node_id}: a command that needs \
                      approval goes to one node (POST /api/v1/nodes/{{id}}/commands); rollouts \
-                     with approval are not supported yet"
+                     with approval are not supported yet",
+                    execute.command
                 )));
             }
         }
     }
     let limits = Limits::of(&strategy, targets.len());
-    if request.dry_run {
-        return Ok(Json(json!({
-            "dryRun": true,
-            "limits": limits_json(&limits, &strategy),
-            "targets": targets,
-        }))
-        .into_response());
-    }
+    Ok(Prepared {
+        targets,
+        selector,
+        strategy,
+        limits,
+        message,
+        timeout_ms,
+        start_at: plan.start_at,
+    })
+}
+
+/// Stores the rollout and its targets, audits it, and hands it to the hub.
+/// `broadcast`: it came as `POST /api/v1/commands/broadcast`.
+pub(super) async fn start(
+    hub: &HubHandle,
+    who: &Caller,
+    prepared: Prepared,
+    broadcast: bool,
+) -> Result<Started, ApiError> {
+    let Prepared {
+        targets,
+        selector,
+        strategy,
+        limits,
+        message,
+        timeout_ms,
+        start_at,
+    } = prepared;
     let now = hub.clock().wall();
+    let start_at = start_at.unwrap_or(now);
     let rollout_id = RolloutId::from(uuid::Uuid::new_v4());
     let planned: Vec<(NodeId, RequestId)> = targets
         .iter()
@@ -151,7 +253,7 @@ pub(super) async fn create(
         limits: serde_json::to_value(limits).map_err(internal)?,
         selector: selector.as_ref().map(ToString::to_string),
         state: RolloutState::Scheduled,
-        start_at: request.start_at.unwrap_or(now),
+        start_at,
         created_at: now,
         updated_at: now,
     };
@@ -176,8 +278,9 @@ pub(super) async fn create(
                 "command": message,
                 "strategy": strategy,
                 "limits": limits,
-                "selector": request.selector,
+                "selector": selector.as_ref().map(ToString::to_string),
                 "targets": targets.len(),
+                "broadcast": broadcast,
                 "role": who.role.as_str(),
             }),
             now,
@@ -188,22 +291,18 @@ pub(super) async fn create(
         rollout_id,
         requester: who.user().to_owned(),
         strategy: strategy.clone(),
-        targets: planned,
+        targets: planned.clone(),
         message,
         timeout: Duration::from_millis(timeout_ms),
-        start_at: request.start_at.unwrap_or(now),
+        start_at,
         restored: None,
     })));
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "rolloutId": rollout_id,
-            "state": RolloutState::Scheduled,
-            "limits": limits_json(&limits, &strategy),
-            "targets": targets.len(),
-        })),
-    )
-        .into_response())
+    Ok(Started {
+        rollout_id,
+        strategy,
+        limits,
+        planned,
+    })
 }
 
 /// The targets a request names, in order: its list (ids or names) or

@@ -119,8 +119,13 @@ impl HubHandle {
                 std::iter::from_fn(|| hub.poll_output()).collect::<Vec<_>>(),
             )
         };
+        // What the hub started at one instant is stored and sent as one.
+        let mut starts = Vec::new();
         for output in outputs {
-            self.perform(output);
+            self.perform(output, &mut starts);
+        }
+        if !starts.is_empty() {
+            tokio::spawn(super::rollouts::start_targets(self.clone(), starts));
         }
         self.0.timers.notify_one();
         value
@@ -136,7 +141,7 @@ impl HubHandle {
         self.0.routes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn perform(&self, output: HubOutput) {
+    fn perform(&self, output: HubOutput, starts: &mut Vec<super::rollouts::TargetStart>) {
         let effects = &self.0.effects;
         match output {
             HubOutput::ToSession { session_id, event } => {
@@ -226,16 +231,13 @@ impl HubHandle {
                 requester,
                 message,
                 timeout,
-            } => {
-                let start = super::rollouts::TargetStart {
-                    node_id,
-                    request_id,
-                    requester,
-                    message,
-                    timeout,
-                };
-                tokio::spawn(super::rollouts::start_target(self.clone(), start));
-            }
+            } => starts.push(super::rollouts::TargetStart {
+                node_id,
+                request_id,
+                requester,
+                message,
+                timeout,
+            }),
             HubOutput::RolloutChanged { rollout_id, state } => {
                 effects.state_change(StateChange::Rollout {
                     rollout_id,

@@ -155,6 +155,20 @@ pub struct Strategy {
     pub deadline: Duration,
 }
 
+impl Strategy {
+    /// A broadcast's: every target at once, no canary, no error limit,
+    /// offline targets waiting for their node until `deadline`.
+    pub fn all_at_once(deadline: Duration) -> Self {
+        Self {
+            max_concurrency: Amount::Percent(100),
+            max_errors: Amount::Percent(100),
+            offline: OfflineTargets::Wait,
+            deadline,
+            ..Self::default()
+        }
+    }
+}
+
 /// A duration as whole seconds.
 mod seconds {
     use std::time::Duration;
