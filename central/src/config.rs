@@ -93,6 +93,10 @@ pub struct ServeConfig {
     /// v0.3: after a restart, how long a restored rollout waits for its
     /// targets' nodes to reconnect before it starts anything new, in seconds.
     pub rollout_hold_s: u64,
+    /// v0.3, with `redis`: the lease on driving the cluster's rollouts lasts
+    /// this long without a renewal (renewed every fifth of it): a driver
+    /// that dies is replaced within about this long, in seconds.
+    pub rollout_lease_s: u64,
     /// A drain (graceful shutdown) spreads the fleet's return at this many nodes per second.
     pub drain_rate_per_s: u32,
     /// Messages per second one node may send, and the burst above that.
@@ -235,6 +239,7 @@ impl Default for ServeConfig {
             max_queued_per_node: 1000,
             sweep_every_s: 60,
             rollout_hold_s: 60,
+            rollout_lease_s: 10,
             drain_rate_per_s: 200,
             rate_per_s: 20,
             rate_burst: 200,

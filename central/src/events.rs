@@ -44,6 +44,11 @@ pub enum AppEvent {
         verdict:
             Result<nap_core::central::rollout::RolloutState, nap_core::central::ControlRefusal>,
     },
+    /// v0.3, with a cluster: this process has taken (or given up) the
+    /// lease on driving the rollouts.
+    RolloutDriver {
+        driving: bool,
+    },
     /// With a cluster: this process has claimed the node and loaded its
     /// open commands.
     TakenOver {

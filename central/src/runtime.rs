@@ -126,9 +126,10 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
         Events::new(),
         clock,
     );
-    let link = cluster.map(|c| ClusterLink::new(c, config.max_connections));
+    let lease = Duration::from_secs(config.rollout_lease_s.max(1));
+    let link = cluster.map(|c| ClusterLink::new(c, config.max_connections, lease));
     let hub = HubHandle::start(config.hub_config(seed())?, effects, link);
-    crate::hub::start_cluster_work(&hub);
+    let cluster_tasks = crate::hub::start_cluster_work(&hub);
     hub.watch_revocations();
     let rollouts = hub.restore_rollouts().await?;
     if rollouts > 0 {
@@ -180,7 +181,7 @@ pub async fn start(mut config: ServeConfig) -> anyhow::Result<Running> {
         agent_addr,
         api_addr,
         stop,
-        tasks: vec![agents, api],
+        tasks: [agents, api].into_iter().chain(cluster_tasks).collect(),
     })
 }
 
@@ -213,6 +214,9 @@ impl Running {
         for task in self.tasks {
             task.abort();
         }
+        // Another process drives the rollouts from now on, without waiting
+        // for the lease to run out.
+        self.hub.release_rollouts().await;
         tracing::info!("nap-central stopped");
     }
 }

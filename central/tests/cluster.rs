@@ -452,23 +452,187 @@ async fn an_approval_given_at_one_instance_is_decided_by_the_one_holding_the_nod
     );
 }
 
+/// Which of the two drives the rollouts, once one has taken the lease.
+async fn driver_of(a: &Running, b: &Running) -> bool {
+    let (mut on_a, mut on_b) = (a.events().subscribe(), b.events().subscribe());
+    if a.hub.drives_rollouts() {
+        return true;
+    }
+    if b.hub.drives_rollouts() {
+        return false;
+    }
+    let driving = |e: &AppEvent| matches!(e, AppEvent::RolloutDriver { driving: true });
+    tokio::select! {
+        _ = wait_for(&mut on_a, Duration::from_secs(10), driving) => true,
+        _ = wait_for(&mut on_b, Duration::from_secs(10), driving) => false,
+    }
+}
+
+async fn post(
+    running: &Running,
+    token: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    http(
+        "POST",
+        &format!("http://{}{path}", running.api_addr),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
 #[tokio::test]
-async fn a_rollout_is_refused_in_a_cluster_rather_than_half_done() {
-    let Some((a, _b)) = pair("cluster_rollout").await else {
+async fn one_process_drives_a_rollout_over_nodes_on_both_and_either_controls_it() {
+    let Some((a, b)) = pair("cluster_rollout").await else {
         return;
     };
-    let (status, body) = http(
-        "POST",
-        &a.api("/api/v1/rollouts"),
-        Some(&a.admin),
-        Some(json!({ "command": "health_check", "targets": "all" })),
+    let a_drives = driver_of(&a.running, &b).await;
+    let (driver, other) = if a_drives {
+        (&a.running, &b)
+    } else {
+        (&b, &a.running)
+    };
+    let on_driver_key = node_key();
+    let on_other_key = node_key();
+    register(&a, &on_driver_key).await;
+    register(&a, &on_other_key).await;
+    let _on_driver = join(&a, driver, &on_driver_key).await;
+    let mut on_other = join(&a, other, &on_other_key).await;
+    let mut driver_events = driver.events().subscribe();
+
+    // Asked at the process that does not drive: the canary is the node it
+    // holds, the rest waits for a long bake.
+    let (status, body) = post(
+        other,
+        &a.admin,
+        "/api/v1/rollouts",
+        json!({
+            "command": "health_check",
+            "targets": [on_other_key.id, on_driver_key.id],
+            "strategy": { "canary": 1, "bakeS": 3600, "maxConcurrency": "100%" },
+        }),
     )
     .await;
-    assert_eq!(status, 501, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("several central processes")),
+    assert_eq!(status, 201, "{body}");
+    let id = body["rolloutId"].as_str().expect("id").to_owned();
+    let canary = next_command(&mut on_other).await;
+    send(&mut on_other, succeeded(canary)).await;
+    // The driver hears of the canary's result from the store.
+    wait_for(&mut driver_events, Duration::from_secs(10), |e| {
+        matches!(e, AppEvent::Rollout { state, .. }
+            if *state == nap_core::central::rollout::RolloutState::Baking)
+    })
+    .await;
+
+    let (status, body) = post(
+        other,
+        &a.admin,
+        &format!("/api/v1/rollouts/{id}/pause"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("paused")),
         "{body}"
     );
+    let (status, body) = post(
+        driver,
+        &a.admin,
+        &format!("/api/v1/rollouts/{id}/pause"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        status, 409,
+        "paused already, whichever process is asked: {body}"
+    );
+    let (status, body) = post(
+        other,
+        &a.admin,
+        &format!("/api/v1/rollouts/{id}/abort"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("aborted")),
+        "{body}"
+    );
+    wait_for(&mut driver_events, Duration::from_secs(10), |e| {
+        matches!(e, AppEvent::RolloutTarget { state, .. }
+            if *state == nap_core::central::rollout::TargetState::Command(CommandState::Cancelled))
+    })
+    .await;
+    let (status, report) = http(
+        "GET",
+        &format!("http://{}/api/v1/rollouts/{id}", other.api_addr),
+        Some(&a.admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["state"], "aborted", "{report}");
+    assert_eq!(report["counts"]["succeeded"], 1, "{report}");
+    assert_eq!(
+        report["counts"]["cancelled"], 1,
+        "the rest never started: {report}"
+    );
+}
+
+#[tokio::test]
+async fn when_the_driving_process_stops_the_other_takes_the_rollout_over() {
+    let Some((a, b)) = pair_with("cluster_rollout_takeover", |c| {
+        c.rollout_lease_s = 1;
+        c.rollout_hold_s = 0;
+    })
+    .await
+    else {
+        return;
+    };
+    let a_drives = driver_of(&a.running, &b).await;
+    let first_key = node_key();
+    let second_key = node_key();
+    register(&a, &first_key).await;
+    register(&a, &second_key).await;
+    let survivor = if a_drives { &b } else { &a.running };
+    let mut first = join(&a, survivor, &first_key).await;
+    let mut second = join(&a, survivor, &second_key).await;
+    let mut survivor_events = survivor.events().subscribe();
+
+    let (status, body) = post(
+        survivor,
+        &a.admin,
+        "/api/v1/rollouts",
+        json!({
+            "command": "health_check",
+            "targets": [first_key.id, second_key.id],
+            "strategy": { "maxConcurrency": 1 },
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let started = next_command(&mut first).await;
+
+    let Central {
+        running, dir: _dir, ..
+    } = a;
+    let (driver, _survivor) = if a_drives { (running, b) } else { (b, running) };
+    driver.shutdown().await;
+    wait_for(&mut survivor_events, Duration::from_secs(10), |e| {
+        matches!(e, AppEvent::RolloutDriver { driving: true })
+    })
+    .await;
+    send(&mut first, succeeded(started)).await;
+
+    // The survivor restored the rollout from the store and goes on with it.
+    let next = next_command(&mut second).await;
+    send(&mut second, succeeded(next)).await;
+    wait_for(&mut survivor_events, Duration::from_secs(10), |e| {
+        matches!(e, AppEvent::Rollout { state, .. }
+            if *state == nap_core::central::rollout::RolloutState::Succeeded)
+    })
+    .await;
 }

@@ -138,6 +138,10 @@ info:
   description: |
     The Node Agent Protocol between an agent and central. Normative text: protocol.md.
     Message payloads are the JSON Schemas under schemas/, generated from the Rust types.
+    v0.3 broadcasts and rollouts (the operator's `broadcast`, schemas/broadcast.json and
+    operator-to-central.json, protocol.md §8.3) never travel on this channel: each target
+    receives an ordinary `execute`, `deploy`, `health_check` or `update_agent` with its own
+    `requestId`, acked, deduplicated and answered like any other command.
 defaultContentType: application/json
 servers:
   central:

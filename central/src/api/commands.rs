@@ -358,9 +358,6 @@ pub(super) async fn broadcast(
     }
     let registry = hub.effects().store.list_nodes().await.map_err(internal)?;
     let targets = broadcast_targets(&nodes, &registry)?;
-    if hub.cluster().is_some() {
-        return broadcast_at_once(&hub, who, targets, &registry, template).await;
-    }
     let plan = rollouts::Plan {
         template,
         targets: rollouts::Targets::Resolved(targets),
@@ -389,72 +386,6 @@ pub(super) async fn broadcast(
 /// A broadcast's targets wait this long for their node, as a queued
 /// command does.
 const BROADCAST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// A broadcast with several central processes, until rollouts span them:
-/// every command stored in one transaction, one audit record, one
-/// hand-over per process — no rollout record.
-async fn broadcast_at_once(
-    hub: &HubHandle,
-    who: &Caller,
-    targets: Vec<NodeId>,
-    registry: &[NodeRecord],
-    template: CommandTemplate,
-) -> Result<Response, ApiError> {
-    let now = hub.clock().wall();
-    let mut records = Vec::with_capacity(targets.len());
-    let mut dispatches = Vec::with_capacity(targets.len());
-    let by_id: std::collections::HashMap<NodeId, &NodeRecord> =
-        registry.iter().map(|n| (n.id, n)).collect();
-    let policy = hub.read(|h| h.config().approval.clone());
-    for node_id in targets {
-        let node = by_id
-            .get(&node_id)
-            .ok_or_else(|| internal(format!("node {node_id} left the registry")))?;
-        let (record, dispatch) = template.for_node(node, who.user(), now, &policy).map_err(
-            |ApiError(status, why)| {
-                ApiError(
-                    status,
-                    format!(
-                        "node {node_id}: {why}; a command that needs approval goes to one node"
-                    ),
-                )
-            },
-        )?;
-        records.push(record);
-        dispatches.push(dispatch);
-    }
-    let issued: Vec<Value> = dispatches
-        .iter()
-        .map(|d| json!({ "nodeId": d.node_id, "requestId": d.request_id }))
-        .collect();
-    let broadcast_id = uuid::Uuid::new_v4();
-    hub.effects()
-        .store
-        .insert_commands(records)
-        .await
-        .map_err(internal)?;
-    hub.effects()
-        .store
-        .append_audit(
-            who.user(),
-            "command.broadcast",
-            &broadcast_id.to_string(),
-            json!({
-                "command": Value::Object(template.body.clone()),
-                "commands": issued,
-                "role": who.role.as_str(),
-            }),
-            now,
-        )
-        .await
-        .map_err(internal)?;
-    hub.dispatch(dispatches).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "broadcastId": broadcast_id, "commands": issued })),
-    )
-        .into_response())
-}
 
 /// The nodes a broadcast names, checked against the registry.
 fn broadcast_targets(nodes: &Value, registry: &[NodeRecord]) -> Result<Vec<NodeId>, ApiError> {

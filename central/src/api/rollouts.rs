@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use nap_core::central::rollout::{
     ErrorMode, Limits, RolloutState, Selector, Strategy, TargetState,
 };
-use nap_core::central::{ControlRefusal, HubInput, NewRollout, RolloutControl};
+use nap_core::central::{ControlRefusal, NewRollout, RolloutControl};
 use nap_core::wire::{BroadcastParams, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 use serde::Deserialize;
@@ -77,7 +77,6 @@ pub(super) async fn create(
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let who = who.needs(Role::Operator)?;
-    refuse_in_cluster(&hub)?;
     let request: RolloutRequest = serde_json::from_value(parse_body(&body)?)
         .map_err(|e| bad_request(format!("not a rollout request: {e}")))?;
     if request
@@ -117,21 +116,6 @@ pub(super) async fn create(
         })),
     )
         .into_response())
-}
-
-/// Refused (501) with several central processes: its targets held by other
-/// processes would look offline here and be skipped — refused rather than
-/// half done.
-pub(super) fn refuse_in_cluster(hub: &HubHandle) -> Result<(), ApiError> {
-    match hub.cluster() {
-        None => Ok(()),
-        Some(_) => Err(ApiError(
-            StatusCode::NOT_IMPLEMENTED,
-            "rollouts across several central processes are not supported yet: \
-             run it against a single central process"
-                .into(),
-        )),
-    }
 }
 
 /// A rollout asked for: by `POST /api/v1/rollouts` or by a broadcast.
@@ -287,7 +271,7 @@ pub(super) async fn start(
         )
         .await
         .map_err(internal)?;
-    hub.input(HubInput::StartRollout(Box::new(NewRollout {
+    hub.drive_new_rollout(NewRollout {
         rollout_id,
         requester: who.user().to_owned(),
         strategy: strategy.clone(),
@@ -296,7 +280,8 @@ pub(super) async fn start(
         timeout: Duration::from_millis(timeout_ms),
         start_at,
         restored: None,
-    })));
+    })
+    .await;
     Ok(Started {
         rollout_id,
         strategy,

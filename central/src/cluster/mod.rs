@@ -5,4 +5,4 @@ mod bus;
 mod presence;
 
 pub use bus::listen;
-pub use presence::{Cluster, Dispatch, Holder, Notice, PRESENCE_TTL};
+pub use presence::{Cluster, Dispatch, Holder, Lease, Notice, PRESENCE_TTL};

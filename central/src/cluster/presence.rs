@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use nap_core::central::Presence;
 use nap_core::central::approval::{ApprovalRefusal, Decided, Decision, Person};
+use nap_core::central::rollout::RolloutState;
+use nap_core::central::{ControlRefusal, RolloutControl};
 use nap_core::wire::CentralMessage;
-use nap_core::{NodeId, RequestId, SessionId};
+use nap_core::{NodeId, RequestId, RolloutId, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +58,31 @@ if held == ARGV[1] then
 end
 return held
 ";
+
+/// Takes the lease KEYS[1] for ARGV[1] for ARGV[2] ms, or keeps it: 2 when
+/// taken now, 1 when kept, 0 when another holds it.
+const LEASE: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+elseif not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+";
+
+/// What asking for a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    /// This instance has just taken it.
+    Taken,
+    /// This instance held it and keeps it.
+    Kept,
+    /// Another instance holds it.
+    HeldElsewhere,
+}
 
 /// A command on its way to the instance that holds its node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +119,22 @@ pub enum Notice {
         person: String,
         verdict: Result<Decided, ApprovalRefusal>,
     },
+    /// v0.3, to the instance driving the rollouts: one was stored; load it
+    /// and start it.
+    RolloutStored { rollout_id: RolloutId },
+    /// v0.3, to the instance driving the rollouts: an operator's control;
+    /// the verdict goes back to `from`.
+    ControlRollout {
+        from: String,
+        rollout_id: RolloutId,
+        control: RolloutControl,
+    },
+    /// v0.3: the verdict on a control sent with [`Notice::ControlRollout`].
+    RolloutControlled {
+        rollout_id: RolloutId,
+        control: RolloutControl,
+        verdict: Result<RolloutState, ControlRefusal>,
+    },
 }
 
 /// Where presence says a node is.
@@ -124,6 +167,7 @@ pub struct Cluster {
     conn: ConnectionManager,
     refresh: Arc<redis::Script>,
     vacate: Arc<redis::Script>,
+    lease: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -156,6 +200,7 @@ impl Cluster {
             conn,
             refresh: Arc::new(redis::Script::new(REFRESH)),
             vacate: Arc::new(redis::Script::new(VACATE)),
+            lease: Arc::new(redis::Script::new(LEASE)),
         })
     }
 
@@ -254,6 +299,46 @@ impl Cluster {
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(receivers > 0)
+    }
+
+    fn rollout_lease_key(&self) -> String {
+        format!("{}:rollouts:driver", self.prefix)
+    }
+
+    /// Takes or keeps the lease on driving the cluster's rollouts for `ttl`.
+    pub async fn rollout_lease(&self, ttl: Duration) -> redis::RedisResult<Lease> {
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let found: i64 = self
+            .lease
+            .key(self.rollout_lease_key())
+            .arg(&self.instance)
+            .arg(ttl_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match found {
+            2 => Lease::Taken,
+            1 => Lease::Kept,
+            _ => Lease::HeldElsewhere,
+        })
+    }
+
+    /// Gives up the lease on driving the rollouts, if this instance holds it.
+    pub async fn release_rollout_lease(&self) -> redis::RedisResult<()> {
+        let _: Option<String> = self
+            .vacate
+            .key(self.rollout_lease_key())
+            .arg(&self.instance)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The instance driving the rollouts, if any.
+    pub async fn rollout_driver(&self) -> redis::RedisResult<Option<String>> {
+        redis::cmd("GET")
+            .arg(self.rollout_lease_key())
+            .query_async(&mut self.conn.clone())
+            .await
     }
 
     /// Keeps this instance's presence entries alive (and writes back any

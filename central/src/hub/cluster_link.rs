@@ -2,10 +2,14 @@
 //! the nodes whose sessions open here, and presence answers. It decides
 //! nothing: the hub does, from what this reports (`cluster_tasks` feeds it).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use nap_core::central::{Presence, Submission};
-use nap_core::{NodeId, SessionId};
+use std::collections::HashSet;
+
+use nap_core::{NodeId, RolloutId, SessionId};
 use tokio::sync::mpsc;
 
 use crate::cluster::{Cluster, Dispatch};
@@ -19,17 +23,49 @@ pub struct ClusterLink {
     cluster: Cluster,
     claims: mpsc::Sender<(NodeId, SessionId)>,
     pending: Mutex<Option<Claims>>,
+    /// v0.3: how long the lease on driving the rollouts lasts.
+    pub(super) rollout_lease: Duration,
+    /// v0.3: this process holds that lease (its hub drives the rollouts).
+    driving: AtomicBool,
+    /// v0.3: the rollouts handed to the hub since this process took the
+    /// lease: one the hub has forgotten (it ended) is not restored again
+    /// while the store's copy of its end is still being written.
+    handed: Mutex<HashSet<RolloutId>>,
 }
 
 impl ClusterLink {
-    /// `capacity`: claims that may wait (one per admission in flight).
-    pub fn new(cluster: Cluster, capacity: usize) -> Self {
+    /// `capacity`: claims that may wait (one per admission in flight);
+    /// `rollout_lease`: how long the lease on driving the rollouts lasts.
+    pub fn new(cluster: Cluster, capacity: usize, rollout_lease: Duration) -> Self {
         let (claims, rx) = mpsc::channel(capacity.max(1));
         Self {
             cluster,
             claims,
             pending: Mutex::new(Some(rx)),
+            rollout_lease,
+            driving: AtomicBool::new(false),
+            handed: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether this process drives the cluster's rollouts now.
+    pub fn driving(&self) -> bool {
+        self.driving.load(Ordering::Acquire)
+    }
+
+    /// Takes or gives up driving; either way, what was handed is forgotten.
+    pub(super) fn set_driving(&self, driving: bool) {
+        self.handed().clear();
+        self.driving.store(driving, Ordering::Release);
+    }
+
+    /// Marks the rollout handed to the hub; false if it was already.
+    pub(super) fn hand(&self, rollout_id: RolloutId) -> bool {
+        self.handed().insert(rollout_id)
+    }
+
+    fn handed(&self) -> std::sync::MutexGuard<'_, HashSet<RolloutId>> {
+        self.handed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn cluster(&self) -> &Cluster {
@@ -89,7 +125,7 @@ pub(super) fn submission(command: CommandRecord, known: bool) -> Submission {
         node_id: command.node_id,
         request_id: command.request_id,
         message,
-        timeout: std::time::Duration::from_millis(command.timeout_ms),
+        timeout: Duration::from_millis(command.timeout_ms),
         known,
         approval: command
             .approval
@@ -104,7 +140,7 @@ pub(super) fn dispatched(command: Dispatch) -> Submission {
         node_id: command.node_id,
         request_id: command.request_id,
         message: Some(command.message),
-        timeout: std::time::Duration::from_millis(command.timeout_ms),
+        timeout: Duration::from_millis(command.timeout_ms),
         known: true,
         approval: command
             .approval

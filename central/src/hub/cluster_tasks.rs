@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use nap_core::central::HubInput;
+use nap_core::central::RolloutControl;
 use nap_core::central::approval::{Decision, Person};
-use nap_core::{NodeId, RequestId, SessionId};
+use nap_core::{NodeId, RequestId, RolloutId, SessionId};
 use tokio::sync::mpsc;
 
 use super::cluster_link::{Claims, dispatched, submission};
@@ -22,20 +23,32 @@ use crate::store::Storage;
 /// Admissions claimed and loaded per batch.
 const TAKE_OVER_BATCH: usize = 512;
 
-/// Starts the take-overs, the notice forwarding and the presence refresh,
-/// when this process is one of several.
-pub fn start(hub: &HubHandle) {
+/// Starts the take-overs, the notice forwarding, the presence refresh and
+/// the rollout lease, when this process is one of several; their tasks, to
+/// stop at shutdown.
+pub fn start(hub: &HubHandle) -> Vec<tokio::task::JoinHandle<()>> {
     let Some(link) = hub.cluster() else {
-        return;
+        return Vec::new();
     };
     let cluster = link.cluster().clone();
+    let mut tasks = Vec::new();
     if let Some(rx) = link.take_claims() {
-        tokio::spawn(take_overs(hub.clone(), cluster.clone(), rx));
+        tasks.push(tokio::spawn(take_overs(hub.clone(), cluster.clone(), rx)));
     }
     let metrics = Arc::clone(&hub.effects().metrics);
     let notices = crate::cluster::listen(cluster.clone(), metrics);
-    tokio::spawn(forward_notices(hub.clone(), cluster.clone(), notices));
-    tokio::spawn(refresh_presence(hub.clone(), cluster));
+    tasks.push(tokio::spawn(forward_notices(
+        hub.clone(),
+        cluster.clone(),
+        notices,
+    )));
+    tasks.push(tokio::spawn(refresh_presence(hub.clone(), cluster.clone())));
+    tasks.push(tokio::spawn(super::rollout_lease::drive(
+        hub.clone(),
+        cluster,
+        link.rollout_lease,
+    )));
+    tasks
 }
 
 /// Claims nodes whose sessions have started here and loads their open
@@ -132,7 +145,62 @@ async fn forward_notices(hub: HubHandle, cluster: Cluster, mut notices: mpsc::Re
                 person,
                 verdict,
             }),
+            Notice::RolloutStored { rollout_id } => {
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = hub.start_handed(rollout_id).await {
+                        hub.effects().metrics.db_error("rollout_handed");
+                        tracing::warn!(error = %e, rollout = %rollout_id, "cannot load a rollout handed over; the next tick finds it");
+                    }
+                });
+            }
+            Notice::ControlRollout {
+                from,
+                rollout_id,
+                control,
+            } => {
+                tokio::spawn(control_for(
+                    hub.clone(),
+                    cluster.clone(),
+                    from,
+                    rollout_id,
+                    control,
+                ));
+            }
+            Notice::RolloutControlled {
+                rollout_id,
+                control,
+                verdict,
+            } => hub.effects().events.emit(AppEvent::RolloutControlled {
+                rollout_id,
+                control,
+                verdict,
+            }),
         }
+    }
+}
+
+/// Controls a rollout driven here for the process `from`, whose operator
+/// is waiting, and tells it the verdict (this hub has audited it).
+async fn control_for(
+    hub: HubHandle,
+    cluster: Cluster,
+    from: String,
+    rollout_id: RolloutId,
+    control: RolloutControl,
+) {
+    let Some(verdict) = hub.control_rollout_here(rollout_id, control).await else {
+        tracing::warn!(rollout = %rollout_id, %from, "the hub did not answer a rollout control from another process");
+        return;
+    };
+    let notice = Notice::RolloutControlled {
+        rollout_id,
+        control,
+        verdict,
+    };
+    if let Err(e) = cluster.tell(&from, &notice).await {
+        hub.effects().metrics.db_error("redis_publish");
+        tracing::warn!(error = %e, rollout = %rollout_id, %from, "cannot return a rollout control's verdict; it stands (see the audit chain)");
     }
 }
 

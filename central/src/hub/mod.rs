@@ -7,6 +7,7 @@ mod cluster_link;
 mod cluster_tasks;
 mod dispatch;
 mod handle;
+mod rollout_lease;
 mod rollouts;
 mod watch;
 

@@ -6,14 +6,16 @@
 use std::time::Duration;
 
 use nap_core::central::rollout::{RolloutState, Strategy, TargetState};
-use nap_core::central::{ControlRefusal, HubInput, NewRollout, Restored, RolloutControl};
+use nap_core::central::{
+    CommandState, ControlRefusal, HubInput, NewRollout, Restored, RolloutControl,
+};
 use nap_core::codec::Message as _;
 use nap_core::wire::{CentralMessage, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId};
 use serde_json::json;
 
 use super::handle::HubHandle;
-use crate::cluster::Dispatch;
+use crate::cluster::{Dispatch, Lease, Notice};
 use crate::effects::{RetryPolicy, retry};
 use crate::events::AppEvent;
 use crate::store::{CommandRecord, RolloutRecord, RolloutTargetRecord, Storage as _, StoreError};
@@ -37,7 +39,7 @@ impl TargetStart {
             node_id: self.node_id,
             kind: self.message.message_type().to_owned(),
             message: serde_json::to_value(&self.message).unwrap_or_default(),
-            state: nap_core::central::CommandState::Queued,
+            state: CommandState::Queued,
             requester: self.requester.clone(),
             approver: None,
             timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
@@ -137,9 +139,57 @@ pub(super) async fn record_control(
 }
 
 impl HubHandle {
-    /// Pauses, resumes or aborts a rollout driven by this process; the
-    /// verdict, or `None` if the hub did not answer in time.
+    /// Whether this process drives the rollouts: always when it is alone;
+    /// with several, while it holds the lease.
+    pub fn drives_rollouts(&self) -> bool {
+        self.cluster().is_none_or(|link| link.driving())
+    }
+
+    /// Pauses, resumes or aborts a rollout; the verdict, or `None` if no
+    /// hub answered in time. With several processes, a rollout another
+    /// process drives is controlled there, and its verdict comes back.
     pub async fn control_rollout(
+        &self,
+        rollout_id: RolloutId,
+        control: RolloutControl,
+    ) -> Option<Result<RolloutState, ControlRefusal>> {
+        let Some(link) = self.cluster() else {
+            return self.control_rollout_here(rollout_id, control).await;
+        };
+        if link.driving() {
+            return self.control_rollout_here(rollout_id, control).await;
+        }
+        let cluster = link.cluster();
+        let driver = match cluster.rollout_driver().await {
+            Ok(Some(driver)) if driver != cluster.instance() => driver,
+            Ok(_) => return self.control_rollout_here(rollout_id, control).await,
+            Err(e) => {
+                self.effects().metrics.db_error("redis_rollout_driver");
+                tracing::warn!(error = %e, rollout = %rollout_id, "cannot find the rollouts' driver");
+                return None;
+            }
+        };
+        // Listening before asking: the verdict cannot pass unseen.
+        let mut events = self.effects().events.subscribe();
+        let notice = Notice::ControlRollout {
+            from: cluster.instance().to_owned(),
+            rollout_id,
+            control,
+        };
+        match cluster.tell(&driver, &notice).await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                self.effects().metrics.db_error("redis_publish");
+                tracing::warn!(error = %e, rollout = %rollout_id, "cannot reach the rollouts' driver");
+                return None;
+            }
+        }
+        wait_for_verdict(&mut events, rollout_id, control).await
+    }
+
+    /// [`Self::control_rollout`] by this process's hub alone.
+    pub(super) async fn control_rollout_here(
         &self,
         rollout_id: RolloutId,
         control: RolloutControl,
@@ -150,56 +200,178 @@ impl HubHandle {
             rollout_id,
             control,
         });
-        crate::events::first(&mut events, VERDICT_WAIT, |event| match event {
-            AppEvent::RolloutControlled {
-                rollout_id: r,
-                control: c,
-                verdict,
-            } if r == rollout_id && c == control => Some(verdict),
-            _ => None,
-        })
-        .await
+        wait_for_verdict(&mut events, rollout_id, control).await
     }
-}
 
-impl HubHandle {
+    /// Hands a rollout just stored to the process that drives the
+    /// rollouts: this one's hub (after asking presence where its targets
+    /// are, with several processes), or the driver elsewhere, told over
+    /// the bus. With no driver now, the next one to take the lease finds it
+    /// in the store.
+    pub async fn drive_new_rollout(&self, new: NewRollout) {
+        let Some(link) = self.cluster() else {
+            self.input(HubInput::StartRollout(Box::new(new)));
+            return;
+        };
+        if link.driving() {
+            link.hand(new.rollout_id);
+            let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
+            super::rollout_lease::tell_presence(self, link.cluster(), &nodes).await;
+            self.input(HubInput::StartRollout(Box::new(new)));
+            return;
+        }
+        let cluster = link.cluster();
+        let rollout_id = new.rollout_id;
+        if let Ok(None) = cluster.rollout_driver().await {
+            // Nobody drives: this process takes the lease now rather than
+            // leave the rollout to wait for the next tick's restore.
+            if let Ok(Lease::Taken | Lease::Kept) = cluster.rollout_lease(link.rollout_lease).await
+            {
+                super::rollout_lease::take_over(self, Some(rollout_id)).await;
+                let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
+                super::rollout_lease::tell_presence(self, cluster, &nodes).await;
+                self.input(HubInput::StartRollout(Box::new(new)));
+                return;
+            }
+        }
+        let told = match cluster.rollout_driver().await {
+            Ok(Some(driver)) => cluster
+                .tell(&driver, &Notice::RolloutStored { rollout_id })
+                .await
+                .map(|listening| listening.then_some(driver)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match told {
+            Ok(Some(driver)) => {
+                tracing::debug!(rollout = %rollout_id, %driver, "rollout handed to its driver")
+            }
+            Ok(None) => {
+                tracing::warn!(rollout = %rollout_id, "no process drives the rollouts now; the next to take the lease starts it")
+            }
+            Err(e) => {
+                self.effects().metrics.db_error("redis_publish");
+                tracing::warn!(error = %e, rollout = %rollout_id, "cannot tell the rollouts' driver; it finds the rollout in the store");
+            }
+        }
+    }
+
     /// Hands the hub every rollout the store has not seen end (before the
     /// open commands, so that what its started targets become is heard);
     /// each waits for its nodes to reconnect before it starts anything new.
-    /// With a cluster nothing is restored here: no process drives another's
-    /// rollouts yet.
+    /// With several processes nothing is restored here: the process that
+    /// takes the lease on driving them does it.
     pub async fn restore_rollouts(&self) -> crate::store::StoreResult<usize> {
         if self.cluster().is_some() {
             return Ok(0);
         }
+        self.load_open_rollouts(false).await
+    }
+
+    /// Hands the hub the rollouts the store has not seen end (with several
+    /// processes, those not handed to it already since this process took
+    /// the lease); how many. `fresh`: one never started (scheduled, every target pending)
+    /// starts as new, without the hold for reconnecting nodes — it was
+    /// stored by another process just now, not left by a crash.
+    pub(super) async fn load_open_rollouts(&self, fresh: bool) -> crate::store::StoreResult<usize> {
         let store = &self.effects().store;
-        let open = store.open_rollouts().await?;
-        let count = open.len();
-        for (rollout, targets) in open {
-            let Some(new) = restored(&rollout, targets) else {
-                tracing::error!(rollout = %rollout.id, "a stored rollout no longer decodes; left as it was");
+        let mut loaded = 0;
+        for id in store.open_rollout_ids().await? {
+            if self.cluster().is_some_and(|link| !link.hand(id)) {
+                continue;
+            }
+            let Some((rollout, targets)) = store.get_rollout(id).await? else {
                 continue;
             };
-            let mut new = new;
-            // A target the store says started but whose command was never
-            // stored (a crash in between) never started.
-            if let Some(restored) = new.restored.as_mut() {
-                for ((_, request_id), state) in new.targets.iter().zip(restored.targets.iter_mut())
-                {
-                    if let TargetState::Command(s) = *state
-                        && !s.is_terminal()
-                    {
-                        *state = match store.get_command(*request_id).await? {
-                            Some(command) => TargetState::Command(command.state),
-                            None => TargetState::Pending,
-                        };
-                    }
-                }
-            }
-            self.input(HubInput::StartRollout(Box::new(new)));
+            self.start_stored(&rollout, targets, fresh).await?;
+            loaded += 1;
         }
-        Ok(count)
+        Ok(loaded)
     }
+
+    /// With several processes: a rollout another process has just stored,
+    /// started here if this process drives the rollouts and has not yet.
+    pub(super) async fn start_handed(
+        &self,
+        rollout_id: RolloutId,
+    ) -> crate::store::StoreResult<()> {
+        let Some(link) = self.cluster() else {
+            return Ok(());
+        };
+        if !link.driving() || !link.hand(rollout_id) {
+            return Ok(());
+        }
+        if let Some((rollout, targets)) = self.effects().store.get_rollout(rollout_id).await? {
+            self.start_stored(&rollout, targets, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stored rollout in this hub.
+    pub(super) async fn start_stored(
+        &self,
+        rollout: &RolloutRecord,
+        targets: Vec<RolloutTargetRecord>,
+        fresh: bool,
+    ) -> crate::store::StoreResult<()> {
+        let never_started = rollout.state == RolloutState::Scheduled
+            && targets.iter().all(|t| t.state == TargetState::Pending);
+        let Some(mut new) = restored(rollout, targets) else {
+            tracing::error!(rollout = %rollout.id, "a stored rollout no longer decodes; left as it was");
+            return Ok(());
+        };
+        if fresh && never_started {
+            new.restored = None;
+        }
+        let store = &self.effects().store;
+        // The targets' states as their commands have them: the rollout's
+        // own rows may lag (written by a process that then died). A target
+        // recorded as started whose command was never stored (a crash in
+        // between) never started; one recorded as pending whose command
+        // exists did start.
+        if let Some(restored) = new.restored.as_mut() {
+            let open: Vec<RequestId> = new
+                .targets
+                .iter()
+                .zip(&restored.targets)
+                .filter(|(_, state)| !state.is_terminal())
+                .map(|((_, request_id), _)| *request_id)
+                .collect();
+            let stored: std::collections::HashMap<RequestId, CommandState> =
+                store.command_states(open).await?.into_iter().collect();
+            for ((_, request_id), state) in new.targets.iter().zip(restored.targets.iter_mut()) {
+                if state.is_terminal() {
+                    continue;
+                }
+                *state = match stored.get(request_id) {
+                    Some(command) => TargetState::Command(*command),
+                    None => TargetState::Pending,
+                };
+            }
+        }
+        if let Some(link) = self.cluster() {
+            let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
+            super::rollout_lease::tell_presence(self, link.cluster(), &nodes).await;
+        }
+        self.input(HubInput::StartRollout(Box::new(new)));
+        Ok(())
+    }
+}
+
+async fn wait_for_verdict(
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    rollout_id: RolloutId,
+    control: RolloutControl,
+) -> Option<Result<RolloutState, ControlRefusal>> {
+    crate::events::first(events, VERDICT_WAIT, |event| match event {
+        AppEvent::RolloutControlled {
+            rollout_id: r,
+            control: c,
+            verdict,
+        } if r == rollout_id && c == control => Some(verdict),
+        _ => None,
+    })
+    .await
 }
 
 /// The hub's rollout for a stored one.

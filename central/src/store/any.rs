@@ -151,6 +151,12 @@ impl Storage for AnyStore {
     ) -> StoreResult<Vec<RolloutRecord>> {
         delegate!(self.list_rollouts(before, limit))
     }
+    async fn command_states(
+        &self,
+        ids: Vec<RequestId>,
+    ) -> StoreResult<Vec<(RequestId, nap_core::central::CommandState)>> {
+        delegate!(self.command_states(ids))
+    }
     async fn open_commands(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.open_commands())
     }

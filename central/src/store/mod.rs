@@ -389,12 +389,32 @@ pub trait Storage: Send + Sync + 'static {
             Ok(open)
         }
     }
+    /// v0.3: the ids of the rollouts not ended, oldest first.
+    fn open_rollout_ids(&self) -> impl Future<Output = StoreResult<Vec<RolloutId>>> + Send {
+        async move {
+            let mut open = Vec::new();
+            let mut before = None;
+            loop {
+                let page = self.list_rollouts(before, 500).await?;
+                let Some(last) = page.last() else { break };
+                before = Some((last.created_at, last.id));
+                open.extend(page.iter().filter(|r| !r.state.is_terminal()).map(|r| r.id));
+            }
+            open.reverse();
+            Ok(open)
+        }
+    }
     /// v0.3: rollouts, newest first, created before `before` when given.
     fn list_rollouts(
         &self,
         before: Option<(WallTime, RolloutId)>,
         limit: u32,
     ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send;
+    /// The stored state of each of these commands that exists (any order).
+    fn command_states(
+        &self,
+        ids: Vec<RequestId>,
+    ) -> impl Future<Output = StoreResult<Vec<(RequestId, CommandState)>>> + Send;
     /// Commands not yet delivered or answered, oldest first (to restore the hub).
     fn open_commands(&self) -> impl Future<Output = StoreResult<Vec<CommandRecord>>> + Send;
     /// These nodes' commands not yet delivered or answered, oldest first

@@ -1165,6 +1165,29 @@ impl Storage for PgStore {
         rows.iter().map(command_from_row).collect()
     }
 
+    async fn command_states(
+        &self,
+        ids: Vec<RequestId>,
+    ) -> StoreResult<Vec<(RequestId, nap_core::central::CommandState)>> {
+        let client = self.client().await?;
+        let ids: Vec<Uuid> = ids.iter().map(|r| uuid(r.0)).collect();
+        let rows = client
+            .query(
+                "SELECT request_id, state FROM commands WHERE request_id = ANY($1)",
+                &[&ids],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                let state: &str = row.get(1);
+                let state = nap_core::central::CommandState::from_name(state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("command state {state:?}")))?;
+                Ok((RequestId::from(row.get::<_, Uuid>(0)), state))
+            })
+            .collect()
+    }
+
     async fn open_commands_for(&self, nodes: Vec<NodeId>) -> StoreResult<Vec<CommandRecord>> {
         let client = self.client().await?;
         let ids: Vec<Uuid> = nodes.iter().map(|n| uuid(n.0)).collect();

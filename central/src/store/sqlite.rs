@@ -921,6 +921,31 @@ impl Storage for SqliteStore {
         .await
     }
 
+    async fn command_states(
+        &self,
+        ids: Vec<RequestId>,
+    ) -> StoreResult<Vec<(RequestId, CommandState)>> {
+        self.with(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT state FROM commands WHERE request_id = ?1")
+                .map_err(db)?;
+            let mut found = Vec::new();
+            for id in ids {
+                let state: Option<String> = stmt
+                    .query_row([id.to_string()], |row| row.get(0))
+                    .optional()
+                    .map_err(db)?;
+                if let Some(state) = state {
+                    let state = CommandState::from_name(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("command state {state:?}")))?;
+                    found.push((id, state));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn open_commands_for(&self, nodes: Vec<NodeId>) -> StoreResult<Vec<CommandRecord>> {
         self.with(move |conn| {
             let mut stmt = conn

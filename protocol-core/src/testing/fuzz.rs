@@ -296,6 +296,21 @@ enum HubStep {
         rollout: u8,
         control: u8,
     },
+    /// v0.3, as a driver among several reads presence: whether another
+    /// process holds the node.
+    Elsewhere {
+        node: u8,
+        held: bool,
+    },
+    /// v0.3, as a driver among several reads the store: a stored state of
+    /// a rollout target's command.
+    StoredState {
+        rollout: u8,
+        node: u8,
+        state: u8,
+    },
+    /// v0.3: another process took the lease on driving the rollouts.
+    DropRollouts,
 }
 
 /// Central (the hub and its real sessions, forwarded as the driver does)
@@ -303,7 +318,8 @@ enum HubStep {
 /// at most one open session per node (a newer one supersedes the older),
 /// each command reaches a terminal state at most once, no timer in the
 /// past, bounded effects; a rollout never has more in flight than its
-/// `maxConcurrency` and starts nothing once it has ended.
+/// `maxConcurrency` and starts nothing once it has ended or been dropped,
+/// whatever the presence and stored states a driver among several reads.
 pub fn hub(data: &[u8]) {
     use crate::central::{
         Admit, CommandState, HubConfig, HubInput, HubOutput, ResultRecord, SessionInput,
@@ -517,6 +533,25 @@ pub fn hub(data: &[u8]) {
                     },
                 );
             }
+            HubStep::Elsewhere { node: n, held } => {
+                central.hub_input(now, HubInput::RolloutPresence(vec![(node(n), held)]));
+            }
+            HubStep::StoredState {
+                rollout,
+                node: n,
+                state,
+            } => {
+                let k = u128::from(rollout % 4);
+                let request_id = crate::RequestId::from_u128(1000 + k * 4 + u128::from(n % 4));
+                let state = CommandState::ALL[usize::from(state) % CommandState::ALL.len()];
+                central.hub_input(now, HubInput::RolloutCommands(vec![(request_id, state)]));
+            }
+            HubStep::DropRollouts => {
+                central.hub_input(now, HubInput::DropRollouts);
+                for (_, _, ended) in &mut rollouts {
+                    *ended = true;
+                }
+            }
         }
         // What is due now fires now, as the drivers arrange.
         central.handle_timeout(now);
@@ -566,6 +601,22 @@ pub fn hub(data: &[u8]) {
                         approval: None,
                     };
                     central.hub_input(now, HubInput::Submit(vec![submission]));
+                }
+                CentralEffect::Hub(HubOutput::RolloutTargetChanged {
+                    rollout_id,
+                    node_id,
+                    state,
+                }) if state.is_terminal() => {
+                    // Ended for the rollout, whoever reported it (a stored
+                    // state read from elsewhere included).
+                    let k = rollout_id.0.as_u128() - 1;
+                    let n = node_id.0.as_u128() - node(0).0.as_u128();
+                    let request_id = crate::RequestId::from_u128(1000 + k * 4 + n);
+                    if let Some((_, in_flight, _)) =
+                        rollouts.get_mut(usize::try_from(k).unwrap_or(usize::MAX))
+                    {
+                        in_flight.remove(&request_id);
+                    }
                 }
                 CentralEffect::Hub(HubOutput::RolloutChanged { rollout_id, state })
                     if state.is_terminal() =>

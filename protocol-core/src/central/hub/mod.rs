@@ -15,7 +15,7 @@ mod approval;
 mod rollout;
 
 use core::net::IpAddr;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::rng::Prng;
@@ -35,7 +35,7 @@ use super::rollout::{RolloutState, TargetState};
 
 pub use admission::{AdmissionConfig, Refusal, RefusalKind};
 use admission::{Notices, Source, Throttle};
-pub use rollout::{ControlRefusal, NewRollout, Restored, RolloutControl};
+pub use rollout::{ControlRefusal, NewRollout, Restored, RolloutControl, RolloutWatch};
 
 /// Parameters of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -197,6 +197,20 @@ pub enum HubInput {
         rollout_id: RolloutId,
         control: RolloutControl,
     },
+    /// v0.3, with `clustered`: whether presence says another process holds
+    /// each of these nodes — the driver reads it for the targets of the
+    /// rollouts driven here that this process does not hold
+    /// ([`CentralHub::rollout_watch`]). A node held here is this hub's own
+    /// to judge, and ignored.
+    RolloutPresence(Vec<(NodeId, bool)>),
+    /// v0.3, with `clustered`: the stored states of rollout targets'
+    /// commands this hub does not track (their nodes are held elsewhere; the
+    /// holder writes the states), as the driver read them.
+    RolloutCommands(Vec<(RequestId, CommandState)>),
+    /// v0.3, with `clustered`: another process drives the rollouts now (it
+    /// holds the lease): forget them; what was started runs on as ordinary
+    /// commands.
+    DropRollouts,
     /// What the store did with a result (answer to [`HubOutput::RecordResult`]).
     ResultRecorded {
         session_id: SessionId,
@@ -329,6 +343,9 @@ pub struct CentralHub {
     /// command is (until it ends).
     rollouts: BTreeMap<RolloutId, rollout::Hosted>,
     rollout_of: BTreeMap<RequestId, (RolloutId, NodeId)>,
+    /// With `clustered`: the rollouts' targets presence says another process
+    /// holds, as the driver last read it.
+    held_elsewhere: BTreeSet<NodeId>,
     timers: Timers<HubTimer>,
     out: VecDeque<HubOutput>,
 }
@@ -354,6 +371,7 @@ impl CentralHub {
             queued: BTreeMap::new(),
             rollouts: BTreeMap::new(),
             rollout_of: BTreeMap::new(),
+            held_elsewhere: BTreeSet::new(),
             timers,
             out: VecDeque::new(),
         }
@@ -428,6 +446,9 @@ impl CentralHub {
                 rollout_id,
                 control,
             } => self.control_rollout(rollout_id, control),
+            HubInput::RolloutPresence(nodes) => self.rollout_presence(nodes),
+            HubInput::RolloutCommands(states) => self.rollout_commands(states),
+            HubInput::DropRollouts => self.drop_rollouts(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! commands: the driver stores each, tagged with the rollout, and submits
 //! it back like any other.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{CentralHub, HubOutput, HubTimer};
@@ -41,6 +42,16 @@ pub struct Restored {
     pub targets: Vec<TargetState>,
 }
 
+/// What the driver of a process among several reads for the rollouts its
+/// hub drives ([`CentralHub::rollout_watch`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutWatch {
+    /// Started targets' commands, to read the stored states of.
+    pub commands: Vec<RequestId>,
+    /// Nodes of targets not yet started, to ask presence about.
+    pub nodes: Vec<NodeId>,
+}
+
 /// An operator's say on a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,7 +62,10 @@ pub enum RolloutControl {
 }
 
 /// Why a control was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum ControlRefusal {
     #[error("no such rollout is running here")]
     Unknown,
@@ -87,7 +101,7 @@ impl CentralHub {
                 let online = targets
                     .iter()
                     .map(|(node, _)| *node)
-                    .filter(|node| self.is_online(*node))
+                    .filter(|node| self.target_online(*node))
                     .collect();
                 let start = self.at_wall(start_at).max(self.now);
                 Rollout::new(strategy, targets, online, start)
@@ -108,11 +122,27 @@ impl CentralHub {
                         self.rollout_of.insert(*request, (rollout_id, *node));
                     }
                 }
+                let tracked: Vec<(NodeId, RequestId, CommandState)> = targets
+                    .iter()
+                    .filter_map(|(node, request, _)| {
+                        self.commands
+                            .get(request)
+                            .map(|c| (*node, *request, c.state))
+                    })
+                    .collect();
                 let mut engine =
                     Rollout::restore(strategy, targets, state, start, self.now, hold_until);
-                for node in self.live.keys().copied().collect::<Vec<_>>() {
-                    if self.is_online(node) {
-                        engine.handle_online(self.now, node, true);
+                let here = self.live.keys().copied().filter(|n| self.is_online(*n));
+                for node in here.chain(self.held_elsewhere.iter().copied()) {
+                    engine.handle_online(self.now, node, true);
+                }
+                // What this hub knows of a target's command is newer than the
+                // store's copy (its writes may still be on their way) — it
+                // may even have ended, and will not be reported again.
+                for (node, request, state) in tracked {
+                    engine.handle_command(self.now, node, state);
+                    if state.is_terminal() {
+                        self.rollout_of.remove(&request);
                     }
                 }
                 engine
@@ -174,7 +204,14 @@ impl CentralHub {
     /// A node's status changed: the rollouts it is a target of hear whether
     /// it is online.
     pub(super) fn rollouts_see(&mut self, node_id: NodeId, status: NodeStatus) {
-        let online = status != NodeStatus::Offline;
+        if status != NodeStatus::Offline {
+            // Held here now, whatever presence said before.
+            self.held_elsewhere.remove(&node_id);
+        }
+        self.rollouts_see_online(node_id, status != NodeStatus::Offline);
+    }
+
+    fn rollouts_see_online(&mut self, node_id: NodeId, online: bool) {
         let now = self.now;
         let ids: Vec<RolloutId> = self
             .rollouts
@@ -196,9 +233,86 @@ impl CentralHub {
         self.rollouts.get(rollout_id).map(|h| h.engine.deadline())
     }
 
+    /// The rollouts this hub drives.
+    pub fn rollout_ids(&self) -> impl Iterator<Item = RolloutId> + '_ {
+        self.rollouts.keys().copied()
+    }
+
     /// The rollout's state, when this hub drives it.
     pub fn rollout(&self, rollout_id: RolloutId) -> Option<&Rollout> {
         self.rollouts.get(&rollout_id).map(|h| &h.engine)
+    }
+
+    /// With `clustered`: the presence of these nodes elsewhere, as read.
+    pub(super) fn rollout_presence(&mut self, nodes: Vec<(NodeId, bool)>) {
+        for (node_id, elsewhere) in nodes {
+            if self.live.contains_key(&node_id) {
+                continue;
+            }
+            let changed = if elsewhere {
+                self.held_elsewhere.insert(node_id)
+            } else {
+                self.held_elsewhere.remove(&node_id)
+            };
+            if changed {
+                self.rollouts_see_online(node_id, elsewhere);
+            }
+        }
+    }
+
+    /// With `clustered`: stored states of target commands held elsewhere.
+    pub(super) fn rollout_commands(&mut self, states: Vec<(RequestId, CommandState)>) {
+        for (request_id, state) in states {
+            // A command tracked here is this hub's to report.
+            if !self.commands.contains_key(&request_id) {
+                self.rollout_heard(request_id, state);
+            }
+        }
+    }
+
+    /// With `clustered`: another process drives the rollouts now.
+    pub(super) fn drop_rollouts(&mut self) {
+        for rollout_id in std::mem::take(&mut self.rollouts).into_keys() {
+            self.timers.stop(&HubTimer::Rollout(rollout_id));
+        }
+        self.rollout_of.clear();
+        self.held_elsewhere.clear();
+    }
+
+    /// What the driver reads for the rollouts driven here when the process
+    /// is one of several: the started targets' commands this hub does not
+    /// track, and the nodes of targets not yet started that are not held
+    /// here.
+    pub fn rollout_watch(&self) -> RolloutWatch {
+        let commands = self
+            .rollout_of
+            .keys()
+            .filter(|r| !self.commands.contains_key(r))
+            .copied()
+            .collect();
+        let mut nodes = BTreeSet::new();
+        for hosted in self.rollouts.values() {
+            if hosted.engine.state().is_terminal() {
+                continue;
+            }
+            for target in hosted.engine.targets() {
+                if target.state == TargetState::Pending && !self.live.contains_key(&target.node_id)
+                {
+                    nodes.insert(target.node_id);
+                }
+            }
+        }
+        RolloutWatch {
+            commands,
+            nodes: nodes.into_iter().collect(),
+        }
+    }
+
+    /// Whether a rollout's target is online: here, or (with `clustered`)
+    /// held by another process as presence last said.
+    fn target_online(&self, node_id: NodeId) -> bool {
+        self.is_online(node_id)
+            || (!self.live.contains_key(&node_id) && self.held_elsewhere.contains(&node_id))
     }
 
     fn is_online(&self, node_id: NodeId) -> bool {

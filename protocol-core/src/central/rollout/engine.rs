@@ -175,7 +175,8 @@ pub enum RolloutTimer {
 }
 
 /// Why a pause, resume or abort was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RolloutRefusal {
     #[error("the rollout has ended")]
     Ended,
