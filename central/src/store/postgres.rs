@@ -94,6 +94,16 @@ fn db(e: impl std::error::Error) -> StoreError {
     StoreError::Database(text)
 }
 
+/// A unique violation is `Conflict` (the row exists); anything else is the
+/// database's error.
+fn conflict_or_db(e: &tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        StoreError::Conflict
+    } else {
+        db(e)
+    }
+}
+
 fn ts(t: WallTime) -> DateTime<Utc> {
     t.as_datetime()
 }
@@ -357,9 +367,6 @@ fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
         updated_at: wall(r.get(9)),
     })
 }
-
-/// Rows per multi-row insert of commands.
-const COMMAND_INSERT_CHUNK: usize = 2_000;
 
 const COMMAND_COLUMNS: &str = "request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, result, approval";
 
@@ -803,62 +810,60 @@ impl Storage for PgStore {
     async fn insert_commands(&self, commands: Vec<CommandRecord>) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, approval)
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::timestamptz[], $10::timestamptz[], $11::jsonb[])
-                 ON CONFLICT DO NOTHING",
+        // COPY: a fan-out's 10,000 commands in one stream, about twice as
+        // fast as one INSERT of arrays. A request id that exists already
+        // fails the whole COPY (a unique violation): all or none, as the
+        // contract says.
+        let sink = tx
+            .copy_in(
+                "COPY commands (request_id, node_id, kind, message, state, requester, approver, timeout_ms, created_at, updated_at, approval)
+                 FROM STDIN (FORMAT binary)",
             )
             .await
             .map_err(db)?;
-        for chunk in commands.chunks(COMMAND_INSERT_CHUNK) {
-            let column =
-                |f: &dyn Fn(&CommandRecord) -> Uuid| chunk.iter().map(f).collect::<Vec<_>>();
-            let request_ids = column(&|c| uuid(c.request_id.0));
-            let node_ids = column(&|c| uuid(c.node_id.0));
-            let kinds: Vec<&str> = chunk.iter().map(|c| c.kind.as_str()).collect();
-            let messages: Vec<&serde_json::Value> = chunk.iter().map(|c| &c.message).collect();
-            let states: Vec<&str> = chunk.iter().map(|c| c.state.as_str()).collect();
-            let requesters: Vec<&str> = chunk.iter().map(|c| c.requester.as_str()).collect();
-            let approvers: Vec<Option<&str>> =
-                chunk.iter().map(|c| c.approver.as_deref()).collect();
-            let timeouts: Vec<i64> = chunk
-                .iter()
-                .map(|c| i64::try_from(c.timeout_ms).unwrap_or(i64::MAX))
-                .collect();
-            let created: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.created_at)).collect();
-            let updated: Vec<DateTime<Utc>> = chunk.iter().map(|c| ts(c.updated_at)).collect();
-            let approvals: Vec<Option<serde_json::Value>> = chunk
-                .iter()
-                .map(|c| {
-                    c.approval
-                        .as_ref()
-                        .and_then(|a| serde_json::to_value(a).ok())
-                })
-                .collect();
-            let n = tx
-                .execute(
-                    &insert,
-                    &[
-                        &request_ids,
-                        &node_ids,
-                        &kinds,
-                        &messages,
-                        &states,
-                        &requesters,
-                        &approvers,
-                        &timeouts,
-                        &created,
-                        &updated,
-                        &approvals,
-                    ],
-                )
-                .await
-                .map_err(db)?;
-            if n != chunk.len() as u64 {
-                // Dropping the transaction rolls back what went before.
-                return Err(StoreError::Conflict);
+        let types = [
+            Type::UUID,
+            Type::UUID,
+            Type::TEXT,
+            Type::JSONB,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::JSONB,
+        ];
+        let writer = BinaryCopyInWriter::new(sink, &types);
+        futures_util::pin_mut!(writer);
+        for c in &commands {
+            let approval = c
+                .approval
+                .as_ref()
+                .map(|a| serde_json::to_value(a).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .transpose()?;
+            let written = writer
+                .as_mut()
+                .write(&[
+                    &uuid(c.request_id.0),
+                    &uuid(c.node_id.0),
+                    &c.kind,
+                    &c.message,
+                    &c.state.as_str(),
+                    &c.requester,
+                    &c.approver,
+                    &i64::try_from(c.timeout_ms).unwrap_or(i64::MAX),
+                    &ts(c.created_at),
+                    &ts(c.updated_at),
+                    &approval,
+                ])
+                .await;
+            if let Err(e) = written {
+                return Err(conflict_or_db(&e));
             }
+        }
+        if let Err(e) = writer.finish().await {
+            return Err(conflict_or_db(&e));
         }
         tx.commit().await.map_err(db)
     }
