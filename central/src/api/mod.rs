@@ -4,6 +4,7 @@
 //! `{"error": "..."}`.
 
 mod approvals;
+mod broadcast;
 mod caller;
 mod commands;
 mod error;
@@ -29,7 +30,7 @@ pub use serve::{ApiLimits, serve};
 pub const OPENAPI: &str = include_str!("../../../spec/openapi.json");
 
 /// The largest body any route takes.
-pub const MAX_BODY: usize = commands::BROADCAST_BODY_LIMIT;
+pub const MAX_BODY: usize = broadcast::BROADCAST_BODY_LIMIT;
 
 /// The API router, every route behind the guard (authentication before the
 /// body, the per-token rate, the body's deadline).
@@ -48,7 +49,8 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
         )
         .route(
             "/api/v1/commands/broadcast",
-            post(commands::broadcast).layer(DefaultBodyLimit::max(commands::BROADCAST_BODY_LIMIT)),
+            post(broadcast::broadcast)
+                .layer(DefaultBodyLimit::max(broadcast::BROADCAST_BODY_LIMIT)),
         )
         .route("/api/v1/commands/{id}", get(commands::get_command))
         .route("/api/v1/commands/{id}/approve", post(approvals::approve))
@@ -59,7 +61,7 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
             "/api/v1/rollouts",
             get(rollouts::list)
                 .post(rollouts::create)
-                .layer(DefaultBodyLimit::max(commands::BROADCAST_BODY_LIMIT)),
+                .layer(DefaultBodyLimit::max(broadcast::BROADCAST_BODY_LIMIT)),
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::get))
         .route("/api/v1/rollouts/{id}/pause", post(rollouts::pause))

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::caller::Caller;
-use super::commands::{CommandTemplate, MAX_BROADCAST, parse_body};
+use super::commands::{CommandTemplate, parse_body};
 use super::error::{ApiError, bad_request, internal};
 use super::tokens::Role;
 use crate::hub::HubHandle;
@@ -49,6 +49,9 @@ struct RolloutRequest {
     #[serde(default)]
     dry_run: bool,
 }
+
+/// Most targets one rollout (or broadcast) may name.
+pub(super) const MAX_TARGETS: usize = 100_000;
 
 /// A rollout runs at most this long.
 const MAX_DEADLINE_S: u64 = 30 * 24 * 3600;
@@ -316,9 +319,9 @@ fn resolve(
             .map(|n| n.id)
             .collect(),
         Some(Value::Array(list)) => {
-            if list.len() > MAX_BROADCAST {
+            if list.len() > MAX_TARGETS {
                 return Err(bad_request(format!(
-                    "at most {MAX_BROADCAST} targets per rollout"
+                    "at most {MAX_TARGETS} targets per rollout"
                 )));
             }
             let by_id: HashMap<NodeId, &NodeRecord> = registry.iter().map(|n| (n.id, n)).collect();
