@@ -8,7 +8,9 @@ mod common;
 use common::*;
 use nap_core::agent::AgentConfig;
 use nap_core::central::rollout::{Amount, ErrorMode, RolloutState, Strategy, TargetState};
-use nap_core::central::{CommandState, ControlRefusal, RolloutControl};
+use nap_core::central::{
+    CommandState, ControlRefusal, HubInput, NewRollout, Restored, RolloutControl,
+};
 use nap_core::policy::Policy;
 use nap_core::testing::World;
 use nap_core::{NodeId, RequestId, RolloutId};
@@ -214,7 +216,7 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
     // Central restarted with a target started; its node is not back.
     let mut world = fleet(5, 2, &[], &[0, 1]);
     let request_id = RequestId::from_u128(1000);
-    let new = nap_core::central::NewRollout {
+    let new = NewRollout {
         rollout_id: ROLLOUT,
         requester: "alice".into(),
         strategy: Strategy {
@@ -226,7 +228,7 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
         message: uptime(),
         timeout: secs(10),
         start_at: world.wall(),
-        restored: Some(nap_core::central::Restored {
+        restored: Some(Restored {
             state: RolloutState::Rolling,
             targets: vec![
                 TargetState::Command(CommandState::Sent),
@@ -234,7 +236,7 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
             ],
         }),
     };
-    world.hub_input(nap_core::central::HubInput::StartRollout(Box::new(new)));
+    world.hub_input(HubInput::StartRollout(Box::new(new)));
     // The open command, restored as central does, waits for its node.
     let message = execute(request_id, "uptime", &[], Some(10_000));
     assert_eq!(
@@ -253,4 +255,55 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
         "with the deadline, not after the usual hour"
     );
     assert_eq!(states(&world).last(), Some(&RolloutState::DeadlinePassed));
+}
+
+#[test]
+fn a_rollout_taken_over_from_a_stale_store_goes_by_what_the_hub_knows_of_its_commands() {
+    let mut world = fleet(7, 3, &[], &[]);
+    let strategy = Strategy {
+        max_concurrency: Amount::Count(1),
+        ..Strategy::default()
+    };
+    world.start_rollout(ROLLOUT, &targets(3), uptime(), strategy.clone());
+    let request = |i: u128| RequestId::from_u128(1000 + i);
+    assert!(world.run_until_true(secs(30), |w| {
+        w.store
+            .command_states
+            .get(&request(1))
+            .is_some_and(|s| s.contains(&CommandState::Sent))
+    }));
+
+    // Another process took the lease and gave it back (or this one took
+    // over from a driver that died) with the store's rows behind: target 0
+    // still `sent` although it succeeded, target 1 still `pending` although
+    // its command is out.
+    world.hub_input(HubInput::DropRollouts);
+    let restored = NewRollout {
+        rollout_id: ROLLOUT,
+        requester: "alice".into(),
+        strategy,
+        targets: (0..3).map(|i| (node(i), request(i as u128))).collect(),
+        message: uptime(),
+        timeout: secs(30),
+        start_at: world.wall(),
+        restored: Some(Restored {
+            state: RolloutState::Rolling,
+            targets: vec![
+                TargetState::Command(CommandState::Sent),
+                TargetState::Pending,
+                TargetState::Pending,
+            ],
+        }),
+    };
+    world.hub_input(HubInput::StartRollout(Box::new(restored)));
+
+    assert!(
+        world.run_until_true(secs(300), |w| states(w).last()
+            == Some(&RolloutState::Succeeded)),
+        "it completes: {:?}",
+        states(&world)
+    );
+    for i in 0..3 {
+        assert_eq!(ran(&world, i), 1, "target {i} ran once");
+    }
 }

@@ -112,38 +112,34 @@ impl CentralHub {
             }) => {
                 let start = self.at_wall(start_at);
                 let hold_until = self.now + self.config.rollout_hold;
+                // What this hub knows of a target's command is newer than
+                // the store's copy (its writes may still be on their way,
+                // written by a process that then died): it may have started
+                // although the store says pending, or even have ended — and
+                // will not be reported again.
                 let targets: Vec<_> = targets
                     .into_iter()
                     .zip(states)
-                    .map(|((node, request), state)| (node, request, state))
+                    .map(|((node, request), state)| {
+                        let state = match self.commands.get(&request) {
+                            Some(command) if !state.is_terminal() => {
+                                TargetState::Command(command.state)
+                            }
+                            _ => state,
+                        };
+                        (node, request, state)
+                    })
                     .collect();
                 for (node, request, state) in &targets {
                     if matches!(state, TargetState::Command(s) if !s.is_terminal()) {
                         self.rollout_of.insert(*request, (rollout_id, *node));
                     }
                 }
-                let tracked: Vec<(NodeId, RequestId, CommandState)> = targets
-                    .iter()
-                    .filter_map(|(node, request, _)| {
-                        self.commands
-                            .get(request)
-                            .map(|c| (*node, *request, c.state))
-                    })
-                    .collect();
                 let mut engine =
                     Rollout::restore(strategy, targets, state, start, self.now, hold_until);
                 let here = self.live.keys().copied().filter(|n| self.is_online(*n));
                 for node in here.chain(self.held_elsewhere.iter().copied()) {
                     engine.handle_online(self.now, node, true);
-                }
-                // What this hub knows of a target's command is newer than the
-                // store's copy (its writes may still be on their way) — it
-                // may even have ended, and will not be reported again.
-                for (node, request, state) in tracked {
-                    engine.handle_command(self.now, node, state);
-                    if state.is_terminal() {
-                        self.rollout_of.remove(&request);
-                    }
                 }
                 engine
             }
