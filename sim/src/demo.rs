@@ -147,6 +147,61 @@ async fn approval_demo(
     Ok(())
 }
 
+/// v0.3: `uptime` to the whole fleet as a rollout — one canary, then a
+/// quarter of the fleet at a time — followed to its end.
+#[allow(clippy::print_stdout)]
+async fn rollout_demo(
+    running: &nap_central::runtime::Running,
+    requester: &str,
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+) -> anyhow::Result<()> {
+    let api = format!("http://{}", running.api_addr);
+    let body = serde_json::json!({
+        "type": "broadcast", "command": "execute", "targets": "all",
+        "params": { "command": "uptime" },
+        "strategy": { "canary": 1, "maxConcurrency": "25%", "maxErrors": "1%" },
+    });
+    let (status, created) =
+        crate::http::post(&format!("{api}/api/v1/rollouts"), requester, &body).await?;
+    let Some(id) = created["rolloutId"]
+        .as_str()
+        .and_then(|s| s.parse::<nap_core::RolloutId>().ok())
+    else {
+        println!("rollout of `uptime`: not accepted ({status}): {created}");
+        return Ok(());
+    };
+    println!(
+        "rollout of `uptime` to all {} nodes: limits {}",
+        created["targets"], created["limits"]
+    );
+    let mut path = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            match events.recv().await {
+                Ok(AppEvent::Rollout { rollout_id, state }) if rollout_id == id => {
+                    path.push(state.as_str());
+                    if state.is_terminal() {
+                        return;
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    let (_, report) =
+        crate::http::get(&format!("{api}/api/v1/rollouts/{id}?limit=1"), requester).await?;
+    println!(
+        "  {}{}: {}",
+        path.join(" → "),
+        if ended { "" } else { " (still running)" },
+        report["counts"]
+    );
+    Ok(())
+}
+
 #[allow(clippy::print_stdout)]
 pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(".").context("cwd")?.join(&config.dir);
@@ -353,6 +408,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         &mut events,
     )
     .await?;
+    rollout_demo(&running, &operator, &mut events).await?;
 
     println!();
     println!(
