@@ -364,31 +364,6 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         id: RolloutId,
     ) -> impl Future<Output = StoreResult<Option<(RolloutRecord, Vec<RolloutTargetRecord>)>>> + Send;
-    /// v0.3: the rollouts not ended, oldest first, with their targets (to
-    /// restore the hub).
-    fn open_rollouts(
-        &self,
-    ) -> impl Future<Output = StoreResult<Vec<(RolloutRecord, Vec<RolloutTargetRecord>)>>> + Send
-    {
-        async move {
-            let mut open = Vec::new();
-            let mut before = None;
-            loop {
-                let page = self.list_rollouts(before, 500).await?;
-                let Some(last) = page.last() else { break };
-                before = Some((last.created_at, last.id));
-                for r in page {
-                    if !r.state.is_terminal()
-                        && let Some(found) = self.get_rollout(r.id).await?
-                    {
-                        open.push(found);
-                    }
-                }
-            }
-            open.reverse();
-            Ok(open)
-        }
-    }
     /// v0.3: the ids of the rollouts not ended, oldest first.
     fn open_rollout_ids(&self) -> impl Future<Output = StoreResult<Vec<RolloutId>>> + Send {
         async move {
