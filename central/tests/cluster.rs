@@ -583,8 +583,6 @@ async fn one_process_drives_a_rollout_over_nodes_on_both_and_either_controls_it(
 }
 
 #[tokio::test]
-#[ignore = "flaky under CI load: the survivor's next target sometimes never arrives within 5 s; \
-            being investigated (run with --ignored)"]
 async fn when_the_driving_process_stops_the_other_takes_the_rollout_over() {
     let Some((a, b)) = pair_with("cluster_rollout_takeover", |c| {
         c.rollout_lease_s = 1;

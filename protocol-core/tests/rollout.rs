@@ -568,6 +568,7 @@ fn restored(
         Timestamp::ZERO,
         Timestamp::ZERO,
         Timestamp::ZERO + hold,
+        BTreeSet::new(),
     )
 }
 
@@ -578,6 +579,39 @@ fn started(rollout: &mut Rollout) -> Vec<NodeId> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn a_restored_rollout_knows_every_online_node_before_it_takes_a_step() {
+    use TargetState::{Command, Pending};
+    let strategy = Strategy {
+        max_concurrency: Amount::Count(1),
+        ..Strategy::default()
+    };
+    let targets = vec![
+        (
+            node(0),
+            RequestId::from_u128(1000),
+            Command(CommandState::Succeeded),
+        ),
+        (node(1), RequestId::from_u128(1001), Pending),
+    ];
+    let online = [node(0), node(1)].into_iter().collect();
+    let mut rollout = Rollout::restore(
+        strategy,
+        targets,
+        RolloutState::Rolling,
+        Timestamp::ZERO,
+        Timestamp::ZERO,
+        Timestamp::ZERO,
+        online,
+    );
+    rollout.handle_timeout(Timestamp::ZERO);
+    assert_eq!(
+        started(&mut rollout),
+        vec![node(1)],
+        "the free slot goes to the online node, which is not skipped"
+    );
 }
 
 #[test]

@@ -142,6 +142,7 @@ impl HubHandle {
             return;
         }
         link.set_driving(false);
+        self.input(HubInput::DropRollouts);
         if let Err(e) = link.cluster().release_rollout_lease().await {
             tracing::warn!(error = %e, "cannot give up the rollout lease; it runs out by itself");
         }

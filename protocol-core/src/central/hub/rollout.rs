@@ -135,13 +135,14 @@ impl CentralHub {
                         self.rollout_of.insert(*request, (rollout_id, *node));
                     }
                 }
-                let mut engine =
-                    Rollout::restore(strategy, targets, state, start, self.now, hold_until);
-                let here = self.live.keys().copied().filter(|n| self.is_online(*n));
-                for node in here.chain(self.held_elsewhere.iter().copied()) {
-                    engine.handle_online(self.now, node, true);
-                }
-                engine
+                let online = targets
+                    .iter()
+                    .map(|(node, _, _)| *node)
+                    .filter(|node| self.target_online(*node))
+                    .collect();
+                Rollout::restore(
+                    strategy, targets, state, start, self.now, hold_until, online,
+                )
             }
         };
         self.rollouts.insert(

@@ -313,7 +313,9 @@ impl Rollout {
     /// nodes can reconnect first (an offline target is not skipped for
     /// central's own restart). A bake that was running starts again in
     /// full; a rollout stored as paused is paused in the phase its targets
-    /// show.
+    /// show. `online`: the targets' nodes online now, all known before the
+    /// first step (told one at a time, the first could free a slot that an
+    /// online node told later is skipped from).
     pub fn restore(
         strategy: Strategy,
         targets: Vec<(NodeId, RequestId, TargetState)>,
@@ -321,9 +323,10 @@ impl Rollout {
         start_at: Timestamp,
         now: Timestamp,
         hold_until: Timestamp,
+        online: BTreeSet<NodeId>,
     ) -> Self {
         let plan = targets.iter().map(|(n, r, _)| (*n, *r)).collect();
-        let mut rollout = Self::new(strategy, plan, BTreeSet::new(), start_at);
+        let mut rollout = Self::new(strategy, plan, online, start_at);
         let canary = rollout.limits.canary;
         let mut started = 0;
         for (i, (_, _, target)) in targets.into_iter().enumerate() {
