@@ -217,6 +217,7 @@ fn execute(id: u128, command: &str, args: &[&str]) -> CentralMessage {
         timeout: None,
         hold_until: None,
         requested_by: None,
+        rollout_approval: None,
         requires_approval: false,
         approver: None,
     })

@@ -409,3 +409,186 @@ async fn a_rollout_goes_on_where_it_was_after_central_restarts() {
     assert_eq!(report["state"], "succeeded", "{report}");
     assert_eq!(report["counts"]["succeeded"], 3, "{report}");
 }
+
+/// Answers every `execute` with success, keeping what each node was sent.
+fn answer_keeping(
+    mut ws: Ws,
+    node_id: nap_core::NodeId,
+    sent: Arc<std::sync::Mutex<Vec<(nap_core::NodeId, nap_core::wire::Execute)>>>,
+) {
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = ws.next().await {
+            let Message::Text(text) = frame else { continue };
+            let Ok(CentralMessage::Execute(e)) =
+                nap_core::decode::<CentralMessage>(&text, &nap_core::Limits::default())
+            else {
+                continue;
+            };
+            let request_id = e.request_id.expect("a request id");
+            sent.lock().expect("lock").push((node_id, e));
+            let result = CommandResult {
+                request_id,
+                success: true,
+                result: String::new(),
+                timestamp: nap_core::WallTime::from(chrono::Utc::now()),
+                exit_code: Some(0),
+                stderr: None,
+                duration_ms: None,
+                truncated: false,
+                error: None,
+            };
+            let text = nap_core::encode(&AgentMessage::from(result)).expect("encode");
+            if ws.send(Message::text(text)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_rollout_that_needs_approval_waits_for_it_and_each_target_gets_its_proof() {
+    use nap_central::config::ApprovalRuleSettings;
+    use nap_core::crypto::AwsLc;
+    let central = central("rollout_approval", |config| {
+        config.approval.rules = vec![ApprovalRuleSettings {
+            command: Some("uptime".into()),
+            labels: Default::default(),
+            min_approvals: 1,
+            approver: None,
+        }];
+    })
+    .await;
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for _ in 0..3 {
+        let (key, ws) = labelled_node(&central, &[("role", "web")]).await;
+        answer_keeping(ws, key.id, Arc::clone(&sent));
+    }
+    let request = json!({
+        "command": "execute",
+        "targets": "all",
+        "params": { "command": "uptime" },
+        "strategy": { "maxConcurrency": "100%" },
+    });
+    let (status, refused) = post(&central, "/api/v1/rollouts", request.clone()).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("approval rule 1")),
+        "{refused}"
+    );
+
+    let mut asked = request.clone();
+    asked["requiresApproval"] = json!(true);
+    asked["reason"] = json!("check the web tier");
+    let mut events = central.events();
+    let (status, created) = post(&central, "/api/v1/rollouts", asked.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["state"], "awaiting_approval");
+    let digest = created["approval"]["digest"]
+        .as_str()
+        .expect("a digest")
+        .to_owned();
+    let id = created["rolloutId"].as_str().expect("id").to_owned();
+
+    let (status, own) = post(
+        &central,
+        &format!("/api/v1/rollouts/{id}/approve"),
+        json!({ "digest": digest }),
+    )
+    .await;
+    assert_eq!(status, 403, "the requester cannot approve: {own}");
+
+    let bob = person_token(&central, "bob").await;
+    let approve = |digest: String| {
+        let (bob, url) = (
+            bob.clone(),
+            central.api(&format!("/api/v1/rollouts/{id}/approve")),
+        );
+        async move { http("POST", &url, Some(&bob), Some(json!({ "digest": digest }))).await }
+    };
+    let (status, wrong) = approve("00".repeat(32)).await;
+    assert_eq!(status, 409, "another digest: {wrong}");
+    assert!(
+        sent.lock().expect("lock").is_empty(),
+        "nothing before approval"
+    );
+    let (status, approved) = approve(digest.clone()).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["approvedBy"], json!(["bob"]));
+    assert_eq!(rollout_ends(&mut events).await, RolloutState::Succeeded);
+
+    let (_, report) = http(
+        "GET",
+        &central.api(&format!("/api/v1/rollouts/{id}")),
+        Some(&central.viewer),
+        None,
+    )
+    .await;
+    assert_eq!(report["approval"]["approvedBy"], json!(["bob"]));
+    let root: [u8; 32] = hex::decode(report["targetsRoot"].as_str().expect("a root"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let sent = sent.lock().expect("lock").clone();
+    assert_eq!(sent.len(), 3, "each target once");
+    for (node_id, execute) in &sent {
+        let approval = execute.rollout_approval.as_ref().expect("the approval");
+        assert!(!execute.requires_approval, "not held: approved already");
+        assert_eq!(approval.approved_by, "bob");
+        let proof: Vec<[u8; 32]> = approval
+            .proof
+            .iter()
+            .map(|h| hex::decode(h).expect("hex").try_into().expect("32 bytes"))
+            .collect();
+        let request_id = execute.request_id.expect("a request id");
+        assert_eq!(
+            nap_core::target_set::root_from_proof(
+                &AwsLc,
+                *node_id,
+                request_id,
+                approval.index as usize,
+                approval.targets as usize,
+                &proof
+            ),
+            Some(root),
+            "the proof leads to the listed root"
+        );
+        let message = CentralMessage::Execute(execute.clone());
+        assert_eq!(
+            nap_core::signed_approval::rollout_digest(
+                &AwsLc,
+                approval.rollout_id,
+                approval.targets as usize,
+                &root,
+                &message,
+                approval.expires
+            ),
+            digest,
+            "what the node computes is what bob approved"
+        );
+    }
+
+    // Rejected: nothing starts, every target cancelled.
+    let (_, second) = post(&central, "/api/v1/rollouts", asked).await;
+    let second_id = second["rolloutId"].as_str().expect("id").to_owned();
+    let (status, rejected) = http(
+        "POST",
+        &central.api(&format!("/api/v1/rollouts/{second_id}/reject")),
+        Some(&bob),
+        Some(json!({ "reason": "not during the sale" })),
+    )
+    .await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["state"], "rejected");
+    assert_eq!(rollout_ends(&mut events).await, RolloutState::Rejected);
+    let audit = central.running.store().all_audit().await.expect("audit");
+    for (action, subject) in [("rollout.approve", &id), ("rollout.reject", &second_id)] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.action == action && e.subject == *subject),
+            "{action} audited"
+        );
+    }
+}

@@ -55,6 +55,7 @@ fn command(id: u128, n: u128) -> CommandRecord {
         timeout: Some(30_000),
         hold_until: None,
         requested_by: None,
+        rollout_approval: None,
         requires_approval: false,
         approver: None,
     });
@@ -678,6 +679,7 @@ async fn a_rollout_is_stored_with_its_targets_and_their_states(store: &impl Stor
         start_at: t0().add_millis(minute * 60_000),
         created_at: t0().add_millis(minute * 60_000),
         updated_at: t0().add_millis(minute * 60_000),
+        approval: None,
     };
     let targets: Vec<RolloutTargetRecord> = (0..3u32)
         .map(|i| RolloutTargetRecord {
@@ -765,6 +767,71 @@ async fn a_rollout_is_stored_with_its_targets_and_their_states(store: &impl Stor
     );
 }
 
+async fn a_rollout_s_approval_is_stored_and_each_approver_counted_once(store: &impl Storage) {
+    use nap_central::store::{RolloutRecord, RolloutTargetRecord, StoredApproval};
+    use nap_core::RolloutId;
+    use nap_core::central::rollout::{RolloutState, TargetState};
+    use nap_core::wire::SignedApproval;
+    let id = RolloutId::from_u128(7);
+    let approval = StoredApproval {
+        requester: "alice".into(),
+        approver: Some("group:dba".into()),
+        min_approvals: 2,
+        reason: "patch the fleet".into(),
+        digest: "ab12".into(),
+        expires_at: t0().add_millis(3_600_000),
+        approved_by: Vec::new(),
+        signatures: Vec::new(),
+    };
+    let record = RolloutRecord {
+        id,
+        requester: "alice".into(),
+        message: serde_json::json!({ "type": "execute", "command": "uptime" }),
+        strategy: serde_json::json!({}),
+        limits: serde_json::json!({ "targets": 1 }),
+        selector: None,
+        state: RolloutState::AwaitingApproval,
+        start_at: t0(),
+        created_at: t0(),
+        updated_at: t0(),
+        approval: Some(approval.clone()),
+    };
+    let target = RolloutTargetRecord {
+        position: 0,
+        node_id: NodeId::from_u128(1),
+        request_id: RequestId::from_u128(901),
+        state: TargetState::Pending,
+    };
+    store
+        .insert_rollout(record, vec![target])
+        .await
+        .expect("insert");
+    let signed = SignedApproval {
+        user: "bob".into(),
+        certificate: "nap-approver 1\n".into(),
+        signature: "c2ln".into(),
+    };
+    store
+        .add_rollout_approver(id, "bob", Some(&signed))
+        .await
+        .expect("bob");
+    store
+        .add_rollout_approver(id, "bob", Some(&signed))
+        .await
+        .expect("bob again");
+    store
+        .add_rollout_approver(id, "carol", None)
+        .await
+        .expect("carol");
+    let (stored, _) = store.get_rollout(id).await.expect("get").expect("there");
+    assert_eq!(stored.state, RolloutState::AwaitingApproval);
+    let stored = stored.approval.expect("its approval");
+    assert_eq!(stored.approved_by, ["bob", "carol"]);
+    assert_eq!(stored.signatures, [signed]);
+    assert_eq!(stored.digest, approval.digest);
+    assert_eq!(stored.min_approvals, 2);
+}
+
 macro_rules! suite {
     ($($name:ident),+ $(,)?) => {
         mod sqlite {
@@ -829,6 +896,7 @@ suite!(
     a_token_id_is_spent_once_and_forgotten_after_it_is_kept,
     migrating_twice_changes_nothing,
     a_rollout_is_stored_with_its_targets_and_their_states,
+    a_rollout_s_approval_is_stored_and_each_approver_counted_once,
 );
 
 /// A database too slow for what nodes write in bulk still answers the rest:

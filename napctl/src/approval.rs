@@ -168,6 +168,7 @@ mod tests {
             timeout: None,
             hold_until: None,
             requested_by: Some("alice".into()),
+            rollout_approval: None,
             requires_approval: true,
             approver: None,
         });

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 mod api;
 mod approval;
 mod keys;
+mod rollout_approval;
 
 use api::Api;
 
@@ -84,6 +85,36 @@ enum Command {
     /// Approval keys (spec §8.2), offline.
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// Rollouts (spec §8.3, §8.4).
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Approve a rollout: reads it and all its targets, checks that
+    /// central's digest covers exactly that command and those targets, and
+    /// — with your key and certificate — signs it.
+    Approve {
+        /// Its rollout id.
+        id: String,
+        /// Your approver key (from `napctl approval keygen`).
+        #[arg(long, requires = "cert")]
+        key: Option<PathBuf>,
+        /// Your approver certificate (from `napctl approval certify`).
+        #[arg(long, requires = "key")]
+        cert: Option<PathBuf>,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Reject a rollout awaiting approval.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,15 +187,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("no command {id} awaits approval"))?;
             let pending = approval::Pending::from_listing(item)?;
             println!("{}", pending.describe());
-            let mut body = json!({ "digest": pending.digest });
-            if let (Some(key), Some(cert)) = (key, cert) {
-                let key = keys::load(&key)?;
-                let text = std::fs::read_to_string(&cert)
-                    .with_context(|| format!("reading {}", cert.display()))?;
-                let signed = approval::sign(&key, &text, &pending.digest)?;
-                body["signature"] = json!(signed.signature);
-                body["certificate"] = json!(signed.certificate);
-            }
+            let body = approval_body(&pending.digest, key, cert)?;
             let answer = api
                 .post(&format!("/api/v1/commands/{id}/approve"), &body)
                 .await?;
@@ -190,6 +213,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .post(&format!("/api/v1/commands/{id}/cancel"), &json!({}))
                 .await?;
             println!("{}", answer_line(&answer));
+        }
+        Command::Rollout(RolloutCommand::Approve {
+            id,
+            key,
+            cert,
+            connection,
+        }) => {
+            let api = connection.api()?;
+            let pending = rollout_approval::PendingRollout::fetch(&api, &id).await?;
+            println!("{}", pending.describe());
+            let body = approval_body(&pending.digest, key, cert)?;
+            let answer = api
+                .post(&format!("/api/v1/rollouts/{id}/approve"), &body)
+                .await?;
+            println!("{}", answer["state"].as_str().unwrap_or_default());
+        }
+        Command::Rollout(RolloutCommand::Reject {
+            id,
+            reason,
+            connection,
+        }) => {
+            let answer = connection
+                .api()?
+                .post(
+                    &format!("/api/v1/rollouts/{id}/reject"),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            println!("{}", answer["state"].as_str().unwrap_or_default());
         }
         Command::Approval(ApprovalCommand::Keygen { out }) => {
             let public = keys::generate(&out)?;
@@ -219,6 +271,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An approval of `digest`, signed with `key` under `cert` when given.
+fn approval_body(
+    digest: &str,
+    key: Option<PathBuf>,
+    cert: Option<PathBuf>,
+) -> anyhow::Result<Value> {
+    let mut body = json!({ "digest": digest });
+    if let (Some(key), Some(cert)) = (key, cert) {
+        let key = keys::load(&key)?;
+        let text = std::fs::read_to_string(&cert)
+            .with_context(|| format!("reading {}", cert.display()))?;
+        let signed = approval::sign(&key, &text, digest)?;
+        body["signature"] = json!(signed.signature);
+        body["certificate"] = json!(signed.certificate);
+    }
+    Ok(body)
 }
 
 fn answer_line(answer: &Value) -> String {

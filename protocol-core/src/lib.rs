@@ -19,6 +19,7 @@ pub mod release;
 pub mod rng;
 pub mod signed_approval;
 mod signed_text;
+pub mod target_set;
 pub mod time;
 pub mod timer;
 pub mod transport;

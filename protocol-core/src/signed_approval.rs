@@ -28,11 +28,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::central::approval::canonical_bytes;
+use crate::central::approval::{canonical_bytes, rollout_canonical_bytes};
 use crate::crypto::Crypto;
 use crate::signed_text::{self, SplitError};
-use crate::wire::{CentralMessage, SignedApproval};
-use crate::{NodeId, RequestId, WallTime};
+use crate::target_set::{Hash, root_from_proof};
+use crate::wire::{CentralMessage, Execute, SignedApproval};
+use crate::{NodeId, RequestId, RolloutId, WallTime};
 
 const MAGIC: &str = "nap-approver 1";
 
@@ -47,6 +48,20 @@ pub fn digest(
     expires_at: WallTime,
 ) -> String {
     let canonical = canonical_bytes(node_id, request_id, message, expires_at);
+    hex::encode(crypto.sha256(&canonical))
+}
+
+/// The digest a rollout's approval is bound to (spec §8.4): hex SHA-256 of
+/// [`rollout_canonical_bytes`], over `targets` targets whose tree has `root`.
+pub fn rollout_digest(
+    crypto: &dyn Crypto,
+    rollout_id: RolloutId,
+    targets: usize,
+    root: &Hash,
+    message: &CentralMessage,
+    expires_at: WallTime,
+) -> String {
+    let canonical = rollout_canonical_bytes(rollout_id, targets, root, message, expires_at);
     hex::encode(crypto.sha256(&canonical))
 }
 
@@ -229,6 +244,10 @@ pub enum SignatureRefusal {
 pub enum ReleaseRefusal {
     #[error("this command needs signed approvals and no approval root is configured on this node")]
     NoTrust,
+    #[error("the rollout approval's proof does not fit a set of its size")]
+    RolloutProof,
+    #[error("the rollout approval ended at {expires} (now {now})")]
+    RolloutExpired { expires: WallTime, now: WallTime },
     #[error("{}", describe_short(*needed, valid, refused))]
     TooFew {
         needed: u8,
@@ -320,6 +339,61 @@ impl ApprovalTrust {
                 refused,
             })
         }
+    }
+}
+
+impl ApprovalTrust {
+    /// Whether the rollout approval `execute` carries admits it on this
+    /// node (`node_id`): the proof leads from this target's leaf — this
+    /// node, the command's request id — to a root, and at least `needed`
+    /// approvers other than `requestedBy` signed the rollout's digest over
+    /// that root (spec §8.4). A target outside the set gets another root,
+    /// so the signatures do not verify.
+    pub fn admit_rollout(
+        &self,
+        node_id: NodeId,
+        execute: &Execute,
+        needed: u8,
+        now: WallTime,
+    ) -> Result<Vec<String>, ReleaseRefusal> {
+        let (Some(request_id), Some(approval)) = (execute.request_id, &execute.rollout_approval)
+        else {
+            return Err(ReleaseRefusal::RolloutProof);
+        };
+        let proof: Option<Vec<Hash>> = approval
+            .proof
+            .iter()
+            .map(|h| hex::decode(h).ok()?.try_into().ok())
+            .collect();
+        let count = approval.targets as usize;
+        let root = proof
+            .and_then(|proof| {
+                root_from_proof(
+                    self.crypto.as_ref(),
+                    node_id,
+                    request_id,
+                    approval.index as usize,
+                    count,
+                    &proof,
+                )
+            })
+            .ok_or(ReleaseRefusal::RolloutProof)?;
+        if now > approval.expires {
+            return Err(ReleaseRefusal::RolloutExpired {
+                expires: approval.expires,
+                now,
+            });
+        }
+        let digest = rollout_digest(
+            self.crypto.as_ref(),
+            approval.rollout_id,
+            count,
+            &root,
+            &CentralMessage::Execute(execute.clone()),
+            approval.expires,
+        );
+        let requester = execute.requested_by.as_deref();
+        self.admit(&approval.approvals, &digest, requester, needed, now)
     }
 }
 

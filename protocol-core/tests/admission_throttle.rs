@@ -57,7 +57,9 @@ fn notices(alarms: &[Alarm]) -> Vec<(Option<IpAddr>, &'static str, u32)> {
                 peer,
                 count,
             } => Some((*peer, *reason, *count)),
-            Alarm::CriticalAlert { .. } | Alarm::Approval { .. } => None,
+            Alarm::CriticalAlert { .. }
+            | Alarm::Approval { .. }
+            | Alarm::RolloutApproval { .. } => None,
         })
         .collect()
 }

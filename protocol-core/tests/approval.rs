@@ -53,6 +53,7 @@ fn held_uptime(world: &World, n: u128, approver: Option<&str>) -> CentralMessage
         approver: approver.map(str::to_owned),
         hold_until: Some(expiry(world)),
         requested_by: None,
+        rollout_approval: None,
     })
 }
 
@@ -326,6 +327,7 @@ fn the_canonical_encoding_changes_with_every_field_that_makes_the_command() {
         approver: None,
         hold_until: None,
         requested_by: None,
+        rollout_approval: None,
     };
     let bytes = |e: &Execute, node: NodeId, id: RequestId, at: WallTime| {
         canonical_bytes(node, id, &CentralMessage::Execute(e.clone()), at)

@@ -32,6 +32,7 @@ fn needs_approval(n: u128) -> CentralMessage {
         timeout: None,
         hold_until: None,
         requested_by: None,
+        rollout_approval: None,
         requires_approval: true,
         approver: Some("alice".into()),
     })

@@ -43,6 +43,7 @@ fn rollout(targets: u128, strategy: Strategy) -> HubInput {
         message: execute(RequestId::from_u128(0), "uptime", &[], Some(10_000)),
         timeout: secs(10),
         start_at: wall(),
+        approval: None,
         restored: None,
     }))
 }

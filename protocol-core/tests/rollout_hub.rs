@@ -228,6 +228,7 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
         message: uptime(),
         timeout: secs(10),
         start_at: world.wall(),
+        approval: None,
         restored: Some(Restored {
             state: RolloutState::Rolling,
             targets: vec![
@@ -286,6 +287,7 @@ fn a_rollout_taken_over_from_a_stale_store_goes_by_what_the_hub_knows_of_its_com
         message: uptime(),
         timeout: secs(30),
         start_at: world.wall(),
+        approval: None,
         restored: Some(Restored {
             state: RolloutState::Rolling,
             targets: vec![

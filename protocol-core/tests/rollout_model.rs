@@ -37,6 +37,7 @@ fn strict_mode_never_passes_max_errors_plus_one_whatever_fails_when() {
         targets: 6,
         offline: vec![],
         flapping: false,
+        approval: false,
     };
     assert!(check("strict", model, 24) > 1_000);
 }
@@ -55,6 +56,7 @@ fn fast_mode_with_a_canary_a_bake_and_a_batch_wait() {
         targets: 5,
         offline: vec![],
         flapping: false,
+        approval: false,
     };
     assert!(check("fast, canary", model, 24) > 1_000);
 }
@@ -78,7 +80,26 @@ fn offline_targets_waited_for_or_failed_while_nodes_come_and_go() {
             targets: 4,
             offline: vec![1],
             flapping: true,
+            approval: false,
         };
         assert!(check(&format!("offline {offline:?}"), model, 14) > 500);
     }
+}
+
+#[test]
+fn a_rollout_that_needs_approval_starts_nothing_before_it_and_nothing_once_rejected() {
+    let model = RolloutModel {
+        strategy: Strategy {
+            canary: Some(Amount::Count(1)),
+            max_concurrency: Amount::Count(2),
+            max_errors: Amount::Count(1),
+            offline: OfflineTargets::Wait,
+            ..Strategy::default()
+        },
+        targets: 5,
+        offline: vec![3],
+        flapping: false,
+        approval: true,
+    };
+    assert!(check("approval", model, 24) > 1_000);
 }

@@ -204,6 +204,7 @@ pub fn run(config: DetConfig) -> Result<DetReport, Violation> {
                 timeout: None,
                 hold_until: None,
                 requested_by: None,
+                rollout_approval: None,
                 requires_approval: false,
                 approver: None,
             });

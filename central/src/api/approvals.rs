@@ -95,7 +95,14 @@ pub(super) async fn approve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: ApproveBody = parse(&body)?;
+    let decision = approval(&who, &body)?;
+    decide(&hub, &who, &id, decision).await
+}
+
+/// The approval an `approve` body gives, its signature checked against its
+/// certificate.
+pub(super) fn approval(who: &Caller, body: &[u8]) -> Result<Decision, ApiError> {
+    let body: ApproveBody = parse(body)?;
     let signature = match (body.signature, body.certificate) {
         (None, None) => None,
         (Some(signature), Some(certificate)) => {
@@ -112,16 +119,18 @@ pub(super) async fn approve(
         }
         _ => return Err(bad_request("signature and certificate go together")),
     };
-    decide(
-        &hub,
-        &who,
-        &id,
-        Decision::Approve {
-            digest: body.digest,
-            signature,
-        },
-    )
-    .await
+    Ok(Decision::Approve {
+        digest: body.digest,
+        signature,
+    })
+}
+
+/// The rejection a `reject` body gives.
+pub(super) fn rejection(body: &[u8]) -> Result<Decision, ApiError> {
+    let body: RejectBody = parse(body)?;
+    Ok(Decision::Reject {
+        reason: body.reason,
+    })
 }
 
 /// `POST /api/v1/commands/{id}/reject` `{"reason": …}`.
@@ -131,16 +140,8 @@ pub(super) async fn reject(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let body: RejectBody = parse(&body)?;
-    decide(
-        &hub,
-        &who,
-        &id,
-        Decision::Reject {
-            reason: body.reason,
-        },
-    )
-    .await
+    let decision = rejection(&body)?;
+    decide(&hub, &who, &id, decision).await
 }
 
 /// `POST /api/v1/commands/{id}/cancel`.
@@ -156,7 +157,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| bad_request(format!("body: {e}")))
 }
 
-async fn person(hub: &HubHandle, who: &Caller) -> Result<Person, ApiError> {
+pub(super) async fn person(hub: &HubHandle, who: &Caller) -> Result<Person, ApiError> {
     let groups = hub
         .effects()
         .store
@@ -207,18 +208,21 @@ async fn decide(
             }
             Ok((StatusCode::OK, Json(answer)).into_response())
         }
-        Err(refusal) => {
-            let status = match refusal {
-                ApprovalRefusal::OwnRequest
-                | ApprovalRefusal::NotAnApprover(_)
-                | ApprovalRefusal::NotRequester
-                | ApprovalRefusal::NotOwnSignature { .. } => StatusCode::FORBIDDEN,
-                ApprovalRefusal::NotPending
-                | ApprovalRefusal::AlreadyApproved
-                | ApprovalRefusal::DigestMismatch => StatusCode::CONFLICT,
-                ApprovalRefusal::ReasonRequired => StatusCode::BAD_REQUEST,
-            };
-            Err(ApiError(status, refusal.to_string()))
-        }
+        Err(refusal) => Err(refused(&refusal)),
     }
+}
+
+/// The answer to a refused decision.
+pub(super) fn refused(refusal: &ApprovalRefusal) -> ApiError {
+    let status = match refusal {
+        ApprovalRefusal::OwnRequest
+        | ApprovalRefusal::NotAnApprover(_)
+        | ApprovalRefusal::NotRequester
+        | ApprovalRefusal::NotOwnSignature { .. } => StatusCode::FORBIDDEN,
+        ApprovalRefusal::NotPending
+        | ApprovalRefusal::AlreadyApproved
+        | ApprovalRefusal::DigestMismatch => StatusCode::CONFLICT,
+        ApprovalRefusal::ReasonRequired => StatusCode::BAD_REQUEST,
+    };
+    ApiError(status, refusal.to_string())
 }

@@ -122,7 +122,7 @@ impl CommandTemplate {
     /// What this command needs on a node labelled `labels`: the request and
     /// central's approval rules together (spec §8.1). Only `execute` is
     /// ruled; the approver a rule names goes into the command.
-    fn requirement(
+    pub(super) fn requirement(
         &self,
         labels: &BTreeMap<String, String>,
         policy: &ApprovalPolicy,

@@ -11,6 +11,7 @@ mod error;
 mod guard;
 mod nodes;
 mod records;
+mod rollout_approval;
 mod rollouts;
 mod serve;
 mod system;
@@ -67,6 +68,14 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
         .route("/api/v1/rollouts/{id}/pause", post(rollouts::pause))
         .route("/api/v1/rollouts/{id}/resume", post(rollouts::resume))
         .route("/api/v1/rollouts/{id}/abort", post(rollouts::abort))
+        .route(
+            "/api/v1/rollouts/{id}/approve",
+            post(rollout_approval::approve),
+        )
+        .route(
+            "/api/v1/rollouts/{id}/reject",
+            post(rollout_approval::reject),
+        )
         .route("/api/v1/alerts", get(records::alerts))
         .route("/api/v1/audit", get(records::audit))
         .layer(axum::middleware::from_fn_with_state(guard, guard::guard))
@@ -93,6 +102,8 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/rollouts/{id}/pause",
     "/api/v1/rollouts/{id}/resume",
     "/api/v1/rollouts/{id}/abort",
+    "/api/v1/rollouts/{id}/approve",
+    "/api/v1/rollouts/{id}/reject",
     "/api/v1/alerts",
     "/api/v1/audit",
 ];

@@ -10,10 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use nap_core::central::approval::Decision;
 use nap_core::central::rollout::{
     ErrorMode, Limits, RolloutState, Selector, Strategy, TargetState,
 };
-use nap_core::central::{ControlRefusal, NewRollout, RolloutControl};
+use nap_core::central::{Alarm, ApprovalEvent, ControlRefusal, NewRollout, RolloutControl};
 use nap_core::wire::{BroadcastParams, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 use serde::Deserialize;
@@ -22,9 +23,10 @@ use serde_json::{Value, json};
 use super::caller::Caller;
 use super::commands::{CommandTemplate, parse_body};
 use super::error::{ApiError, bad_request, internal};
+use super::rollout_approval::{self, Needed};
 use super::tokens::Role;
 use crate::hub::HubHandle;
-use crate::store::{NodeRecord, RolloutRecord, RolloutTargetRecord, Storage};
+use crate::store::{NodeRecord, RolloutRecord, RolloutTargetRecord, Storage, StoredApproval};
 
 /// `POST /api/v1/rollouts`: the seed's `broadcast` message, plus a
 /// selector, a strategy, a start time and a dry run.
@@ -48,6 +50,14 @@ struct RolloutRequest {
     /// Resolve and show the numbers; start nothing.
     #[serde(default)]
     dry_run: bool,
+    /// v0.2: the rollout needs approval before anything starts (spec
+    /// §8.4), with a reason; `minApprovals` and `approver` as for one
+    /// command.
+    #[serde(default)]
+    requires_approval: bool,
+    reason: Option<String>,
+    min_approvals: Option<u8>,
+    approver: Option<String>,
 }
 
 /// Most targets one rollout (or broadcast) may name.
@@ -91,6 +101,18 @@ pub(super) async fn create(
     }
     let mut body = serde_json::to_value(&request.params).map_err(internal)?;
     body["type"] = json!(request.command.as_str());
+    if request.requires_approval {
+        body["requiresApproval"] = json!(true);
+    }
+    for (name, value) in [
+        ("reason", request.reason.map(Value::from)),
+        ("minApprovals", request.min_approvals.map(Value::from)),
+        ("approver", request.approver.map(Value::from)),
+    ] {
+        if let Some(value) = value {
+            body[name] = value;
+        }
+    }
     let plan = Plan {
         template: CommandTemplate::parse(body)?,
         targets: Targets::Named(request.targets),
@@ -104,18 +126,28 @@ pub(super) async fn create(
         return Ok(Json(json!({
             "dryRun": true,
             "limits": limits_json(&prepared.limits, &prepared.strategy),
+            "approval": prepared.approval.as_ref().map(|n| json!({
+                "minApprovals": n.requirement.min_approvals,
+                "approver": n.requirement.approver,
+            })),
             "targets": prepared.targets,
         }))
         .into_response());
     }
     let started = start(&hub, who, prepared, false).await?;
+    let state = if started.approval.is_some() {
+        RolloutState::AwaitingApproval
+    } else {
+        RolloutState::Scheduled
+    };
     Ok((
         StatusCode::CREATED,
         Json(json!({
             "rolloutId": started.rollout_id,
-            "state": RolloutState::Scheduled,
+            "state": state,
             "limits": limits_json(&started.limits, &started.strategy),
             "targets": started.planned.len(),
+            "approval": started.approval,
         })),
     )
         .into_response())
@@ -148,6 +180,8 @@ pub(super) struct Prepared {
     message: nap_core::wire::CentralMessage,
     timeout_ms: u64,
     start_at: Option<WallTime>,
+    /// v0.2: the approval it needs first.
+    approval: Option<Needed>,
 }
 
 /// A rollout stored and handed to the hub.
@@ -157,6 +191,8 @@ pub(super) struct Started {
     pub limits: Limits,
     /// Each target and its command's request id, in order.
     pub planned: Vec<(NodeId, RequestId)>,
+    /// v0.2: the approval request it awaits.
+    pub approval: Option<StoredApproval>,
 }
 
 /// Resolves the targets against `registry` and checks what would stop the
@@ -179,23 +215,7 @@ pub(super) fn prepare(
         Targets::Resolved(ids) => ids,
     };
     let policy = hub.read(|h| h.config().approval.clone());
-    if let nap_core::wire::CentralMessage::Execute(execute) = &message {
-        let by_id: HashMap<NodeId, &NodeRecord> = registry.iter().map(|n| (n.id, n)).collect();
-        for node_id in &targets {
-            let labels = by_id
-                .get(node_id)
-                .map(|n| n.labels.clone())
-                .unwrap_or_default();
-            if policy.requirement(&execute.command, &labels, None).is_err() {
-                return Err(bad_request(format!(
-                    "an approval rule covers `{}` on node {node_id}: a command that needs \
-                     approval goes to one node (POST /api/v1/nodes/{{id}}/commands); rollouts \
-                     with approval are not supported yet",
-                    execute.command
-                )));
-            }
-        }
-    }
+    let approval = rollout_approval::requirement(&plan.template, &targets, registry, &policy)?;
     let limits = Limits::of(&strategy, targets.len());
     Ok(Prepared {
         targets,
@@ -205,6 +225,7 @@ pub(super) fn prepare(
         message,
         timeout_ms,
         start_at: plan.start_at,
+        approval,
     })
 }
 
@@ -221,9 +242,10 @@ pub(super) async fn start(
         selector,
         strategy,
         limits,
-        message,
+        mut message,
         timeout_ms,
         start_at,
+        approval,
     } = prepared;
     let now = hub.clock().wall();
     let start_at = start_at.unwrap_or(now);
@@ -232,6 +254,22 @@ pub(super) async fn start(
         .iter()
         .map(|n| (*n, RequestId::from(uuid::Uuid::new_v4())))
         .collect();
+    let approval = approval.map(|needed| {
+        rollout_approval::approved_message(&mut message, who.user(), &needed);
+        let policy = hub.read(|h| h.config().approval.clone());
+        rollout_approval::request(
+            rollout_id,
+            who.user(),
+            &needed,
+            &message,
+            &planned,
+            &strategy,
+            start_at,
+            now,
+            &policy,
+        )
+    });
+    let (stored_approval, needs_approval) = approval.unzip();
     let record = RolloutRecord {
         id: rollout_id,
         requester: who.user().to_owned(),
@@ -239,10 +277,15 @@ pub(super) async fn start(
         strategy: serde_json::to_value(&strategy).map_err(internal)?,
         limits: serde_json::to_value(limits).map_err(internal)?,
         selector: selector.as_ref().map(ToString::to_string),
-        state: RolloutState::Scheduled,
+        state: if stored_approval.is_some() {
+            RolloutState::AwaitingApproval
+        } else {
+            RolloutState::Scheduled
+        },
         start_at,
         created_at: now,
         updated_at: now,
+        approval: stored_approval.clone(),
     };
     let rows = planned
         .iter()
@@ -268,6 +311,7 @@ pub(super) async fn start(
                 "selector": selector.as_ref().map(ToString::to_string),
                 "targets": targets.len(),
                 "broadcast": broadcast,
+                "approval": stored_approval,
                 "role": who.role.as_str(),
             }),
             now,
@@ -283,13 +327,26 @@ pub(super) async fn start(
         timeout: Duration::from_millis(timeout_ms),
         start_at,
         restored: None,
+        approval: needs_approval.map(Box::new),
     })
     .await;
+    if let Some(approval) = &stored_approval {
+        hub.effects().alarm(Alarm::RolloutApproval {
+            rollout_id,
+            event: ApprovalEvent::Requested {
+                requester: approval.requester.clone(),
+                reason: approval.reason.clone(),
+                approver: approval.approver.clone(),
+                min_approvals: approval.min_approvals,
+            },
+        });
+    }
     Ok(Started {
         rollout_id,
         strategy,
         limits,
         planned,
+        approval: stored_approval,
     })
 }
 
@@ -403,6 +460,7 @@ fn rollout_json(r: &RolloutRecord) -> Value {
         "startAt": r.start_at,
         "createdAt": r.created_at,
         "updatedAt": r.updated_at,
+        "approval": r.approval,
     })
 }
 
@@ -504,10 +562,15 @@ pub(super) async fn get(
     body["targetCount"] = json!(targets.len());
     body["targets"] = json!(page);
     body["nextOffset"] = json!(next);
+    if rollout.approval.is_some() {
+        let planned: Vec<(NodeId, RequestId)> =
+            targets.iter().map(|t| (t.node_id, t.request_id)).collect();
+        body["targetsRoot"] = json!(rollout_approval::targets_root(&planned));
+    }
     Ok(Json(body))
 }
 
-async fn control(
+pub(super) async fn control(
     hub: HubHandle,
     who: Caller,
     id: String,
@@ -515,22 +578,34 @@ async fn control(
 ) -> Result<Json<Value>, ApiError> {
     let who = who.needs(Role::Operator)?;
     let id = parse_rollout(&id)?;
-    let verdict = hub.control_rollout(id, control).await.ok_or_else(|| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the hub did not answer".into(),
-        )
-    })?;
+    let verdict = hub
+        .control_rollout(id, control.clone())
+        .await
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the hub did not answer".into(),
+            )
+        })?;
     let store = &hub.effects().store;
-    let action = match control {
-        RolloutControl::Pause => "rollout.pause",
-        RolloutControl::Resume => "rollout.resume",
-        RolloutControl::Abort => "rollout.abort",
+    let (action, reason, signed) = match &control {
+        RolloutControl::Pause => ("rollout.pause", None, false),
+        RolloutControl::Resume => ("rollout.resume", None, false),
+        RolloutControl::Abort => ("rollout.abort", None, false),
+        RolloutControl::Decide { decision, .. } => match decision {
+            Decision::Approve { signature, .. } => ("rollout.approve", None, signature.is_some()),
+            Decision::Reject { reason } => ("rollout.reject", Some(reason.clone()), false),
+            Decision::Cancel => ("rollout.cancel", None, false),
+        },
     };
-    let detail = match &verdict {
+    let mut detail = match &verdict {
         Ok(state) => json!({ "state": state, "role": who.role.as_str() }),
         Err(refusal) => json!({ "refused": refusal.to_string(), "role": who.role.as_str() }),
     };
+    if matches!(control, RolloutControl::Decide { .. }) {
+        detail["reason"] = json!(reason);
+        detail["signed"] = json!(signed);
+    }
     store
         .append_audit(
             who.user(),
@@ -542,7 +617,21 @@ async fn control(
         .await
         .map_err(internal)?;
     match verdict {
+        Ok(state) if matches!(control, RolloutControl::Decide { .. }) => {
+            let approval = store
+                .get_rollout(id)
+                .await
+                .map_err(internal)?
+                .and_then(|(r, _)| r.approval);
+            Ok(Json(json!({
+                "rolloutId": id,
+                "state": state,
+                "approvedBy": approval.as_ref().map(|a| &a.approved_by),
+                "minApprovals": approval.as_ref().map(|a| a.min_approvals),
+            })))
+        }
         Ok(state) => Ok(Json(json!({ "rolloutId": id, "state": state }))),
+        Err(ControlRefusal::Approval(refusal)) => Err(super::approvals::refused(&refusal)),
         Err(ControlRefusal::Refused(refusal)) => {
             Err(ApiError(StatusCode::CONFLICT, refusal.to_string()))
         }

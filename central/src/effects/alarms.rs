@@ -80,27 +80,27 @@ impl Alarms {
                     tracing::error!(error = %e, "could not audit a refused token");
                 }
             }
-            if let Alarm::Approval {
-                request_id,
-                event: ApprovalEvent::Expired,
-                ..
-            } = &alarm
-            {
-                // Requests and decisions are audited where they are made;
-                // an expiry is made by nobody but the clock.
-                if let Err(e) = store
-                    .append_audit(
-                        "central",
-                        "approval.expire",
-                        &request_id.to_string(),
-                        detail.clone(),
-                        at,
-                    )
+            // Requests and decisions are audited where they are made; an
+            // expiry is made by nobody but the clock.
+            let expired = match &alarm {
+                Alarm::Approval {
+                    request_id,
+                    event: ApprovalEvent::Expired,
+                    ..
+                } => Some(("approval.expire", request_id.to_string())),
+                Alarm::RolloutApproval {
+                    rollout_id,
+                    event: ApprovalEvent::Expired,
+                } => Some(("rollout.approval_expire", rollout_id.to_string())),
+                _ => None,
+            };
+            if let Some((action, subject)) = expired
+                && let Err(e) = store
+                    .append_audit("central", action, &subject, detail.clone(), at)
                     .await
-                {
-                    metrics.db_error("audit");
-                    tracing::error!(error = %e, "could not audit an expired approval");
-                }
+            {
+                metrics.db_error("audit");
+                tracing::error!(error = %e, "could not audit an expired approval");
             }
             if let Err(e) = store.insert_event(kind, detail, at).await {
                 metrics.db_error("insert_event");
@@ -125,33 +125,42 @@ fn detail(alarm: &Alarm) -> Value {
             node_id,
             event,
         } => {
-            let mut detail = match event {
-                ApprovalEvent::Requested {
-                    requester,
-                    reason,
-                    approver,
-                    min_approvals,
-                } => json!({
-                    "event": "requested", "requester": requester, "reason": reason,
-                    "approver": approver, "minApprovals": min_approvals,
-                }),
-                ApprovalEvent::Decided {
-                    person,
-                    decision,
-                    reason,
-                    outcome,
-                } => {
-                    json!({
-                        "event": decision, "person": person, "reason": reason,
-                        "outcome": approval_outcome(outcome),
-                    })
-                }
-                ApprovalEvent::Expired => json!({ "event": "expired" }),
-            };
+            let mut detail = approval_detail(event);
             detail["requestId"] = json!(request_id);
             detail["nodeId"] = json!(node_id);
             detail
         }
+        Alarm::RolloutApproval { rollout_id, event } => {
+            let mut detail = approval_detail(event);
+            detail["rolloutId"] = json!(rollout_id);
+            detail
+        }
+    }
+}
+
+fn approval_detail(event: &ApprovalEvent) -> Value {
+    match event {
+        ApprovalEvent::Requested {
+            requester,
+            reason,
+            approver,
+            min_approvals,
+        } => json!({
+            "event": "requested", "requester": requester, "reason": reason,
+            "approver": approver, "minApprovals": min_approvals,
+        }),
+        ApprovalEvent::Decided {
+            person,
+            decision,
+            reason,
+            outcome,
+        } => {
+            json!({
+                "event": decision, "person": person, "reason": reason,
+                "outcome": approval_outcome(outcome),
+            })
+        }
+        ApprovalEvent::Expired => json!({ "event": "expired" }),
     }
 }
 

@@ -189,7 +189,7 @@ async fn control_for(
     rollout_id: RolloutId,
     control: RolloutControl,
 ) {
-    let Some(verdict) = hub.control_rollout_here(rollout_id, control).await else {
+    let Some(verdict) = hub.control_rollout_here(rollout_id, control.clone()).await else {
         tracing::warn!(rollout = %rollout_id, %from, "the hub did not answer a rollout control from another process");
         return;
     };

@@ -5,11 +5,14 @@
 
 use std::time::Duration;
 
+use nap_core::central::approval::Decision;
 use nap_core::central::rollout::{RolloutState, Strategy, TargetState};
 use nap_core::central::{
-    CommandState, ControlRefusal, HubInput, NewRollout, Restored, RolloutControl,
+    CommandState, ControlRefusal, HubInput, NeedsApproval, NewRollout, Restored, RolloutControl,
 };
 use nap_core::codec::Message as _;
+use nap_core::crypto::AwsLc;
+use nap_core::target_set::TargetSet;
 use nap_core::wire::{CentralMessage, CommandKind};
 use nap_core::{NodeId, RequestId, RolloutId};
 use serde_json::json;
@@ -113,6 +116,22 @@ pub(super) async fn record_control(
     verdict: Result<RolloutState, ControlRefusal>,
 ) {
     let effects = hub.effects();
+    if let (
+        Ok(_),
+        RolloutControl::Decide {
+            person,
+            decision: Decision::Approve { signature, .. },
+        },
+    ) = (&verdict, &control)
+        && let Err(e) = effects
+            .store
+            .add_rollout_approver(rollout_id, &person.user, signature.as_ref())
+            .await
+    {
+        // The hub holds it; only a restart before the rollout starts loses it.
+        effects.metrics.db_error("add_rollout_approver");
+        tracing::error!(error = %e, rollout = %rollout_id, "cannot store a rollout approval");
+    }
     let detail = match &verdict {
         Ok(state) => json!({ "control": control, "state": state }),
         Err(refusal) => json!({ "control": control, "refused": refusal.to_string() }),
@@ -174,7 +193,7 @@ impl HubHandle {
         let notice = Notice::ControlRollout {
             from: cluster.instance().to_owned(),
             rollout_id,
-            control,
+            control: control.clone(),
         };
         match cluster.tell(&driver, &notice).await {
             Ok(true) => {}
@@ -185,7 +204,7 @@ impl HubHandle {
                 return None;
             }
         }
-        wait_for_verdict(&mut events, rollout_id, control).await
+        wait_for_verdict(&mut events, rollout_id, &control).await
     }
 
     /// [`Self::control_rollout`] by this process's hub alone.
@@ -198,9 +217,9 @@ impl HubHandle {
         let mut events = self.effects().events.subscribe();
         self.input(HubInput::ControlRollout {
             rollout_id,
-            control,
+            control: control.clone(),
         });
-        wait_for_verdict(&mut events, rollout_id, control).await
+        wait_for_verdict(&mut events, rollout_id, &control).await
     }
 
     /// Hands a rollout just stored to the process that drives the
@@ -361,14 +380,14 @@ impl HubHandle {
 async fn wait_for_verdict(
     events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
     rollout_id: RolloutId,
-    control: RolloutControl,
+    control: &RolloutControl,
 ) -> Option<Result<RolloutState, ControlRefusal>> {
     crate::events::first(events, VERDICT_WAIT, |event| match event {
         AppEvent::RolloutControlled {
             rollout_id: r,
             control: c,
             verdict,
-        } if r == rollout_id && c == control => Some(verdict),
+        } if r == rollout_id && c == *control => Some(verdict),
         _ => None,
     })
     .await
@@ -383,11 +402,21 @@ fn restored(rollout: &RolloutRecord, targets: Vec<RolloutTargetRecord>) -> Optio
         _ => None,
     }
     .or_else(|| CommandKind::from_name(message.message_type()).map(CommandKind::default_timeout))?;
+    let plan: Vec<(NodeId, RequestId)> =
+        targets.iter().map(|t| (t.node_id, t.request_id)).collect();
+    let approval = rollout.approval.as_ref().map(|stored| {
+        Box::new(NeedsApproval {
+            request: stored.to_request(),
+            targets: TargetSet::new(&AwsLc, &plan),
+            valid_until: strategy.deadline_at(rollout.start_at),
+        })
+    });
     Some(NewRollout {
         rollout_id: rollout.id,
         requester: rollout.requester.clone(),
         strategy,
-        targets: targets.iter().map(|t| (t.node_id, t.request_id)).collect(),
+        targets: plan,
+        approval,
         message,
         timeout,
         start_at: rollout.start_at,

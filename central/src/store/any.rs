@@ -208,6 +208,14 @@ impl Storage for AnyStore {
     ) -> StoreResult<()> {
         delegate!(self.add_approver(request_id, user, signature))
     }
+    async fn add_rollout_approver(
+        &self,
+        rollout_id: RolloutId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
+        delegate!(self.add_rollout_approver(rollout_id, user, signature))
+    }
     async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {
         delegate!(self.pending_approvals())
     }

@@ -172,6 +172,8 @@ pub struct RolloutRecord {
     pub start_at: WallTime,
     pub created_at: WallTime,
     pub updated_at: WallTime,
+    /// v0.2: its approval request, when it needs one (spec §8.4).
+    pub approval: Option<StoredApproval>,
 }
 
 /// v0.3: one target of a rollout, in its order.
@@ -447,11 +449,19 @@ pub trait Storage: Send + Sync + 'static {
     -> impl Future<Output = StoreResult<()>> + Send;
     /// The groups `user` is in.
     fn groups_of(&self, user: &str) -> impl Future<Output = StoreResult<Vec<String>>> + Send;
-    /// v0.2: counts `user`'s approval in the command's stored request.
-    /// v0.2: `user` approved (with this signature, if they signed).
+    /// v0.2: `user` approved the command (with this signature, if they
+    /// signed): counted in its stored request.
     fn add_approver(
         &self,
         request_id: RequestId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    /// v0.2: `user` approved the rollout (with this signature, if they
+    /// signed): counted in its stored request.
+    fn add_rollout_approver(
+        &self,
+        rollout_id: RolloutId,
         user: &str,
         signature: Option<&SignedApproval>,
     ) -> impl Future<Output = StoreResult<()>> + Send;

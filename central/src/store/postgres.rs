@@ -347,13 +347,14 @@ const LATER_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("sql/postgres_0004.sql")),
     (5, include_str!("sql/postgres_0005.sql")),
     (6, include_str!("sql/postgres_0006.sql")),
+    (7, include_str!("sql/postgres_0007.sql")),
 ];
 
-const ROLLOUT_COLUMNS: &str =
-    "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at";
+const ROLLOUT_COLUMNS: &str = "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at, approval";
 
 fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
     let state: String = r.get(6);
+    let approval: Option<serde_json::Value> = r.get(10);
     Ok(RolloutRecord {
         id: RolloutId::from(r.get::<_, Uuid>(0)),
         requester: r.get(1),
@@ -365,6 +366,10 @@ fn rollout_from_row(r: &Row) -> StoreResult<RolloutRecord> {
         start_at: wall(r.get(7)),
         created_at: wall(r.get(8)),
         updated_at: wall(r.get(9)),
+        approval: approval
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 
@@ -1046,8 +1051,8 @@ impl Storage for PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let inserted = tx
             .execute(
-                "INSERT INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                "INSERT INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at, approval)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT DO NOTHING",
                 &[
                     &uuid(rollout.id.0),
                     &rollout.requester,
@@ -1059,6 +1064,10 @@ impl Storage for PgStore {
                     &ts(rollout.start_at),
                     &ts(rollout.created_at),
                     &ts(rollout.updated_at),
+                    &rollout
+                        .approval
+                        .as_ref()
+                        .map(|a| serde_json::to_value(a).unwrap_or_default()),
                 ],
             )
             .await
@@ -1339,6 +1348,31 @@ impl Storage for PgStore {
                  WHERE request_id = $1 AND approval IS NOT NULL
                    AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
                 &[&uuid(request_id.0), &user, &signatures],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn add_rollout_approver(
+        &self,
+        rollout_id: RolloutId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let signatures = match signature {
+            Some(s) => serde_json::json!([s]),
+            None => serde_json::json!([]),
+        };
+        client
+            .execute(
+                "UPDATE rollouts SET approval = jsonb_set(jsonb_set(approval, '{approvedBy}',
+                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text)),
+                     '{signatures}', COALESCE(approval->'signatures', '[]'::jsonb) || $3::jsonb)
+                 WHERE id = $1 AND approval IS NOT NULL
+                   AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
+                &[&uuid(rollout_id.0), &user, &signatures],
             )
             .await
             .map_err(db)?;

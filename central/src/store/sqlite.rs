@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("sql/sqlite_0004.sql")),
     (5, include_str!("sql/sqlite_0005.sql")),
     (6, include_str!("sql/sqlite_0006.sql")),
+    (7, include_str!("sql/sqlite_0007.sql")),
 ];
 
 /// The SQLite backend.
@@ -119,8 +120,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(NodeRecord, Strin
 const NODE_COLUMNS: &str =
     "id, name, public_key_pem, labels, created_at, revoked_at, status, last_seen, agent_version";
 
-const ROLLOUT_COLUMNS: &str =
-    "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at";
+const ROLLOUT_COLUMNS: &str = "id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at, approval";
 
 /// A rollout row, with its JSON and state still to parse.
 type RolloutRow = (
@@ -130,6 +130,7 @@ type RolloutRow = (
     Option<String>,
     String,
     [i64; 3],
+    Option<String>,
 );
 
 fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
@@ -140,12 +141,20 @@ fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
         r.get(5)?,
         r.get(6)?,
         [r.get(7)?, r.get(8)?, r.get(9)?],
+        r.get(10)?,
     ))
 }
 
 fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
-    let (id, requester, [message, strategy, limits], selector, state, [start, created, updated]) =
-        row;
+    let (
+        id,
+        requester,
+        [message, strategy, limits],
+        selector,
+        state,
+        [start, created, updated],
+        approval,
+    ) = row;
     let json =
         |text: String| serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()));
     Ok(RolloutRecord {
@@ -159,6 +168,10 @@ fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
         start_at: from_micros(start),
         created_at: from_micros(created),
         updated_at: from_micros(updated),
+        approval: approval
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
     })
 }
 
@@ -792,8 +805,8 @@ impl Storage for SqliteStore {
             let tx = conn.transaction().map_err(db)?;
             let inserted = tx
                 .execute(
-                    "INSERT OR IGNORE INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT OR IGNORE INTO rollouts (id, requester, message, strategy, limits, selector, state, start_at, created_at, updated_at, approval)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         rollout.id.to_string(),
                         rollout.requester,
@@ -805,6 +818,10 @@ impl Storage for SqliteStore {
                         micros(rollout.start_at),
                         micros(rollout.created_at),
                         micros(rollout.updated_at),
+                        rollout
+                            .approval
+                            .as_ref()
+                            .map(|a| serde_json::to_string(a).unwrap_or_default()),
                     ],
                 )
                 .map_err(db)?;
@@ -1076,6 +1093,42 @@ impl Storage for SqliteStore {
                 .map_err(db)?;
             let rows = stmt.query_map([user], |r| r.get(0)).map_err(db)?;
             rows.map(|r| r.map_err(db)).collect()
+        })
+        .await
+    }
+
+    async fn add_rollout_approver(
+        &self,
+        rollout_id: RolloutId,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
+        let user = user.to_owned();
+        let signature = signature.cloned();
+        self.with(move |conn| {
+            let tx = conn.transaction().map_err(db)?;
+            let id = rollout_id.to_string();
+            let stored: Option<Option<String>> = tx
+                .query_row("SELECT approval FROM rollouts WHERE id = ?1", [&id], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)?;
+            let Some(Some(text)) = stored else {
+                return Ok(());
+            };
+            let mut approval: super::StoredApproval =
+                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !approval.approved_by.contains(&user) {
+                approval.approved_by.push(user);
+                approval.signatures.extend(signature);
+            }
+            tx.execute(
+                "UPDATE rollouts SET approval = ?2 WHERE id = ?1",
+                params![id, serde_json::to_string(&approval).unwrap_or_default()],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
         })
         .await
     }

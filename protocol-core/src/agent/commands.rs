@@ -109,6 +109,10 @@ impl Ctx {
         let policy = &self.config.policy;
         let task_timeout = policy.task_timeout;
         let (request_id, what, decision) = match command {
+            Command::Execute(e) if e.rollout_approval.is_some() => {
+                self.receive_rollout_target(e);
+                return;
+            }
             Command::Execute(e) => {
                 let what = format!("execute {} {:?}", e.command, e.args);
                 let decision = policy
@@ -231,6 +235,46 @@ impl Ctx {
             self.send(result);
         }
         true
+    }
+
+    /// An `execute` that is a target of an approved rollout (spec §8.4):
+    /// never held — the approval came before it was sent. Where the entry
+    /// requires signed approvals the node checks the rollout's own: the
+    /// proof that this node and request id are in the approved set, and the
+    /// signatures over the rollout's digest.
+    fn receive_rollout_target(&mut self, e: Execute) {
+        let what = format!("execute {} {:?}", e.command, e.args);
+        let Some(request_id) = e.request_id else {
+            self.decided(None, what, Decision::Invalid("no requestId"));
+            return;
+        };
+        if self.answer_duplicate(request_id, &what) {
+            return;
+        }
+        let policy = &self.config.policy;
+        let approved = match policy.check_execute(&e.command, &e.args, e.timeout) {
+            Ok(approved) => approved,
+            Err(refusal) => {
+                let message = refusal.to_string();
+                self.decided(Some(request_id), what, Decision::Blocked(refusal));
+                self.complete(request_id, failure(ErrorCode::Blocked, message));
+                return;
+            }
+        };
+        let required = approved.required_approvals;
+        if required > 0 {
+            let checked = match &policy.approval_trust {
+                None => Err(ReleaseRefusal::NoTrust),
+                Some(trust) => trust.admit_rollout(self.config.node_id, &e, required, self.wall()),
+            };
+            if let Err(refusal) = checked {
+                let message = format!("approval refused by the node: {refusal}");
+                self.decided(Some(request_id), what, Decision::ApprovalRefused(refusal));
+                self.complete(request_id, failure(ErrorCode::Blocked, message));
+                return;
+            }
+        }
+        self.admit(request_id, what, Task::Execute(approved));
     }
 
     /// For an entry that requires signed approvals: refuses an `execute`

@@ -5,7 +5,7 @@ use core::net::IpAddr;
 
 use crate::central::approval::{ApprovalRefusal, Decided};
 use crate::wire::Alert;
-use crate::{NodeId, RequestId};
+use crate::{NodeId, RequestId, RolloutId};
 
 /// Something for an administrator.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,11 @@ pub enum Alarm {
     Approval {
         request_id: RequestId,
         node_id: Option<NodeId>,
+        event: ApprovalEvent,
+    },
+    /// v0.3 with v0.2: the same for a rollout's approval (spec §8.4).
+    RolloutApproval {
+        rollout_id: RolloutId,
         event: ApprovalEvent,
     },
 }
@@ -60,7 +65,7 @@ impl Alarm {
         match self {
             Self::AuthRefused { .. } => "auth_failure",
             Self::CriticalAlert { .. } => "critical_alert",
-            Self::Approval { .. } => "approval",
+            Self::Approval { .. } | Self::RolloutApproval { .. } => "approval",
         }
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{CentralMessage, SignedApproval};
-use crate::{NodeId, RequestId, WallTime};
+use crate::{NodeId, RequestId, RolloutId, WallTime};
 
 /// The fewest and the most approvals a request may ask for.
 pub const MIN_APPROVALS: u8 = 1;
@@ -400,6 +400,36 @@ pub fn canonical_bytes(
         message.message_type(),
         expires_at.unix_millis()
     );
+    push_fields(&mut out, message);
+    out.into_bytes()
+}
+
+/// The bytes a rollout's approval covers (spec §8.4): as
+/// [`canonical_bytes`], with the rollout in place of one node and request —
+/// its id, and its targets as their count and the root of their tree
+/// ([`crate::target_set`]), which holds each target's node and request id.
+pub fn rollout_canonical_bytes(
+    rollout_id: RolloutId,
+    targets: usize,
+    root: &crate::target_set::Hash,
+    message: &CentralMessage,
+    expires_at: WallTime,
+) -> Vec<u8> {
+    use crate::codec::Message as _;
+    let mut out = format!(
+        "nap-rollout-approval 1\nrollout {}\ntargets {} {}\ntype {}\nexpires {}\n",
+        rollout_id,
+        targets,
+        hex::encode(root),
+        message.message_type(),
+        expires_at.unix_millis()
+    );
+    push_fields(&mut out, message);
+    out.into_bytes()
+}
+
+/// The command's own fields, one `<name> <JSON value>` line each.
+fn push_fields(out: &mut String, message: &CentralMessage) {
     let fields = match message {
         CentralMessage::Execute(e) => vec![
             ("command", serde_json::json!(e.command)),
@@ -421,5 +451,4 @@ pub fn canonical_bytes(
         out.push_str(&value.to_string());
         out.push('\n');
     }
-    out.into_bytes()
 }

@@ -24,8 +24,8 @@ pub use command::{CommandState, ResultRecord, Submission, TrackedCommand};
 pub use events::{ToHub, ToSession};
 pub use hub::{
     Admission, AdmissionConfig, Admit, CentralHub, ControlRefusal, HubConfig, HubInput, HubOutput,
-    HubTimer, NewRollout, Presence, Refusal, RefusalKind, Restored, RolloutControl, RolloutWatch,
-    Upgrade,
+    HubTimer, NeedsApproval, NewRollout, Presence, Refusal, RefusalKind, Restored, RolloutControl,
+    RolloutWatch, Upgrade,
 };
 pub use rate::TokenBucket;
 pub use session::{

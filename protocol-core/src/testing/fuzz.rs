@@ -415,6 +415,7 @@ pub fn hub(data: &[u8]) {
                     timeout: Some(5_000),
                     hold_until: None,
                     requested_by: None,
+                    rollout_approval: None,
                     requires_approval: false,
                     approver: None,
                 });
@@ -503,6 +504,7 @@ pub fn hub(data: &[u8]) {
                     timeout: Some(5_000),
                     hold_until: None,
                     requested_by: None,
+                    rollout_approval: None,
                     requires_approval: false,
                     approver: None,
                 });
@@ -514,6 +516,7 @@ pub fn hub(data: &[u8]) {
                     message,
                     timeout: Duration::from_secs(5),
                     start_at: wall(now),
+                    approval: None,
                     restored: None,
                 };
                 central.hub_input(now, HubInput::StartRollout(Box::new(new)));

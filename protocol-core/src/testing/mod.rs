@@ -15,4 +15,4 @@ pub(crate) mod world;
 
 pub use central::{CentralEffect, CentralHost};
 pub use network::{NetConfig, NetFaults};
-pub use world::{AgentNode, Behaviour, Ingest, Store, TelemetryRows, World, sample};
+pub use world::{AgentNode, Behaviour, Ingest, Store, TelemetryRows, World, rollout_plan, sample};

@@ -513,7 +513,7 @@ impl World {
     }
 
     /// v0.3: starts a rollout of `message` to `targets` (request ids
-    /// `1000 + i`) now.
+    /// `1000 + i`, [`rollout_plan`]) now.
     pub fn start_rollout(
         &mut self,
         rollout_id: crate::RolloutId,
@@ -521,20 +521,28 @@ impl World {
         message: CentralMessage,
         strategy: crate::central::rollout::Strategy,
     ) {
-        let targets = targets
-            .iter()
-            .enumerate()
-            .map(|(i, node)| (*node, RequestId::from_u128(1000 + i as u128)))
-            .collect();
+        self.start_rollout_with(rollout_id, targets, message, strategy, None);
+    }
+
+    /// v0.3: [`Self::start_rollout`], needing `approval` first (v0.2).
+    pub fn start_rollout_with(
+        &mut self,
+        rollout_id: crate::RolloutId,
+        targets: &[NodeId],
+        message: CentralMessage,
+        strategy: crate::central::rollout::Strategy,
+        approval: Option<crate::central::NeedsApproval>,
+    ) {
         let new = crate::central::NewRollout {
             rollout_id,
             requester: "alice".into(),
             strategy,
-            targets,
+            targets: rollout_plan(targets),
             message,
             timeout: Duration::from_secs(30),
             start_at: self.wall(),
             restored: None,
+            approval: approval.map(Box::new),
         };
         self.hub_input(HubInput::StartRollout(Box::new(new)));
     }
@@ -552,7 +560,9 @@ impl World {
         self.store
             .rollout_controls
             .last()
-            .map_or(Err(crate::central::ControlRefusal::Unknown), |c| c.2)
+            .map_or(Err(crate::central::ControlRefusal::Unknown), |c| {
+                c.2.clone()
+            })
     }
 
     /// A person decides on a command awaiting approval (v0.2); the verdict.
@@ -1461,4 +1471,14 @@ pub(crate) fn all_ok() -> HealthChecks {
 /// The `requestId` of a command message.
 pub(crate) fn command_request_id(message: &CentralMessage) -> Option<RequestId> {
     message.request_id()
+}
+
+/// The targets of a rollout [`World::start_rollout`] starts: each node with
+/// request id `1000 + i`, in order.
+pub fn rollout_plan(targets: &[NodeId]) -> Vec<(NodeId, RequestId)> {
+    targets
+        .iter()
+        .enumerate()
+        .map(|(i, node)| (*node, RequestId::from_u128(1000 + i as u128)))
+        .collect()
 }

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::real;
-use crate::{RequestId, WallTime};
+use crate::{RequestId, RolloutId, WallTime};
 
 /// Run an allow-listed program. Never a shell: `command` names an entry of the
 /// agent's allow-list and `args` are passed as separate arguments.
@@ -48,6 +48,36 @@ pub struct Execute {
     /// signature (spec §8.2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// v0.3 with v0.2: the approval of the rollout this command is a target
+    /// of, for a node whose allow-list entry requires signed approvals — the
+    /// node checks it and runs the command at once (spec §8.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "testing", proptest(value = "None"))]
+    pub rollout_approval: Option<RolloutApproval>,
+}
+
+/// v0.3 with v0.2: a rollout's approval as one of its targets receives it:
+/// the approvers signed the rollout's digest (its command, its id, its
+/// expiry and the root of its targets' tree), and the proof leads from this
+/// target's leaf — its node and this command's request id — to that root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RolloutApproval {
+    pub rollout_id: RolloutId,
+    /// How many targets the approved set holds.
+    pub targets: u32,
+    /// This target's place among them, from 0.
+    pub index: u32,
+    /// Hex SHA-256 hashes: the siblings from this target's leaf up to the
+    /// root.
+    pub proof: Vec<String>,
+    /// When the approval ends: the rollout's deadline.
+    pub expires: WallTime,
+    /// Who approved, as in `execute_approved`.
+    pub approved_by: String,
+    /// The approvers' signatures over the rollout's digest.
+    pub approvals: Vec<SignedApproval>,
 }
 
 /// v0.2: a human approved a held `execute`.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use broadcast::{Broadcast, BroadcastParams};
 pub use command::{
     Command, CommandError, CommandKind, CommandResult, Deploy, ErrorCode, Execute, ExecuteApproved,
-    HealthCheck, SignedApproval, UpdateAgent,
+    HealthCheck, RolloutApproval, SignedApproval, UpdateAgent,
 };
 pub use features::{Feature, Features, Hello};
 pub use health::{CheckDetail, CheckStatus, Health, HealthChecks, HealthDetails};

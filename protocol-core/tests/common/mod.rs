@@ -110,6 +110,7 @@ pub fn execute(
         timeout: timeout_ms,
         hold_until: None,
         requested_by: None,
+        rollout_approval: None,
         requires_approval: false,
         approver: None,
     })

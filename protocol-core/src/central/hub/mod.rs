@@ -35,7 +35,9 @@ use super::rollout::{RolloutState, TargetState};
 
 pub use admission::{AdmissionConfig, Refusal, RefusalKind};
 use admission::{Notices, Source, Throttle};
-pub use rollout::{ControlRefusal, NewRollout, Restored, RolloutControl, RolloutWatch};
+pub use rollout::{
+    ControlRefusal, NeedsApproval, NewRollout, Restored, RolloutControl, RolloutWatch,
+};
 
 /// Parameters of the hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

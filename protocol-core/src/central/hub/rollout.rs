@@ -8,11 +8,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{CentralHub, HubOutput, HubTimer};
+use crate::central::alarm::{Alarm, ApprovalEvent};
+use crate::central::approval::{
+    ApprovalRefusal, ApprovalRequest, Decided, Decision, Pending, Person,
+};
 use crate::central::command::CommandState;
 use crate::central::rollout::{
     Rollout, RolloutOutput, RolloutRefusal, RolloutState, Strategy, TargetState,
 };
-use crate::wire::{CentralMessage, NodeStatus};
+use crate::target_set::TargetSet;
+use crate::wire::{CentralMessage, NodeStatus, RolloutApproval};
 use crate::{NodeId, RequestId, RolloutId, Timestamp, WallTime};
 
 /// A rollout to start.
@@ -33,6 +38,20 @@ pub struct NewRollout {
     pub start_at: WallTime,
     /// After a restart: what the store kept of it.
     pub restored: Option<Restored>,
+    /// v0.2: the approval it needs before anything starts (spec §8.4).
+    pub approval: Option<Box<NeedsApproval>>,
+}
+
+/// A rollout's approval: the request (its digest covers the command, the
+/// rollout and the root of `targets`), and how long it holds once given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeedsApproval {
+    pub request: ApprovalRequest,
+    /// The tree over the targets, in order: each target's command carries
+    /// its proof.
+    pub targets: TargetSet,
+    /// The end of the approval, as signed: the rollout's deadline.
+    pub valid_until: WallTime,
 }
 
 /// A rollout's state and its targets' (in order), as stored.
@@ -53,17 +72,23 @@ pub struct RolloutWatch {
 }
 
 /// An operator's say on a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutControl {
     Pause,
     Resume,
     Abort,
+    /// v0.2: a person approves, rejects or cancels a rollout that awaits
+    /// approval (the rules of spec §8.1; a cancel is an abort).
+    Decide {
+        person: Person,
+        decision: Decision,
+    },
 }
 
 /// Why a control was refused.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize,
+    Debug, Clone, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum ControlRefusal {
@@ -71,6 +96,8 @@ pub enum ControlRefusal {
     Unknown,
     #[error(transparent)]
     Refused(#[from] RolloutRefusal),
+    #[error(transparent)]
+    Approval(#[from] ApprovalRefusal),
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +106,15 @@ pub(super) struct Hosted {
     requester: String,
     message: CentralMessage,
     timeout: Duration,
+    approval: Option<Approval>,
+}
+
+/// A hosted rollout's approval: gathered, then given to every target.
+#[derive(Debug, Clone)]
+struct Approval {
+    pending: Pending,
+    targets: TargetSet,
+    valid_until: WallTime,
 }
 
 impl CentralHub {
@@ -92,6 +128,7 @@ impl CentralHub {
             timeout,
             start_at,
             restored,
+            approval,
         } = new;
         if self.rollouts.contains_key(&rollout_id) {
             return;
@@ -145,6 +182,18 @@ impl CentralHub {
                 )
             }
         };
+        let mut engine = engine;
+        let approval = approval.map(|needs| {
+            let pending = Pending::new(needs.request);
+            if !pending.complete() {
+                engine.await_approval(self.at_wall(pending.request.expires_at));
+            }
+            Approval {
+                pending,
+                targets: needs.targets,
+                valid_until: needs.valid_until,
+            }
+        });
         self.rollouts.insert(
             rollout_id,
             Hosted {
@@ -152,6 +201,7 @@ impl CentralHub {
                 requester,
                 message,
                 timeout,
+                approval,
             },
         );
         self.rollout_step(rollout_id);
@@ -162,13 +212,36 @@ impl CentralHub {
         let verdict = match self.rollouts.get_mut(&rollout_id) {
             None => Err(ControlRefusal::Unknown),
             Some(hosted) => {
-                let done = match control {
-                    RolloutControl::Pause => hosted.engine.pause(now),
-                    RolloutControl::Resume => hosted.engine.resume(now),
-                    RolloutControl::Abort => hosted.engine.abort(),
+                let done = match &control {
+                    RolloutControl::Pause => hosted.engine.pause(now).map_err(ControlRefusal::from),
+                    RolloutControl::Resume => {
+                        hosted.engine.resume(now).map_err(ControlRefusal::from)
+                    }
+                    RolloutControl::Abort => hosted.engine.abort().map_err(ControlRefusal::from),
+                    RolloutControl::Decide { person, decision } => {
+                        let decided = hosted.decide(now, person, decision);
+                        let outcome = decided.clone().map_err(|refusal| match refusal {
+                            ControlRefusal::Approval(refusal) => refusal,
+                            _ => ApprovalRefusal::NotPending,
+                        });
+                        let (name, reason) = match decision {
+                            Decision::Approve { .. } => ("approve", None),
+                            Decision::Reject { reason } => ("reject", Some(reason.clone())),
+                            Decision::Cancel => ("cancel", None),
+                        };
+                        self.out.push_back(HubOutput::Alarm(Alarm::RolloutApproval {
+                            rollout_id,
+                            event: ApprovalEvent::Decided {
+                                person: person.user.clone(),
+                                decision: name,
+                                reason,
+                                outcome,
+                            },
+                        }));
+                        decided.map(|_| ())
+                    }
                 };
                 done.map(|()| hosted.engine.state())
-                    .map_err(ControlRefusal::from)
             }
         };
         self.out.push_back(HubOutput::RolloutControlled {
@@ -346,7 +419,11 @@ impl CentralHub {
                         node_id,
                         request_id,
                         requester: hosted.requester.clone(),
-                        message: with_request_id(&hosted.message, request_id),
+                        message: hosted.command_for(
+                            rollout_id,
+                            hosted.engine.position(node_id),
+                            request_id,
+                        ),
                         timeout: hosted.timeout,
                     });
                 }
@@ -358,6 +435,12 @@ impl CentralHub {
                     });
                 }
                 RolloutOutput::StateChanged(state) => {
+                    if state == RolloutState::ApprovalExpired {
+                        self.out.push_back(HubOutput::Alarm(Alarm::RolloutApproval {
+                            rollout_id,
+                            event: ApprovalEvent::Expired,
+                        }));
+                    }
                     self.out
                         .push_back(HubOutput::RolloutChanged { rollout_id, state });
                 }
@@ -371,6 +454,65 @@ impl CentralHub {
             self.rollouts.remove(&rollout_id);
             self.timers.stop(&HubTimer::Rollout(rollout_id));
         }
+    }
+}
+
+impl Hosted {
+    /// A decision on the rollout's approval: the rules of spec §8.1, then
+    /// what they decided done to the engine.
+    fn decide(
+        &mut self,
+        now: Timestamp,
+        person: &Person,
+        decision: &Decision,
+    ) -> Result<Decided, ControlRefusal> {
+        let Some(approval) = self
+            .approval
+            .as_mut()
+            .filter(|_| self.engine.awaits_approval())
+        else {
+            return Err(ApprovalRefusal::NotPending.into());
+        };
+        let decided = approval.pending.decide(person, decision)?;
+        match decided {
+            Decided::Counted { .. } => {}
+            Decided::Approved => self.engine.approve(now)?,
+            Decided::Rejected => self.engine.reject()?,
+            Decided::Cancelled => self.engine.abort()?,
+        }
+        Ok(decided)
+    }
+
+    /// The command of the target at `position`, `request_id`: the
+    /// rollout's, with the approval and this target's proof when it had
+    /// one.
+    fn command_for(
+        &self,
+        rollout_id: RolloutId,
+        position: Option<usize>,
+        request_id: RequestId,
+    ) -> CentralMessage {
+        let mut message = with_request_id(&self.message, request_id);
+        if let (CentralMessage::Execute(execute), Some(approval), Some(index)) =
+            (&mut message, &self.approval, position)
+        {
+            let pending = &approval.pending;
+            execute.rollout_approval = Some(RolloutApproval {
+                rollout_id,
+                targets: u32::try_from(approval.targets.len()).unwrap_or(u32::MAX),
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+                proof: approval
+                    .targets
+                    .proof(index)
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+                expires: approval.valid_until,
+                approved_by: pending.approvers().collect::<Vec<_>>().join(", "),
+                approvals: pending.signatures().cloned().collect(),
+            });
+        }
+        message
     }
 }
 

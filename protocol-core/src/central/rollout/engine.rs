@@ -92,6 +92,8 @@ impl<'de> Deserialize<'de> for TargetState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
+    /// v0.2: waiting for people to approve it (spec §8.4); nothing starts.
+    AwaitingApproval,
     /// Waiting for its start time.
     Scheduled,
     /// The canary targets run; nothing else starts.
@@ -112,6 +114,10 @@ pub enum RolloutState {
     Aborted,
     /// Its deadline came first: nothing new starts.
     DeadlinePassed,
+    /// v0.2: an approver rejected it; nothing started.
+    Rejected,
+    /// v0.2: nobody approved it in time; nothing started.
+    ApprovalExpired,
 }
 
 impl RolloutState {
@@ -123,12 +129,15 @@ impl RolloutState {
                 | Self::Halted
                 | Self::Aborted
                 | Self::DeadlinePassed
+                | Self::Rejected
+                | Self::ApprovalExpired
         )
     }
 
     /// The name used in the API and the store.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AwaitingApproval => "awaiting_approval",
             Self::Scheduled => "scheduled",
             Self::Canary => "canary",
             Self::Baking => "baking",
@@ -139,6 +148,8 @@ impl RolloutState {
             Self::Halted => "halted",
             Self::Aborted => "aborted",
             Self::DeadlinePassed => "deadline_passed",
+            Self::Rejected => "rejected",
+            Self::ApprovalExpired => "approval_expired",
         }
     }
 }
@@ -161,6 +172,8 @@ pub enum RolloutOutput {
 /// The rollout's named deadlines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RolloutTimer {
+    /// v0.2: the end of the wait for approval.
+    Approval,
     /// The start time.
     Start,
     /// The end of the bake.
@@ -184,6 +197,8 @@ pub enum RolloutRefusal {
     Paused,
     #[error("the rollout is not paused")]
     NotPaused,
+    #[error("the rollout does not await approval")]
+    NotAwaitingApproval,
 }
 
 /// One target.
@@ -213,6 +228,7 @@ pub struct Counts {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Phase {
+    AwaitingApproval,
     Scheduled,
     Canary,
     Baking,
@@ -344,7 +360,7 @@ impl Rollout {
         let in_canary = canary > 0
             && (rollout.canary_in_flight > 0 || (started < canary && rollout.counts.pending > 0));
         let phase = match state {
-            RolloutState::Scheduled => Phase::Scheduled,
+            RolloutState::Scheduled | RolloutState::AwaitingApproval => Phase::Scheduled,
             RolloutState::Canary => Phase::Canary,
             RolloutState::Baking => Phase::Baking,
             RolloutState::Paused if started == 0 => Phase::Scheduled,
@@ -387,6 +403,7 @@ impl Rollout {
         match self.phase {
             Phase::Ended(state) => state,
             _ if self.paused => RolloutState::Paused,
+            Phase::AwaitingApproval => RolloutState::AwaitingApproval,
             Phase::Scheduled => RolloutState::Scheduled,
             Phase::Canary => RolloutState::Canary,
             Phase::Baking => RolloutState::Baking,
@@ -421,6 +438,11 @@ impl Rollout {
         self.index.get(&node_id).map(|&i| &self.targets[i])
     }
 
+    /// The place of `node_id` among the targets, from 0.
+    pub fn position(&self, node_id: NodeId) -> Option<usize> {
+        self.index.get(&node_id).copied()
+    }
+
     #[must_use]
     pub fn poll_output(&mut self) -> Option<RolloutOutput> {
         self.out.pop_front()
@@ -453,6 +475,7 @@ impl Rollout {
                     self.arm_slot();
                 }
                 RolloutTimer::Deadline => self.end(RolloutState::DeadlinePassed),
+                RolloutTimer::Approval => self.end(RolloutState::ApprovalExpired),
                 RolloutTimer::Hold => self.hold_until = None,
             }
         }
@@ -544,6 +567,48 @@ impl Rollout {
         Ok(())
     }
 
+    /// v0.2: nothing starts until [`Self::approve`]; a rollout not approved
+    /// by `expires_at` ends `approval_expired`. Called on a new rollout (or
+    /// one restored while it still awaited approval), before any step.
+    pub fn await_approval(&mut self, expires_at: Timestamp) {
+        if self.ended() || self.counts.pending < self.targets.len() {
+            return;
+        }
+        self.phase = Phase::AwaitingApproval;
+        self.timers.set(RolloutTimer::Approval, expires_at);
+    }
+
+    /// Whether it waits for approval (paused or not).
+    pub fn awaits_approval(&self) -> bool {
+        self.phase == Phase::AwaitingApproval
+    }
+
+    /// v0.2: the approval is complete; it goes on as scheduled (at once if
+    /// its start time has passed), unless it is paused.
+    pub fn approve(&mut self, now: Timestamp) -> Result<(), RolloutRefusal> {
+        if self.phase != Phase::AwaitingApproval {
+            return Err(RolloutRefusal::NotAwaitingApproval);
+        }
+        self.timers.stop(&RolloutTimer::Approval);
+        self.phase = Phase::Scheduled;
+        if !self.paused {
+            self.timers.set(RolloutTimer::Start, self.start_at.max(now));
+            self.out
+                .push_back(RolloutOutput::StateChanged(RolloutState::Scheduled));
+        }
+        self.handle_timeout(now);
+        Ok(())
+    }
+
+    /// v0.2: an approver rejected it; nothing starts, ever.
+    pub fn reject(&mut self) -> Result<(), RolloutRefusal> {
+        if self.phase != Phase::AwaitingApproval {
+            return Err(RolloutRefusal::NotAwaitingApproval);
+        }
+        self.end(RolloutState::Rejected);
+        Ok(())
+    }
+
     fn ended(&self) -> bool {
         matches!(self.phase, Phase::Ended(_))
     }
@@ -572,7 +637,9 @@ impl Rollout {
             return;
         }
         match self.phase {
-            Phase::Scheduled | Phase::Baking | Phase::Ended(_) => return,
+            Phase::AwaitingApproval | Phase::Scheduled | Phase::Baking | Phase::Ended(_) => {
+                return;
+            }
             Phase::Canary => {
                 self.fill(true);
                 let canary_done = self.canary_in_flight == 0

@@ -156,6 +156,12 @@ pub struct Strategy {
 }
 
 impl Strategy {
+    /// When a rollout starting at `start_at` reaches its deadline: what a
+    /// rollout's approval is signed to last until (spec §8.4).
+    pub fn deadline_at(&self, start_at: crate::WallTime) -> crate::WallTime {
+        start_at.add_millis(i64::try_from(self.deadline.as_millis()).unwrap_or(i64::MAX))
+    }
+
     /// A broadcast's: every target at once, no canary, no error limit,
     /// offline targets waiting for their node until `deadline`.
     pub fn all_at_once(deadline: Duration) -> Self {

@@ -236,6 +236,7 @@ impl CentralActor {
                     timeout: Some(10_000),
                     hold_until: approving.then_some(expires_at),
                     requested_by: approving.then(|| REQUESTER.to_owned()),
+                    rollout_approval: None,
                     requires_approval: approving,
                     approver: None,
                 });

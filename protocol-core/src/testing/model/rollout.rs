@@ -1,12 +1,15 @@
 //! A [stateright] model of one rollout (spec/protocol.md §8.3): the real
 //! [`Rollout`] engine, its targets ending in success or failure in any
 //! order, their nodes coming and going, an operator pausing, resuming and
-//! aborting at any moment, and its deadlines firing in their order. The
-//! properties are its safety rules: in flight within `maxConcurrency`, in
-//! strict mode never more than `maxErrors + 1` failures, nothing started
-//! once it has ended, and every target ending in exactly one state.
+//! aborting at any moment, and its deadlines firing in their order; with
+//! `approval`, approvers approving or rejecting it at any moment (§8.4).
+//! The properties are its safety rules: in flight within `maxConcurrency`,
+//! in strict mode never more than `maxErrors + 1` failures, nothing started
+//! once it has ended, nothing started before it is approved, and every
+//! target ending in exactly one state.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use stateright::{Model, Property};
 
@@ -25,7 +28,12 @@ pub struct RolloutModel {
     /// away and come back when `flapping`.
     pub offline: Vec<usize>,
     pub flapping: bool,
+    /// It needs approval first (v0.2).
+    pub approval: bool,
 }
+
+/// When a rollout that needs approval and gets none ends.
+const APPROVAL_EXPIRES: Duration = Duration::from_secs(30 * 60);
 
 /// The rollout and what was seen of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +47,10 @@ pub struct RolloutWorld {
     pub ended_twice: bool,
     /// Something started after the rollout ended.
     pub started_after_end: bool,
+    /// The approval is complete (always, for one that needs none).
+    pub approved: bool,
+    /// Something started before the approval was complete.
+    pub started_unapproved: bool,
 }
 
 /// One step.
@@ -52,6 +64,9 @@ pub enum RolloutAction {
     Pause,
     Resume,
     Abort,
+    /// The last approval needed.
+    Approve,
+    Reject,
     /// The next deadline.
     Tick,
 }
@@ -67,6 +82,9 @@ impl RolloutModel {
                 RolloutOutput::Start { node_id, .. } => {
                     if world.rollout.state().is_terminal() {
                         world.started_after_end = true;
+                    }
+                    if !world.approved {
+                        world.started_unapproved = true;
                     }
                     world
                         .rollout
@@ -115,7 +133,14 @@ impl Model for RolloutModel {
             ended: BTreeMap::new(),
             ended_twice: false,
             started_after_end: false,
+            approved: !self.approval,
+            started_unapproved: false,
         };
+        if self.approval {
+            world
+                .rollout
+                .await_approval(Timestamp::ZERO + APPROVAL_EXPIRES);
+        }
         world.rollout.handle_timeout(world.now);
         Self::pump(&mut world);
         vec![world]
@@ -148,6 +173,10 @@ impl Model for RolloutModel {
             }
             actions.push(RolloutAction::Abort);
         }
+        if state.rollout.awaits_approval() {
+            actions.push(RolloutAction::Approve);
+            actions.push(RolloutAction::Reject);
+        }
         if state.rollout.poll_timeout().is_some() {
             actions.push(RolloutAction::Tick);
         }
@@ -174,6 +203,11 @@ impl Model for RolloutModel {
             RolloutAction::Pause => world.rollout.pause(now).ok()?,
             RolloutAction::Resume => world.rollout.resume(now).ok()?,
             RolloutAction::Abort => world.rollout.abort().ok()?,
+            RolloutAction::Approve => {
+                world.approved = true;
+                world.rollout.approve(now).ok()?;
+            }
+            RolloutAction::Reject => world.rollout.reject().ok()?,
             RolloutAction::Tick => {
                 world.now = world.rollout.poll_timeout()?;
                 world.rollout.handle_timeout(world.now);
@@ -224,6 +258,33 @@ impl Model for RolloutModel {
                 w.rollout.state() == RolloutState::Halted
             }),
         ];
+        if self.approval {
+            properties.push(Property::always(
+                "nothing starts before the approval is complete",
+                |_, w: &RolloutWorld| !w.started_unapproved,
+            ));
+            properties.push(Property::always(
+                "a rejected or expired rollout started nothing",
+                |_, w: &RolloutWorld| {
+                    !matches!(
+                        w.rollout.state(),
+                        RolloutState::Rejected | RolloutState::ApprovalExpired
+                    ) || w
+                        .rollout
+                        .targets()
+                        .iter()
+                        .all(|t| t.state == TargetState::Command(CommandState::Cancelled))
+                },
+            ));
+            properties.push(Property::sometimes(
+                "the rollout is rejected",
+                |_, w: &RolloutWorld| w.rollout.state() == RolloutState::Rejected,
+            ));
+            properties.push(Property::sometimes(
+                "nobody approves it in time",
+                |_, w: &RolloutWorld| w.rollout.state() == RolloutState::ApprovalExpired,
+            ));
+        }
         if self.strict() {
             properties.push(Property::always(
                 "strict: failures never exceed maxErrors + 1",
