@@ -1061,3 +1061,114 @@ async fn a_request_nobody_decides_in_time_expires_on_both_sides_and_never_runs()
         "the node never started it: {audit}"
     );
 }
+
+/// The end of the rollout `id`.
+async fn rollout_ends(
+    events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
+    id: nap_core::RolloutId,
+) -> nap_core::central::rollout::RolloutState {
+    let mut ended = None;
+    wait_for(events, |e| match e {
+        AppEvent::Rollout { rollout_id, state } if *rollout_id == id && state.is_terminal() => {
+            ended = Some(*state);
+            true
+        }
+        _ => false,
+    })
+    .await;
+    ended.expect("the rollout ended")
+}
+
+#[tokio::test]
+async fn a_rollout_the_node_guards_runs_only_under_an_approval_the_node_verifies_for_itself() {
+    use nap_core::central::rollout::RolloutState;
+    let mut s = setup("e2e_rollout_approval").await;
+    let (root, stranger) = (ed25519(), ed25519());
+    s.config.approval.roots = vec![public(&root).to_string()];
+    s.config.commands.insert(
+        "greet".to_owned(),
+        CommandEntry {
+            program: PathBuf::from("/bin/echo"),
+            args: vec![nap_agent::config::ArgSpec::Literal("guarded".into())],
+            rest: None,
+            max_extra: 0,
+            max_timeout_ms: 10_000,
+            env: BTreeMap::new(),
+            run_as: None,
+            approval: nap_agent::config::ApprovalMode::Required,
+            min_approvals: None,
+        },
+    );
+    let mut events = s.running.events().subscribe();
+    let _agent = start_agent(&s.config);
+    let node = s.node;
+    wait_for(&mut events, |e| matches!(e, AppEvent::Status { node_id, status: NodeStatus::Online } if *node_id == node)).await;
+    let (alice, bob, carol) = (
+        api_token(&s, "alice").await,
+        api_token(&s, "bob").await,
+        api_token(&s, "carol").await,
+    );
+    let bob_signs = Approver::certified_by(&root, "bob", (-1, 24));
+    let carol_signs = Approver::certified_by(&stranger, "carol", (-1, 24));
+    let request = serde_json::json!({
+        "type": "broadcast", "command": "execute", "targets": [node],
+        "params": { "command": "greet", "args": ["guarded"] },
+        "requiresApproval": true, "reason": "say hello",
+    });
+
+    for (token, approver, expected) in [
+        (&bob, &bob_signs, RolloutState::Succeeded),
+        (&carol, &carol_signs, RolloutState::Halted),
+    ] {
+        let (status, created) = api(&s, &alice, "POST", "/api/v1/rollouts", request.clone()).await;
+        assert_eq!(status, 201, "{created}");
+        assert_eq!(created["state"], "awaiting_approval");
+        let id: nap_core::RolloutId = created["rolloutId"]
+            .as_str()
+            .expect("id")
+            .parse()
+            .expect("uuid");
+        let digest = created["approval"]["digest"].as_str().expect("digest");
+        let (status, body) = api(
+            &s,
+            token,
+            "POST",
+            &format!("/api/v1/rollouts/{id}/approve"),
+            approver.approve(digest),
+        )
+        .await;
+        assert_eq!(status, 200, "central checks the signature only: {body}");
+        assert_eq!(rollout_ends(&mut events, id).await, expected);
+        let (_, report) = api(
+            &s,
+            &alice,
+            "GET",
+            &format!("/api/v1/rollouts/{id}"),
+            serde_json::Value::Null,
+        )
+        .await;
+        let request_id: RequestId = report["targets"][0]["requestId"]
+            .as_str()
+            .expect("its request id")
+            .parse()
+            .expect("uuid");
+        let record = s
+            .running
+            .store()
+            .get_command(request_id)
+            .await
+            .expect("get")
+            .expect("stored");
+        if expected == RolloutState::Succeeded {
+            let said = record.result.map(|r| r.result).unwrap_or_default();
+            assert_eq!(said.trim(), "guarded", "the node ran it");
+        } else {
+            assert_eq!(record.state, CommandState::Blocked);
+            let said = refusal(record);
+            assert!(
+                said.starts_with("approval refused by the node"),
+                "a root the node does not trust: {said}"
+            );
+        }
+    }
+}
