@@ -152,6 +152,7 @@ async fn approval_demo(
 #[allow(clippy::print_stdout)]
 async fn rollout_demo(
     running: &nap_central::runtime::Running,
+    store: &impl Storage,
     requester: &str,
     events: &mut tokio::sync::broadcast::Receiver<AppEvent>,
 ) -> anyhow::Result<()> {
@@ -160,6 +161,7 @@ async fn rollout_demo(
         "type": "broadcast", "command": "execute", "targets": "all",
         "params": { "command": "uptime" },
         "strategy": { "canary": 1, "maxConcurrency": "25%", "maxErrors": "1%" },
+        "requiresApproval": true, "reason": "the demo approves a rollout once, as a whole",
     });
     let (status, created) =
         crate::http::post(&format!("{api}/api/v1/rollouts"), requester, &body).await?;
@@ -171,8 +173,22 @@ async fn rollout_demo(
         return Ok(());
     };
     println!(
-        "rollout of `uptime` to all {} nodes: limits {}",
-        created["targets"], created["limits"]
+        "rollout of `uptime` to all {} nodes: limits {}; {}",
+        created["targets"], created["limits"], created["state"]
+    );
+    // One approval covers the command and every target (the digest holds
+    // the root of the targets' tree): a second person gives it.
+    let approver = token(store, Role::Operator, "demo-rollout-approver").await?;
+    let digest = serde_json::json!({ "digest": created["approval"]["digest"] });
+    let (status, answer) = crate::http::post(
+        &format!("{api}/api/v1/rollouts/{id}/approve"),
+        &approver,
+        &digest,
+    )
+    .await?;
+    println!(
+        "  a second person approves its digest → {status} {}",
+        answer["state"]
     );
     let mut path = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(120), async {
@@ -408,7 +424,7 @@ pub async fn run(config: DemoConfig) -> anyhow::Result<()> {
         &mut events,
     )
     .await?;
-    rollout_demo(&running, &operator, &mut events).await?;
+    rollout_demo(&running, &store, &operator, &mut events).await?;
 
     println!();
     println!(
