@@ -31,9 +31,23 @@ async fn labelled_node(central: &Central, labels: &[(&str, &str)]) -> (NodeKey, 
     (key, ws)
 }
 
+/// What the nodes were sent, each with its node.
+type Sent = Arc<std::sync::Mutex<Vec<(nap_core::NodeId, nap_core::wire::Execute)>>>;
+
 /// Answers every `execute` the node gets: the first `succeed` across all
 /// nodes sharing `answered` succeed, the rest fail (exit 1).
-fn answer(mut ws: Ws, answered: Arc<AtomicUsize>, succeed: usize) {
+fn answer(ws: Ws, answered: Arc<AtomicUsize>, succeed: usize) {
+    answer_keeping(ws, nap_core::NodeId::from_u128(0), answered, succeed, None);
+}
+
+/// [`answer`], keeping what `node_id` was sent in `sent`.
+fn answer_keeping(
+    mut ws: Ws,
+    node_id: nap_core::NodeId,
+    answered: Arc<AtomicUsize>,
+    succeed: usize,
+    sent: Option<Sent>,
+) {
     tokio::spawn(async move {
         while let Some(Ok(frame)) = ws.next().await {
             let Message::Text(text) = frame else { continue };
@@ -42,9 +56,13 @@ fn answer(mut ws: Ws, answered: Arc<AtomicUsize>, succeed: usize) {
             else {
                 continue;
             };
+            let request_id = e.request_id.expect("a request id");
+            if let Some(sent) = &sent {
+                sent.lock().expect("lock").push((node_id, e));
+            }
             let ok = answered.fetch_add(1, Ordering::SeqCst) < succeed;
             let result = CommandResult {
-                request_id: e.request_id.expect("a request id"),
+                request_id,
                 success: ok,
                 result: String::new(),
                 timestamp: nap_core::WallTime::from(chrono::Utc::now()),
@@ -410,41 +428,6 @@ async fn a_rollout_goes_on_where_it_was_after_central_restarts() {
     assert_eq!(report["counts"]["succeeded"], 3, "{report}");
 }
 
-/// Answers every `execute` with success, keeping what each node was sent.
-fn answer_keeping(
-    mut ws: Ws,
-    node_id: nap_core::NodeId,
-    sent: Arc<std::sync::Mutex<Vec<(nap_core::NodeId, nap_core::wire::Execute)>>>,
-) {
-    tokio::spawn(async move {
-        while let Some(Ok(frame)) = ws.next().await {
-            let Message::Text(text) = frame else { continue };
-            let Ok(CentralMessage::Execute(e)) =
-                nap_core::decode::<CentralMessage>(&text, &nap_core::Limits::default())
-            else {
-                continue;
-            };
-            let request_id = e.request_id.expect("a request id");
-            sent.lock().expect("lock").push((node_id, e));
-            let result = CommandResult {
-                request_id,
-                success: true,
-                result: String::new(),
-                timestamp: nap_core::WallTime::from(chrono::Utc::now()),
-                exit_code: Some(0),
-                stderr: None,
-                duration_ms: None,
-                truncated: false,
-                error: None,
-            };
-            let text = nap_core::encode(&AgentMessage::from(result)).expect("encode");
-            if ws.send(Message::text(text)).await.is_err() {
-                return;
-            }
-        }
-    });
-}
-
 #[tokio::test]
 async fn a_rollout_that_needs_approval_waits_for_it_and_each_target_gets_its_proof() {
     use nap_central::config::ApprovalRuleSettings;
@@ -458,10 +441,12 @@ async fn a_rollout_that_needs_approval_waits_for_it_and_each_target_gets_its_pro
         }];
     })
     .await;
-    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sent: Sent = Arc::default();
+    let answered = Arc::new(AtomicUsize::new(0));
     for _ in 0..3 {
         let (key, ws) = labelled_node(&central, &[("role", "web")]).await;
-        answer_keeping(ws, key.id, Arc::clone(&sent));
+        let answered = Arc::clone(&answered);
+        answer_keeping(ws, key.id, answered, usize::MAX, Some(Arc::clone(&sent)));
     }
     let request = json!({
         "command": "execute",

@@ -44,6 +44,17 @@ impl Connection {
     }
 }
 
+/// An approver's key and certificate, to sign with (spec §8.2).
+#[derive(Debug, clap::Args)]
+struct Signing {
+    /// Your approver key (from `napctl approval keygen`).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Your approver certificate (from `napctl approval certify`).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Commands awaiting approval.
@@ -59,12 +70,8 @@ enum Command {
     Approve {
         /// Its request id.
         id: String,
-        /// Your approver key (from `napctl approval keygen`).
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
-        /// Your approver certificate (from `napctl approval certify`).
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
+        #[command(flatten)]
+        signing: Signing,
         #[command(flatten)]
         connection: Connection,
     },
@@ -98,12 +105,8 @@ enum RolloutCommand {
     Approve {
         /// Its rollout id.
         id: String,
-        /// Your approver key (from `napctl approval keygen`).
-        #[arg(long, requires = "cert")]
-        key: Option<PathBuf>,
-        /// Your approver certificate (from `napctl approval certify`).
-        #[arg(long, requires = "key")]
-        cert: Option<PathBuf>,
+        #[command(flatten)]
+        signing: Signing,
         #[command(flatten)]
         connection: Connection,
     },
@@ -173,8 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Approve {
             id,
-            key,
-            cert,
+            signing,
             connection,
         } => {
             let api = connection.api()?;
@@ -187,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("no command {id} awaits approval"))?;
             let pending = approval::Pending::from_listing(item)?;
             println!("{}", pending.describe());
-            let body = approval_body(&pending.digest, key, cert)?;
+            let body = approval_body(&pending.digest, signing)?;
             let answer = api
                 .post(&format!("/api/v1/commands/{id}/approve"), &body)
                 .await?;
@@ -216,14 +218,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Rollout(RolloutCommand::Approve {
             id,
-            key,
-            cert,
+            signing,
             connection,
         }) => {
             let api = connection.api()?;
             let pending = rollout_approval::PendingRollout::fetch(&api, &id).await?;
             println!("{}", pending.describe());
-            let body = approval_body(&pending.digest, key, cert)?;
+            let body = approval_body(&pending.digest, signing)?;
             let answer = api
                 .post(&format!("/api/v1/rollouts/{id}/approve"), &body)
                 .await?;
@@ -274,13 +275,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// An approval of `digest`, signed with `key` under `cert` when given.
-fn approval_body(
-    digest: &str,
-    key: Option<PathBuf>,
-    cert: Option<PathBuf>,
-) -> anyhow::Result<Value> {
+fn approval_body(digest: &str, signing: Signing) -> anyhow::Result<Value> {
     let mut body = json!({ "digest": digest });
-    if let (Some(key), Some(cert)) = (key, cert) {
+    if let (Some(key), Some(cert)) = (signing.key, signing.cert) {
         let key = keys::load(&key)?;
         let text = std::fs::read_to_string(&cert)
             .with_context(|| format!("reading {}", cert.display()))?;

@@ -117,6 +117,37 @@ fn uuid(id: impl Into<Uuid>) -> Uuid {
 }
 
 impl PgStore {
+    /// Counts `user`'s approval in the stored request of the row `id` of
+    /// `table` (keyed by `key`): once per person, in one statement, so two
+    /// processes counting at once both land.
+    async fn add_approver_to(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        id: Uuid,
+        user: &str,
+        signature: Option<&SignedApproval>,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        let signatures = match signature {
+            Some(s) => serde_json::json!([s]),
+            None => serde_json::json!([]),
+        };
+        client
+            .execute(
+                &format!(
+                    "UPDATE {table} SET approval = jsonb_set(jsonb_set(approval, '{{approvedBy}}',
+                         COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text)),
+                         '{{signatures}}', COALESCE(approval->'signatures', '[]'::jsonb) || $3::jsonb)
+                     WHERE {key} = $1 AND approval IS NOT NULL
+                       AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2"
+                ),
+                &[&uuid(id), &user, &signatures],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
     /// Connects to `url` (a `postgres://` URL). With `schema`, every
     /// connection works in that schema (created if missing): tests use one
     /// schema each.
@@ -1334,24 +1365,8 @@ impl Storage for PgStore {
         user: &str,
         signature: Option<&SignedApproval>,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        let signatures = match signature {
-            Some(s) => serde_json::json!([s]),
-            None => serde_json::json!([]),
-        };
-        // One statement: two processes counting at once both land.
-        client
-            .execute(
-                "UPDATE commands SET approval = jsonb_set(jsonb_set(approval, '{approvedBy}',
-                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text)),
-                     '{signatures}', COALESCE(approval->'signatures', '[]'::jsonb) || $3::jsonb)
-                 WHERE request_id = $1 AND approval IS NOT NULL
-                   AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
-                &[&uuid(request_id.0), &user, &signatures],
-            )
+        self.add_approver_to("commands", "request_id", request_id.0, user, signature)
             .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn add_rollout_approver(
@@ -1360,23 +1375,8 @@ impl Storage for PgStore {
         user: &str,
         signature: Option<&SignedApproval>,
     ) -> StoreResult<()> {
-        let client = self.client().await?;
-        let signatures = match signature {
-            Some(s) => serde_json::json!([s]),
-            None => serde_json::json!([]),
-        };
-        client
-            .execute(
-                "UPDATE rollouts SET approval = jsonb_set(jsonb_set(approval, '{approvedBy}',
-                     COALESCE(approval->'approvedBy', '[]'::jsonb) || to_jsonb($2::text)),
-                     '{signatures}', COALESCE(approval->'signatures', '[]'::jsonb) || $3::jsonb)
-                 WHERE id = $1 AND approval IS NOT NULL
-                   AND NOT COALESCE(approval->'approvedBy', '[]'::jsonb) ? $2",
-                &[&uuid(rollout_id.0), &user, &signatures],
-            )
+        self.add_approver_to("rollouts", "id", rollout_id.0, user, signature)
             .await
-            .map_err(db)?;
-        Ok(())
     }
 
     async fn pending_approvals(&self) -> StoreResult<Vec<CommandRecord>> {

@@ -145,6 +145,54 @@ fn rollout_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
     ))
 }
 
+/// What carries an approval request: a command, or a rollout.
+#[derive(Clone, Copy)]
+enum Approvable {
+    Command,
+    Rollout,
+}
+
+/// Counts `user`'s approval in the stored request of the command or
+/// rollout `id` (once per person), in one transaction.
+fn add_approver_to(
+    conn: &mut Connection,
+    what: Approvable,
+    id: String,
+    user: String,
+    signature: Option<SignedApproval>,
+) -> StoreResult<()> {
+    let (select, update) = match what {
+        Approvable::Command => (
+            "SELECT approval FROM commands WHERE request_id = ?1",
+            "UPDATE commands SET approval = ?2 WHERE request_id = ?1",
+        ),
+        Approvable::Rollout => (
+            "SELECT approval FROM rollouts WHERE id = ?1",
+            "UPDATE rollouts SET approval = ?2 WHERE id = ?1",
+        ),
+    };
+    let tx = conn.transaction().map_err(db)?;
+    let stored: Option<Option<String>> = tx
+        .query_row(select, [&id], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    let Some(Some(text)) = stored else {
+        return Ok(());
+    };
+    let mut approval: super::StoredApproval =
+        serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if !approval.approved_by.contains(&user) {
+        approval.approved_by.push(user);
+        approval.signatures.extend(signature);
+    }
+    tx.execute(
+        update,
+        params![id, serde_json::to_string(&approval).unwrap_or_default()],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)
+}
+
 fn finish_rollout(row: RolloutRow) -> StoreResult<RolloutRecord> {
     let (
         id,
@@ -1103,32 +1151,15 @@ impl Storage for SqliteStore {
         user: &str,
         signature: Option<&SignedApproval>,
     ) -> StoreResult<()> {
-        let user = user.to_owned();
-        let signature = signature.cloned();
+        let (user, signature) = (user.to_owned(), signature.cloned());
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(db)?;
-            let id = rollout_id.to_string();
-            let stored: Option<Option<String>> = tx
-                .query_row("SELECT approval FROM rollouts WHERE id = ?1", [&id], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(db)?;
-            let Some(Some(text)) = stored else {
-                return Ok(());
-            };
-            let mut approval: super::StoredApproval =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if !approval.approved_by.contains(&user) {
-                approval.approved_by.push(user);
-                approval.signatures.extend(signature);
-            }
-            tx.execute(
-                "UPDATE rollouts SET approval = ?2 WHERE id = ?1",
-                params![id, serde_json::to_string(&approval).unwrap_or_default()],
+            add_approver_to(
+                conn,
+                Approvable::Rollout,
+                rollout_id.to_string(),
+                user,
+                signature,
             )
-            .map_err(db)?;
-            tx.commit().map_err(db)
         })
         .await
     }
@@ -1139,34 +1170,15 @@ impl Storage for SqliteStore {
         user: &str,
         signature: Option<&SignedApproval>,
     ) -> StoreResult<()> {
-        let user = user.to_owned();
-        let signature = signature.cloned();
+        let (user, signature) = (user.to_owned(), signature.cloned());
         self.with(move |conn| {
-            let tx = conn.transaction().map_err(db)?;
-            let id = request_id.to_string();
-            let stored: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT approval FROM commands WHERE request_id = ?1",
-                    [&id],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let Some(Some(text)) = stored else {
-                return Ok(());
-            };
-            let mut approval: super::StoredApproval =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if !approval.approved_by.contains(&user) {
-                approval.approved_by.push(user);
-                approval.signatures.extend(signature);
-            }
-            tx.execute(
-                "UPDATE commands SET approval = ?2 WHERE request_id = ?1",
-                params![id, serde_json::to_string(&approval).unwrap_or_default()],
+            add_approver_to(
+                conn,
+                Approvable::Command,
+                request_id.to_string(),
+                user,
+                signature,
             )
-            .map_err(db)?;
-            tx.commit().map_err(db)
         })
         .await
     }
