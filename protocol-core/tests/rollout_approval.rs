@@ -537,3 +537,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn restored_after_a_restart_it_still_awaits_approval_and_keeps_the_approvals_given() {
+    use nap_core::central::{HubInput, NewRollout, Restored};
+    let mut world = fleet(8, 2);
+    let strategy = Strategy::default();
+    let (mut needs, digest) = needs(&world, &strategy, &targets(2), &targets(2), 2);
+    // What the store kept: bob's approval, one of two.
+    needs.request.approved_by = vec!["bob".into()];
+    needs.request.signatures = vec![signed("bob", 2, &digest, world.wall())];
+    let new = NewRollout {
+        rollout_id: ROLLOUT,
+        requester: "alice".into(),
+        strategy,
+        targets: rollout_plan(&targets(2)),
+        message: uptime(),
+        timeout: secs(30),
+        start_at: world.wall(),
+        restored: Some(Restored {
+            state: RolloutState::AwaitingApproval,
+            targets: vec![TargetState::Pending; 2],
+            commands: None,
+        }),
+        approval: Some(Box::new(needs)),
+    };
+    world.hub_input(HubInput::StartRollout(Box::new(new)));
+    world.run_for(secs(120));
+    assert_eq!(state(&world), RolloutState::AwaitingApproval);
+    assert!((0..2).all(|i| ran(&world, i) == 0));
+    assert_eq!(
+        approve(&mut world, "bob", 2, &digest),
+        Err(ControlRefusal::Approval(ApprovalRefusal::AlreadyApproved)),
+        "bob's approval was kept"
+    );
+    approve(&mut world, "carol", 3, &digest).expect("the second approval");
+    assert!(world.run_until_true(secs(180), |w| state(w) == RolloutState::Succeeded));
+    assert!(
+        (0..2).all(|i| ran(&world, i) == 1),
+        "bob's signature travelled too"
+    );
+}

@@ -235,6 +235,7 @@ fn a_target_s_command_waiting_for_its_node_expires_with_the_rollout_s_deadline()
                 TargetState::Command(CommandState::Sent),
                 TargetState::Pending,
             ],
+            commands: None,
         }),
     };
     world.hub_input(HubInput::StartRollout(Box::new(new)));
@@ -295,6 +296,7 @@ fn a_rollout_taken_over_from_a_stale_store_goes_by_what_the_hub_knows_of_its_com
                 TargetState::Pending,
                 TargetState::Pending,
             ],
+            commands: None,
         }),
     };
     world.hub_input(HubInput::StartRollout(Box::new(restored)));
@@ -307,5 +309,64 @@ fn a_rollout_taken_over_from_a_stale_store_goes_by_what_the_hub_knows_of_its_com
     );
     for i in 0..3 {
         assert_eq!(ran(&world, i), 1, "target {i} ran once");
+    }
+}
+
+#[test]
+fn a_restored_rollout_takes_its_targets_from_their_stored_commands_and_brings_its_rows_up_to_date()
+{
+    use std::collections::BTreeMap;
+    let mut world = fleet(9, 3, &[], &[]);
+    let plan = nap_core::testing::rollout_plan(&targets(3));
+    // The rows lag: target 0's command ended (its row says sent), target
+    // 1's row says sent but its command was never stored (a crash in
+    // between), target 2 has not started.
+    let commands = BTreeMap::from([(plan[0].1, CommandState::Succeeded)]);
+    let new = NewRollout {
+        rollout_id: ROLLOUT,
+        requester: "alice".into(),
+        strategy: Strategy {
+            max_concurrency: Amount::Count(3),
+            ..Strategy::default()
+        },
+        targets: plan,
+        message: uptime(),
+        timeout: secs(10),
+        start_at: world.wall(),
+        approval: None,
+        restored: Some(Restored {
+            state: RolloutState::Rolling,
+            targets: vec![
+                TargetState::Command(CommandState::Sent),
+                TargetState::Command(CommandState::Sent),
+                TargetState::Pending,
+            ],
+            commands: Some(commands),
+        }),
+    };
+    world.hub_input(HubInput::StartRollout(Box::new(new)));
+    let first = |w: &World, i: usize| w.store.rollout_targets[&(ROLLOUT, node(i))][0];
+    assert_eq!(
+        first(&world, 0),
+        TargetState::Command(CommandState::Succeeded),
+        "its row is brought up to date"
+    );
+    assert_eq!(first(&world, 1), TargetState::Pending, "it never started");
+    assert!(
+        !world
+            .store
+            .rollout_targets
+            .contains_key(&(ROLLOUT, node(2))),
+        "a row that does not lag is not written"
+    );
+    assert!(world.run_until_true(secs(180), |w| states(w).last()
+        == Some(&RolloutState::Succeeded)));
+    assert_eq!(ran(&world, 0), 0, "it had run before the restart");
+    assert_eq!((ran(&world, 1), ran(&world, 2)), (1, 1));
+    for i in 0..3 {
+        assert_eq!(
+            target(&world, i),
+            TargetState::Command(CommandState::Succeeded)
+        );
     }
 }

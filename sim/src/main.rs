@@ -60,6 +60,11 @@ enum Command {
         /// rollout tolerates 1 %, strict, so 5 % halts it).
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
         fail_percent: u8,
+        /// `rollout` with several `--centrals`: while it runs, kill every
+        /// central process in turn (each restarts), so that the one driving
+        /// the rollout dies and another takes it over from the store.
+        #[arg(long)]
+        crash_centrals: bool,
         /// `postgres://…`; default: SQLite in a temporary directory. With
         /// `--central`, the database that central uses.
         #[arg(long)]
@@ -187,6 +192,7 @@ fn main() -> anyhow::Result<()> {
             outage_s,
             restart_mid_outage,
             fail_percent,
+            crash_centrals,
         } => {
             init_tracing("error");
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,6 +222,7 @@ fn main() -> anyhow::Result<()> {
                 outage: std::time::Duration::from_secs(outage_s),
                 restart_mid_outage,
                 fail_percent,
+                crash_centrals,
             };
             let r = runtime.block_on(load::run(config))?;
             println!("{}", r.summary());

@@ -60,10 +60,6 @@ impl TargetStart {
 /// storing the next chunk while the first is sent competes with the
 /// sending for the CPU and makes the last delivery later, not sooner.
 pub(super) async fn start_targets(hub: HubHandle, starts: Vec<TargetStart>) {
-    store_and_dispatch(&hub, starts).await;
-}
-
-async fn store_and_dispatch(hub: &HubHandle, starts: Vec<TargetStart>) {
     let effects = hub.effects();
     let now = effects.clock.wall();
     let records: Vec<CommandRecord> = starts.iter().map(|s| s.record(now)).collect();
@@ -234,26 +230,25 @@ impl HubHandle {
         };
         if link.driving() {
             link.hand(new.rollout_id);
-            let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
-            super::rollout_lease::tell_presence(self, link.cluster(), &nodes).await;
-            self.input(HubInput::StartRollout(Box::new(new)));
+            self.start_here(new).await;
             return;
         }
         let cluster = link.cluster();
         let rollout_id = new.rollout_id;
-        if let Ok(None) = cluster.rollout_driver().await {
+        let mut driver = cluster.rollout_driver().await;
+        if let Ok(None) = driver {
             // Nobody drives: this process takes the lease now rather than
             // leave the rollout to wait for the next tick's restore.
             if let Ok(Lease::Taken | Lease::Kept) = cluster.rollout_lease(link.rollout_lease).await
             {
                 super::rollout_lease::take_over(self, Some(rollout_id)).await;
-                let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
-                super::rollout_lease::tell_presence(self, cluster, &nodes).await;
-                self.input(HubInput::StartRollout(Box::new(new)));
+                self.start_here(new).await;
                 return;
             }
+            // Another took it meanwhile: that one is told.
+            driver = cluster.rollout_driver().await;
         }
-        let told = match cluster.rollout_driver().await {
+        let told = match driver {
             Ok(Some(driver)) => cluster
                 .tell(&driver, &Notice::RolloutStored { rollout_id })
                 .await
@@ -342,12 +337,9 @@ impl HubHandle {
         if fresh && never_started {
             new.restored = None;
         }
-        let store = &self.effects().store;
-        // The targets' states as their commands have them: the rollout's
-        // own rows may lag (written by a process that then died). A target
-        // recorded as started whose command was never stored (a crash in
-        // between) never started; one recorded as pending whose command
-        // exists did start.
+        // The targets' commands as stored: newer than the rollout's own
+        // rows, which may lag (written by a process that then died); the
+        // hub takes them over the rows, and brings the rows up to date.
         if let Some(restored) = new.restored.as_mut() {
             let open: Vec<RequestId> = new
                 .targets
@@ -356,24 +348,22 @@ impl HubHandle {
                 .filter(|(_, state)| !state.is_terminal())
                 .map(|((_, request_id), _)| *request_id)
                 .collect();
-            let stored: std::collections::HashMap<RequestId, CommandState> =
-                store.command_states(open).await?.into_iter().collect();
-            for ((_, request_id), state) in new.targets.iter().zip(restored.targets.iter_mut()) {
-                if state.is_terminal() {
-                    continue;
-                }
-                *state = match stored.get(request_id) {
-                    Some(command) => TargetState::Command(*command),
-                    None => TargetState::Pending,
-                };
-            }
+            let stored = self.effects().store.command_states(open).await?;
+            restored.commands = Some(stored.into_iter().collect());
         }
+        self.start_here(new).await;
+        Ok(())
+    }
+
+    /// Starts a rollout in this process's hub: with several processes,
+    /// after telling it which of its targets' nodes other processes hold
+    /// (so that none is taken for offline at its first step).
+    async fn start_here(&self, new: NewRollout) {
         if let Some(link) = self.cluster() {
             let nodes: Vec<NodeId> = new.targets.iter().map(|(n, _)| *n).collect();
             super::rollout_lease::tell_presence(self, link.cluster(), &nodes).await;
         }
         self.input(HubInput::StartRollout(Box::new(new)));
-        Ok(())
     }
 }
 
@@ -423,6 +413,7 @@ fn restored(rollout: &RolloutRecord, targets: Vec<RolloutTargetRecord>) -> Optio
         restored: Some(Restored {
             state: rollout.state,
             targets: targets.iter().map(|t| t.state).collect(),
+            commands: None,
         }),
     })
 }

@@ -987,10 +987,12 @@ impl Storage for PgStore {
         let tx = client.transaction().await.map_err(db)?;
         let ids: Vec<Uuid> = rows.iter().map(|(_, r)| uuid(r.request_id.0)).collect();
         // Locked: a result arriving at another process at once waits here.
+        // In key order, so that two processes locking overlapping batches
+        // wait for each other rather than deadlock.
         let owners = tx
             .query(
                 "SELECT request_id, node_id, result IS NOT NULL FROM commands
-                 WHERE request_id = ANY($1) FOR UPDATE",
+                 WHERE request_id = ANY($1) ORDER BY request_id FOR UPDATE",
                 &[&ids],
             )
             .await

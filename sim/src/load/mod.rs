@@ -105,6 +105,8 @@ pub struct LoadConfig {
     pub restart_mid_outage: bool,
     /// `rollout`: the share of nodes whose commands fail, in percent.
     pub fail_percent: u8,
+    /// `rollout`: kill every central process in turn while it runs.
+    pub crash_centrals: bool,
 }
 
 /// Connections one central process is given (of its 20,000 files).
@@ -369,7 +371,12 @@ fn rollout_request() -> serde_json::Value {
 
 /// Starts one rollout through the operator API and follows it to its end.
 #[allow(clippy::print_stdout)]
-async fn roll_out(run: &mut Run, api: &str, token: &str) -> anyhow::Result<report::RolloutRun> {
+async fn roll_out(
+    run: &mut Run,
+    api: &str,
+    token: &str,
+    crash_centrals: bool,
+) -> anyhow::Result<report::RolloutRun> {
     let request = rollout_request();
     let t0 = Instant::now();
     let (status, created) =
@@ -386,8 +393,31 @@ async fn roll_out(run: &mut Run, api: &str, token: &str) -> anyhow::Result<repor
         created["targets"], created["limits"]
     );
     let url = format!("{api}/api/v1/rollouts/{id}?limit=1");
+    // Each process in turn, a few seconds apart, once the rollout is under
+    // way: whichever drives it dies once (each restarts).
+    let mut crashes = if crash_centrals {
+        run.central.as_ref().map_or(0, CentralSet::count)
+    } else {
+        0
+    };
+    let mut next_crash = t0 + Duration::from_secs(3);
+    let mut crashed = 0;
     let report = loop {
-        let (status, report) = crate::http::get(&url, token).await?;
+        if crashes > 0 && Instant::now() >= next_crash {
+            if let Some(central) = run.central.as_mut() {
+                // The oldest process: after a turn, each one has died once.
+                println!("crashing a central process during the rollout");
+                central.crash_one(0).await?;
+                crashed += 1;
+            }
+            crashes -= 1;
+            next_crash = Instant::now() + Duration::from_secs(4);
+        }
+        // A process killed mid-request: ask again.
+        let Ok((status, report)) = crate::http::get(&url, token).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         if status != 200 {
             bail!("rollout {id}: {status} {report}");
         }
@@ -416,6 +446,7 @@ async fn roll_out(run: &mut Run, api: &str, token: &str) -> anyhow::Result<repor
         limits: serde_json::from_value(created["limits"].clone())?,
         counts,
         seconds: t0.elapsed().as_secs_f64(),
+        central_crashes: crashed,
     })
 }
 
@@ -590,7 +621,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Scenario::Steady => run.hold(config.duration).await,
         Scenario::Rollout => {
             run.hold(Duration::from_secs(2)).await;
-            rollout = Some(roll_out(&mut run, &api, &token).await?);
+            rollout = Some(roll_out(&mut run, &api, &token, config.crash_centrals).await?);
             run.hold(config.duration).await;
         }
         Scenario::ReconnectStorm => {

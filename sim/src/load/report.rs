@@ -62,6 +62,9 @@ pub struct RolloutRun {
     pub counts: BTreeMap<String, u64>,
     /// From the request until it ended with nothing in flight.
     pub seconds: f64,
+    /// Central processes killed while it ran (`--crash-centrals`).
+    #[serde(default)]
+    pub central_crashes: usize,
 }
 
 impl RolloutRun {
@@ -528,6 +531,12 @@ impl LoadReport {
                 r.limits.max_errors,
                 r.counts
             );
+            if r.central_crashes > 0 {
+                s += &format!(
+                    "  {} central processes killed while it ran (each in turn; the driver among them)\n",
+                    r.central_crashes
+                );
+            }
         }
         if let Some(c) = &self.catch_up {
             s += &format!(

@@ -4,7 +4,7 @@
 //! commands: the driver stores each, tagged with the rollout, and submits
 //! it back like any other.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{CentralHub, HubOutput, HubTimer};
@@ -58,7 +58,14 @@ pub struct NeedsApproval {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Restored {
     pub state: RolloutState,
+    /// As the rollout's own rows say.
     pub targets: Vec<TargetState>,
+    /// When read: the stored states of the commands of the targets whose
+    /// rows have not ended (newer than the rows, which may lag). A target
+    /// whose row says started but whose command is absent never started
+    /// (a crash in between); one whose row says pending but whose command
+    /// exists did start. `None`: the rows are taken as they are.
+    pub commands: Option<BTreeMap<RequestId, CommandState>>,
 }
 
 /// What the driver of a process among several reads for the rollouts its
@@ -145,28 +152,41 @@ impl CentralHub {
             }
             Some(Restored {
                 state,
-                targets: states,
+                targets: rows,
+                commands,
             }) => {
                 let start = self.at_wall(start_at);
                 let hold_until = self.now + self.config.rollout_hold;
                 // What this hub knows of a target's command is newer than
-                // the store's copy (its writes may still be on their way,
-                // written by a process that then died): it may have started
-                // although the store says pending, or even have ended — and
-                // will not be reported again.
-                let targets: Vec<_> = targets
-                    .into_iter()
-                    .zip(states)
-                    .map(|((node, request), state)| {
-                        let state = match self.commands.get(&request) {
-                            Some(command) if !state.is_terminal() => {
-                                TargetState::Command(command.state)
-                            }
-                            _ => state,
-                        };
-                        (node, request, state)
-                    })
-                    .collect();
+                // the store's copy, and that copy newer than the rollout's
+                // rows (their writes may still be on their way, written by
+                // a process that then died): a target may have started
+                // although its row says pending, or even have ended — and
+                // will not be reported again. Where the row lags, it is
+                // brought up to date.
+                let mut restored = Vec::with_capacity(rows.len());
+                for ((node, request), row) in targets.into_iter().zip(rows) {
+                    let state = if row.is_terminal() {
+                        row
+                    } else if let Some(command) = self.commands.get(&request) {
+                        TargetState::Command(command.state)
+                    } else {
+                        match commands.as_ref().map(|c| c.get(&request)) {
+                            Some(Some(stored)) => TargetState::Command(*stored),
+                            Some(None) => TargetState::Pending,
+                            None => row,
+                        }
+                    };
+                    if state != row {
+                        self.out.push_back(HubOutput::RolloutTargetChanged {
+                            rollout_id,
+                            node_id: node,
+                            state,
+                        });
+                    }
+                    restored.push((node, request, state));
+                }
+                let targets = restored;
                 for (node, request, state) in &targets {
                     if matches!(state, TargetState::Command(s) if !s.is_terminal()) {
                         self.rollout_of.insert(*request, (rollout_id, *node));
