@@ -485,6 +485,32 @@ async fn a_rollout_that_needs_approval_waits_for_it_and_each_target_gets_its_pro
     assert_eq!(status, 403, "the requester cannot approve: {own}");
 
     let bob = person_token(&central, "bob").await;
+    let (_, listed) = http(
+        "GET",
+        &central.api("/api/v1/approvals?mine=true"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let item = listed["approvals"]
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["rolloutId"] == json!(id)))
+        .unwrap_or_else(|| panic!("bob is asked: {listed}"));
+    assert_eq!(item["digest"], json!(digest));
+    assert_eq!(item["targets"], 3);
+    let (_, own) = http(
+        "GET",
+        &central.api("/api/v1/approvals?mine=true"),
+        Some(&central.admin),
+        None,
+    )
+    .await;
+    assert!(
+        own["approvals"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|i| i["rolloutId"] != json!(id))),
+        "the requester is not asked: {own}"
+    );
     let approve = |digest: String| {
         let (bob, url) = (
             bob.clone(),

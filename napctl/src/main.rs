@@ -168,6 +168,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let listing = connection.api()?.get(path).await?;
             for item in listing["approvals"].as_array().into_iter().flatten() {
+                if let Some(rollout) = item["rolloutId"].as_str() {
+                    println!(
+                        "rollout {rollout}\n  command   {}\n  targets   {}\n  requester {}\n  reason    {}\n  expires   {}\n  (napctl rollout approve {rollout} checks its targets before signing)\n",
+                        item["message"],
+                        item["targets"],
+                        item["requester"],
+                        item["reason"],
+                        item["expiresAt"]
+                    );
+                    continue;
+                }
                 match approval::Pending::from_listing(item) {
                     Ok(pending) => println!("{}\n", pending.describe()),
                     Err(e) => println!("{}: {e:#}\n", item["requestId"]),

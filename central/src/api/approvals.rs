@@ -44,7 +44,13 @@ pub(super) async fn list(
         .pending_approvals()
         .await
         .map_err(internal)?;
-    let items: Vec<Value> = pending
+    let rollouts = hub
+        .effects()
+        .store
+        .rollouts_awaiting_approval()
+        .await
+        .map_err(internal)?;
+    let mut items: Vec<Value> = pending
         .into_iter()
         .filter_map(|c| {
             let a = c.approval?;
@@ -68,6 +74,28 @@ pub(super) async fn list(
             })
         })
         .collect();
+    // Rollouts, approved once as a whole (spec §8.4).
+    items.extend(rollouts.into_iter().filter_map(|r| {
+        let a = r.approval?;
+        let may =
+            a.requester != person.user && Approvers::parse(a.approver.as_deref()).admits(&person);
+        (!query.mine || may).then(|| {
+            json!({
+                "rolloutId": r.id,
+                "state": r.state,
+                "message": r.message,
+                "targets": r.limits["targets"],
+                "requester": a.requester,
+                "approver": a.approver,
+                "reason": a.reason,
+                "minApprovals": a.min_approvals,
+                "approvedBy": a.approved_by,
+                "digest": a.digest,
+                "expiresAt": a.expires_at,
+                "youMayApprove": may,
+            })
+        })
+    }));
     Ok(Json(json!({ "approvals": items })))
 }
 

@@ -369,16 +369,32 @@ pub trait Storage: Send + Sync + 'static {
     /// v0.3: the ids of the rollouts not ended, oldest first.
     fn open_rollout_ids(&self) -> impl Future<Output = StoreResult<Vec<RolloutId>>> + Send {
         async move {
-            let mut open = Vec::new();
+            let open = self.rollouts_where(|r| !r.state.is_terminal()).await?;
+            Ok(open.into_iter().map(|r| r.id).collect())
+        }
+    }
+    /// v0.3 with v0.2: the rollouts awaiting approval, oldest first.
+    fn rollouts_awaiting_approval(
+        &self,
+    ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send {
+        self.rollouts_where(|r| r.state == RolloutState::AwaitingApproval)
+    }
+    /// The rollouts `wanted` keeps, oldest first (every page read).
+    fn rollouts_where(
+        &self,
+        wanted: impl Fn(&RolloutRecord) -> bool + Send,
+    ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send {
+        async move {
+            let mut kept = Vec::new();
             let mut before = None;
             loop {
                 let page = self.list_rollouts(before, 500).await?;
                 let Some(last) = page.last() else { break };
                 before = Some((last.created_at, last.id));
-                open.extend(page.iter().filter(|r| !r.state.is_terminal()).map(|r| r.id));
+                kept.extend(page.into_iter().filter(|r| wanted(r)));
             }
-            open.reverse();
-            Ok(open)
+            kept.reverse();
+            Ok(kept)
         }
     }
     /// v0.3: rollouts, newest first, created before `before` when given.
