@@ -823,6 +823,9 @@ async fn a_rollout_s_approval_is_stored_and_each_approver_counted_once(store: &i
         .add_rollout_approver(id, "carol", None)
         .await
         .expect("carol");
+    let awaiting = store.rollouts_awaiting_approval().await.expect("awaiting");
+    assert_eq!(awaiting.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+    assert_eq!(store.open_rollout_ids().await.expect("open"), [id]);
     let (stored, _) = store.get_rollout(id).await.expect("get").expect("there");
     assert_eq!(stored.state, RolloutState::AwaitingApproval);
     let stored = stored.approval.expect("its approval");

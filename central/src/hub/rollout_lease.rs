@@ -3,11 +3,13 @@
 //! stops renewing (it died, or lost Redis), another takes the lease and
 //! restores every rollout not ended from the store, as after a restart.
 //!
-//! Every tick the driver reads what its hub's rollouts need from the rest
-//! of the cluster — whether the nodes of targets not yet started are held
-//! by another process, and the stored states of started targets' commands
-//! that another process delivers — and starts the rollouts other processes
-//! stored whose notice it missed. It decides nothing: the hub's engines do.
+//! With each renewal the driver reads what its hub's rollouts need from the
+//! rest of the cluster — whether the nodes of targets not yet started are
+//! held by another process — and starts the rollouts other processes stored
+//! whose notice it missed; more often ([`WATCH_EVERY`]) it reads the stored
+//! states of started targets' commands that another process delivers, so
+//! that a slot freed elsewhere is used again soon. It decides nothing: the
+//! hub's engines do.
 
 use std::time::Duration;
 
@@ -20,13 +22,26 @@ use crate::cluster::{Cluster, Holder, Lease};
 use crate::events::AppEvent;
 use crate::store::Storage as _;
 
+/// How often the driver reads the states of its targets' commands that
+/// other processes deliver (at most; the lease's renewal may be sooner).
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
 /// Takes, keeps or gives up the lease, and does the driver's reading.
 pub(super) async fn drive(hub: HubHandle, cluster: Cluster, lease: Duration) {
-    let mut every = tokio::time::interval(lease / 5);
+    let renew_every = lease / 5;
+    let mut every = tokio::time::interval(WATCH_EVERY.min(renew_every));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut kept_at: Option<Instant> = None;
+    let mut renewed_at: Option<Instant> = None;
     loop {
         every.tick().await;
+        if renewed_at.is_some_and(|at| at.elapsed() < renew_every) {
+            if hub.cluster().is_some_and(|l| l.driving()) {
+                read_commands(&hub).await;
+            }
+            continue;
+        }
+        renewed_at = Some(Instant::now());
         let driving = hub.cluster().is_some_and(|l| l.driving());
         match cluster.rollout_lease(lease).await {
             Ok(Lease::Taken | Lease::Kept) => {
@@ -103,13 +118,21 @@ async fn read_for_rollouts(hub: &HubHandle, cluster: &Cluster) {
     if !watch.nodes.is_empty() {
         tell_presence(hub, cluster, &watch.nodes).await;
     }
-    if !watch.commands.is_empty() {
-        match hub.effects().store.command_states(watch.commands).await {
-            Ok(states) => hub.input(HubInput::RolloutCommands(states)),
-            Err(e) => {
-                hub.effects().metrics.db_error("rollout_command_states");
-                tracing::warn!(error = %e, "cannot read the rollout targets' command states");
-            }
+    read_commands(hub).await;
+}
+
+/// Feeds the hub the stored states of its started targets' commands that
+/// another process delivers.
+async fn read_commands(hub: &HubHandle) {
+    let commands = hub.read(|h| h.rollout_watch().commands);
+    if commands.is_empty() {
+        return;
+    }
+    match hub.effects().store.command_states(commands).await {
+        Ok(states) => hub.input(HubInput::RolloutCommands(states)),
+        Err(e) => {
+            hub.effects().metrics.db_error("rollout_command_states");
+            tracing::warn!(error = %e, "cannot read the rollout targets' command states");
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use nap_core::central::ResultRecord;
+use nap_core::central::rollout::RolloutState;
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 
@@ -207,6 +208,9 @@ impl Storage for AnyStore {
         signature: Option<&SignedApproval>,
     ) -> StoreResult<()> {
         delegate!(self.add_approver(request_id, user, signature))
+    }
+    async fn rollouts_in(&self, states: &[RolloutState]) -> StoreResult<Vec<RolloutRecord>> {
+        delegate!(self.rollouts_in(states))
     }
     async fn add_rollout_approver(
         &self,

@@ -369,7 +369,7 @@ pub trait Storage: Send + Sync + 'static {
     /// v0.3: the ids of the rollouts not ended, oldest first.
     fn open_rollout_ids(&self) -> impl Future<Output = StoreResult<Vec<RolloutId>>> + Send {
         async move {
-            let open = self.rollouts_where(|r| !r.state.is_terminal()).await?;
+            let open = self.rollouts_in(&RolloutState::OPEN).await?;
             Ok(open.into_iter().map(|r| r.id).collect())
         }
     }
@@ -377,26 +377,14 @@ pub trait Storage: Send + Sync + 'static {
     fn rollouts_awaiting_approval(
         &self,
     ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send {
-        self.rollouts_where(|r| r.state == RolloutState::AwaitingApproval)
+        self.rollouts_in(&[RolloutState::AwaitingApproval])
     }
-    /// The rollouts `wanted` keeps, oldest first (every page read).
-    fn rollouts_where(
+    /// v0.3: the rollouts in one of `states`, oldest first (by index: the
+    /// driver asks every tick, and ended rollouts pile up).
+    fn rollouts_in(
         &self,
-        wanted: impl Fn(&RolloutRecord) -> bool + Send,
-    ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send {
-        async move {
-            let mut kept = Vec::new();
-            let mut before = None;
-            loop {
-                let page = self.list_rollouts(before, 500).await?;
-                let Some(last) = page.last() else { break };
-                before = Some((last.created_at, last.id));
-                kept.extend(page.into_iter().filter(|r| wanted(r)));
-            }
-            kept.reverse();
-            Ok(kept)
-        }
-    }
+        states: &[RolloutState],
+    ) -> impl Future<Output = StoreResult<Vec<RolloutRecord>>> + Send;
     /// v0.3: rollouts, newest first, created before `before` when given.
     fn list_rollouts(
         &self,

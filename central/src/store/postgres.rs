@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use nap_core::central::ResultRecord;
-use nap_core::central::rollout::TargetState;
+use nap_core::central::rollout::{RolloutState, TargetState};
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -1197,6 +1197,22 @@ impl Storage for PgStore {
                 .await,
         }
         .map_err(db)?;
+        rows.iter().map(rollout_from_row).collect()
+    }
+
+    async fn rollouts_in(&self, states: &[RolloutState]) -> StoreResult<Vec<RolloutRecord>> {
+        let client = self.client().await?;
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE state = ANY($1)
+                     ORDER BY created_at, id"
+                ),
+                &[&names],
+            )
+            .await
+            .map_err(db)?;
         rows.iter().map(rollout_from_row).collect()
     }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nap_core::central::rollout::TargetState;
+use nap_core::central::rollout::{RolloutState, TargetState};
 use nap_core::central::{CommandState, ResultRecord};
 use nap_core::wire::{Alert, CommandResult, Health, NodeStatus, SignedApproval, Telemetry};
 use nap_core::{NodeId, RequestId, RolloutId, WallTime};
@@ -944,6 +944,24 @@ impl Storage for SqliteStore {
                 });
             }
             Ok(Some((rollout, targets)))
+        })
+        .await
+    }
+
+    async fn rollouts_in(&self, states: &[RolloutState]) -> StoreResult<Vec<RolloutRecord>> {
+        let names: Vec<String> = states.iter().map(|s| s.as_str().to_owned()).collect();
+        self.with(move |conn| {
+            let marks = vec!["?"; names.len()].join(", ");
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE state IN ({marks})
+                     ORDER BY created_at, id"
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(names.iter()), rollout_from_row)
+                .map_err(db)?;
+            rows.map(|r| finish_rollout(r.map_err(db)?)).collect()
         })
         .await
     }

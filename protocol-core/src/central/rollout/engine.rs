@@ -121,6 +121,16 @@ pub enum RolloutState {
 }
 
 impl RolloutState {
+    /// Every state a rollout has not ended in.
+    pub const OPEN: [Self; 6] = [
+        Self::AwaitingApproval,
+        Self::Scheduled,
+        Self::Canary,
+        Self::Baking,
+        Self::Rolling,
+        Self::Paused,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
