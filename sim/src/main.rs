@@ -62,7 +62,8 @@ enum Command {
         fail_percent: u8,
         /// `rollout` with several `--centrals`: while it runs, kill every
         /// central process in turn (each restarts), so that the one driving
-        /// the rollout dies and another takes it over from the store.
+        /// the rollout dies and another takes it over from the store (after a
+        /// 10 s wait for nodes to reconnect, not 60 s).
         #[arg(long)]
         crash_centrals: bool,
         /// `postgres://…`; default: SQLite in a temporary directory. With

@@ -447,6 +447,7 @@ async fn roll_out(
         counts,
         seconds: t0.elapsed().as_secs_f64(),
         central_crashes: crashed,
+        failing_nodes: 0,
     })
 }
 
@@ -509,6 +510,13 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         redis: (centrals > 1).then(|| config.redis.clone()),
         redis_prefix: format!("nap-load-{}", std::process::id()),
         max_connections: PER_CENTRAL + 1_000,
+        // Killed in turn: the rollout's wait for nodes to reconnect after
+        // each take-over is shortened so that the run stays short.
+        rollout_hold_s: if config.crash_centrals {
+            10
+        } else {
+            serve.rollout_hold_s
+        },
         ..serve
     };
     let (central, url, api, ca) = match &config.central {
@@ -621,7 +629,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         Scenario::Steady => run.hold(config.duration).await,
         Scenario::Rollout => {
             run.hold(Duration::from_secs(2)).await;
-            rollout = Some(roll_out(&mut run, &api, &token, config.crash_centrals).await?);
+            let mut run_of = roll_out(&mut run, &api, &token, config.crash_centrals).await?;
+            run_of.failing_nodes = entries.iter().filter(|e| e.fails).count();
+            rollout = Some(run_of);
             run.hold(config.duration).await;
         }
         Scenario::ReconnectStorm => {

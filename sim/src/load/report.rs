@@ -65,6 +65,9 @@ pub struct RolloutRun {
     /// Central processes killed while it ran (`--crash-centrals`).
     #[serde(default)]
     pub central_crashes: usize,
+    /// Nodes made to fail its command (`--fail-percent`).
+    #[serde(default)]
+    pub failing_nodes: usize,
 }
 
 impl RolloutRun {
@@ -449,6 +452,15 @@ impl LoadReport {
                 "rollout: {} failures, past maxErrors + 1 = {} in strict mode",
                 r.failed(),
                 r.limits.max_errors + 1
+            ));
+        }
+        if let Some(r) = &self.rollout
+            && r.failing_nodes == 0
+            && r.state != "succeeded"
+        {
+            out.push(format!(
+                "rollout: no node fails, yet it ended {} ({:?})",
+                r.state, r.counts
             ));
         }
         if let Some(c) = &self.catch_up
