@@ -94,37 +94,42 @@ pub(super) fn approved_message(message: &mut CentralMessage, requester: &str, ne
     }
 }
 
-/// The approval request to store and the hub's, for a rollout of
-/// `message` to `planned` from `start_at` under `strategy`. The digest is
-/// signed to last until the deadline; the request itself expires at the
+/// The rollout an approval is asked for, as it is stored.
+pub(super) struct Asked<'a> {
+    pub rollout_id: RolloutId,
+    pub requester: &'a str,
+    /// The command every target gets ([`approved_message`]).
+    pub message: &'a CentralMessage,
+    /// Each target and its command's request id, in order.
+    pub planned: &'a [(NodeId, RequestId)],
+    pub strategy: &'a Strategy,
+    pub start_at: WallTime,
+}
+
+/// The approval request to store and the hub's. The digest is signed to
+/// last until the rollout's deadline; the request itself expires at the
 /// configured request time or the deadline, whichever is first.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn request(
-    rollout_id: RolloutId,
-    requester: &str,
+    asked: &Asked<'_>,
     needed: &Needed,
-    message: &CentralMessage,
-    planned: &[(NodeId, RequestId)],
-    strategy: &Strategy,
-    start_at: WallTime,
     now: WallTime,
     policy: &ApprovalPolicy,
 ) -> (StoredApproval, NeedsApproval) {
-    let targets = TargetSet::new(&AwsLc, planned);
-    let valid_until = strategy.deadline_at(start_at);
+    let targets = TargetSet::new(&AwsLc, asked.planned);
+    let valid_until = asked.strategy.deadline_at(asked.start_at);
     let ttl = i64::try_from(policy.request_ttl.as_millis()).unwrap_or(i64::MAX);
     let expires_at = now.add_millis(ttl).min(valid_until);
     let stored = StoredApproval {
-        requester: requester.to_owned(),
+        requester: asked.requester.to_owned(),
         approver: needed.requirement.approver.clone(),
         min_approvals: needed.requirement.min_approvals,
         reason: needed.reason.clone(),
         digest: nap_core::signed_approval::rollout_digest(
             &AwsLc,
-            rollout_id,
+            asked.rollout_id,
             targets.len(),
             &targets.root(),
-            message,
+            asked.message,
             valid_until,
         ),
         expires_at,

@@ -257,17 +257,15 @@ pub(super) async fn start(
     let approval = approval.map(|needed| {
         rollout_approval::approved_message(&mut message, who.user(), &needed);
         let policy = hub.read(|h| h.config().approval.clone());
-        rollout_approval::request(
+        let asked = rollout_approval::Asked {
             rollout_id,
-            who.user(),
-            &needed,
-            &message,
-            &planned,
-            &strategy,
+            requester: who.user(),
+            message: &message,
+            planned: &planned,
+            strategy: &strategy,
             start_at,
-            now,
-            &policy,
-        )
+        };
+        rollout_approval::request(&asked, &needed, now, &policy)
     });
     let (stored_approval, needs_approval) = approval.unzip();
     let record = RolloutRecord {

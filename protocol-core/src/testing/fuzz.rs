@@ -291,7 +291,8 @@ enum HubStep {
         strict: bool,
         offline: u8,
     },
-    /// v0.3: pause (0), resume (1) or abort (2) a rollout.
+    /// v0.3: pause (0), resume (1) or abort (2) a rollout; approve (3) or
+    /// reject (4) one that needs approval.
     Control {
         rollout: u8,
         control: u8,
@@ -349,7 +350,9 @@ pub fn hub(data: &[u8]) {
     let request = |r: u8| crate::RequestId::from_u128(u128::from(r % 16) + 1);
     // v0.3: each rollout's concurrency, what it has in flight, and whether
     // it ended.
-    let mut rollouts: Vec<(usize, BTreeSet<crate::RequestId>, bool)> = Vec::new();
+    // Per rollout: maxConcurrency, in flight, ended, approved (or needing
+    // no approval).
+    let mut rollouts: Vec<(usize, BTreeSet<crate::RequestId>, bool, bool)> = Vec::new();
     for _ in 0..300 {
         let Ok(step) = HubStep::arbitrary(&mut u) else {
             break;
@@ -488,7 +491,7 @@ pub fn hub(data: &[u8]) {
                     ..Strategy::default()
                 };
                 let limits = Limits::of(&strategy, 4);
-                let targets = (0..4u8)
+                let targets: Vec<(NodeId, crate::RequestId)> = (0..4u8)
                     .map(|n| {
                         (
                             node(n),
@@ -496,7 +499,14 @@ pub fn hub(data: &[u8]) {
                         )
                     })
                     .collect();
-                rollouts.push((limits.max_concurrency, BTreeSet::new(), false));
+                // Every other rollout needs approval first (v0.2, §8.4).
+                let needs_approval = k % 2 == 1;
+                rollouts.push((
+                    limits.max_concurrency,
+                    BTreeSet::new(),
+                    false,
+                    !needs_approval,
+                ));
                 let message = CentralMessage::Execute(Execute {
                     request_id: None,
                     command: "uptime".into(),
@@ -512,21 +522,57 @@ pub fn hub(data: &[u8]) {
                     rollout_id: crate::RolloutId::from_u128(k + 1),
                     requester: "fuzz".into(),
                     strategy,
-                    targets,
                     message,
                     timeout: Duration::from_secs(5),
                     start_at: wall(now),
-                    approval: None,
+                    approval: needs_approval.then(|| {
+                        Box::new(crate::central::NeedsApproval {
+                            request: crate::central::approval::ApprovalRequest {
+                                requester: "fuzz".into(),
+                                approvers: crate::central::approval::Approvers::Anyone,
+                                min_approvals: 1,
+                                reason: "fuzz".into(),
+                                digest: "d".into(),
+                                expires_at: wall(now).add_millis(30_000),
+                                approved_by: Vec::new(),
+                                signatures: Vec::new(),
+                            },
+                            targets: crate::target_set::TargetSet::new(
+                                &crate::testing::crypto::Symbolic,
+                                &targets,
+                            ),
+                            valid_until: wall(now).add_millis(60_000),
+                        })
+                    }),
+                    targets,
                     restored: None,
                 };
                 central.hub_input(now, HubInput::StartRollout(Box::new(new)));
             }
             HubStep::Control { rollout, control } => {
                 let rollout_id = crate::RolloutId::from_u128(u128::from(rollout % 4) + 1);
-                let control = match control % 3 {
+                let bob = crate::central::approval::Person {
+                    user: "bob".into(),
+                    groups: BTreeSet::new(),
+                    admin: false,
+                };
+                let control = match control % 5 {
                     0 => crate::central::RolloutControl::Pause,
                     1 => crate::central::RolloutControl::Resume,
-                    _ => crate::central::RolloutControl::Abort,
+                    2 => crate::central::RolloutControl::Abort,
+                    3 => crate::central::RolloutControl::Decide {
+                        person: bob,
+                        decision: crate::central::approval::Decision::Approve {
+                            digest: "d".into(),
+                            signature: None,
+                        },
+                    },
+                    _ => crate::central::RolloutControl::Decide {
+                        person: bob,
+                        decision: crate::central::approval::Decision::Reject {
+                            reason: "no".into(),
+                        },
+                    },
                 };
                 central.hub_input(
                     now,
@@ -551,7 +597,7 @@ pub fn hub(data: &[u8]) {
             }
             HubStep::DropRollouts => {
                 central.hub_input(now, HubInput::DropRollouts);
-                for (_, _, ended) in &mut rollouts {
+                for (_, _, ended, _) in &mut rollouts {
                     *ended = true;
                 }
             }
@@ -570,7 +616,7 @@ pub fn hub(data: &[u8]) {
                         "{request_id} reached a terminal state twice"
                     );
                     assert_ne!(state, CommandState::Queued);
-                    for (_, in_flight, _) in &mut rollouts {
+                    for (_, in_flight, _, _) in &mut rollouts {
                         in_flight.remove(&request_id);
                     }
                 }
@@ -583,10 +629,14 @@ pub fn hub(data: &[u8]) {
                     ..
                 }) => {
                     let k = usize::try_from(rollout_id.0.as_u128() - 1).unwrap_or(0);
-                    let (limit, in_flight, ended) = &mut rollouts[k];
+                    let (limit, in_flight, ended, approved) = &mut rollouts[k];
                     assert!(
                         !*ended,
                         "rollout {rollout_id} started {node_id} after it ended"
+                    );
+                    assert!(
+                        *approved,
+                        "rollout {rollout_id} started {node_id} before it was approved"
                     );
                     in_flight.insert(request_id);
                     assert!(
@@ -615,7 +665,7 @@ pub fn hub(data: &[u8]) {
                     let k = rollout_id.0.as_u128() - 1;
                     let n = node_id.0.as_u128() - node(0).0.as_u128();
                     let request_id = crate::RequestId::from_u128(1000 + k * 4 + n);
-                    if let Some((_, in_flight, _)) =
+                    if let Some((_, in_flight, _, _)) =
                         rollouts.get_mut(usize::try_from(k).unwrap_or(usize::MAX))
                     {
                         in_flight.remove(&request_id);
@@ -626,6 +676,19 @@ pub fn hub(data: &[u8]) {
                 {
                     let k = usize::try_from(rollout_id.0.as_u128() - 1).unwrap_or(0);
                     rollouts[k].2 = true;
+                }
+                CentralEffect::Hub(HubOutput::RolloutControlled {
+                    rollout_id,
+                    control:
+                        crate::central::RolloutControl::Decide {
+                            decision: crate::central::approval::Decision::Approve { .. },
+                            ..
+                        },
+                    verdict: Ok(_),
+                }) => {
+                    // One approval is all it needs.
+                    let k = usize::try_from(rollout_id.0.as_u128() - 1).unwrap_or(0);
+                    rollouts[k].3 = true;
                 }
                 CentralEffect::Hub(HubOutput::RecordResult {
                     session_id,
