@@ -20,7 +20,7 @@ use super::caller::Caller;
 use super::error::{ApiError, bad_request, internal};
 use super::tokens::Role;
 use crate::hub::{DecideError, HubHandle};
-use crate::store::Storage;
+use crate::store::{Storage, StoredApproval};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ListQuery {
@@ -50,51 +50,44 @@ pub(super) async fn list(
         .rollouts_awaiting_approval()
         .await
         .map_err(internal)?;
+    // What a request asks, and whether the caller is one to answer it.
+    let listed = |a: StoredApproval, mut item: Value| -> Option<Value> {
+        let may =
+            a.requester != person.user && Approvers::parse(a.approver.as_deref()).admits(&person);
+        if query.mine && !may {
+            return None;
+        }
+        item["requester"] = json!(a.requester);
+        item["approver"] = json!(a.approver);
+        item["reason"] = json!(a.reason);
+        item["minApprovals"] = json!(a.min_approvals);
+        item["approvedBy"] = json!(a.approved_by);
+        item["digest"] = json!(a.digest);
+        item["expiresAt"] = json!(a.expires_at);
+        item["youMayApprove"] = json!(may);
+        Some(item)
+    };
     let mut items: Vec<Value> = pending
         .into_iter()
         .filter_map(|c| {
-            let a = c.approval?;
-            let may = a.requester != person.user
-                && Approvers::parse(a.approver.as_deref()).admits(&person);
-            (!query.mine || may).then(|| {
-                json!({
-                    "requestId": c.request_id,
-                    "nodeId": c.node_id,
-                    "state": c.state,
-                    "message": c.message,
-                    "requester": a.requester,
-                    "approver": a.approver,
-                    "reason": a.reason,
-                    "minApprovals": a.min_approvals,
-                    "approvedBy": a.approved_by,
-                    "digest": a.digest,
-                    "expiresAt": a.expires_at,
-                    "youMayApprove": may,
-                })
-            })
+            let item = json!({
+                "requestId": c.request_id,
+                "nodeId": c.node_id,
+                "state": c.state,
+                "message": c.message,
+            });
+            listed(c.approval?, item)
         })
         .collect();
     // Rollouts, approved once as a whole (spec §8.4).
     items.extend(rollouts.into_iter().filter_map(|r| {
-        let a = r.approval?;
-        let may =
-            a.requester != person.user && Approvers::parse(a.approver.as_deref()).admits(&person);
-        (!query.mine || may).then(|| {
-            json!({
-                "rolloutId": r.id,
-                "state": r.state,
-                "message": r.message,
-                "targets": r.limits["targets"],
-                "requester": a.requester,
-                "approver": a.approver,
-                "reason": a.reason,
-                "minApprovals": a.min_approvals,
-                "approvedBy": a.approved_by,
-                "digest": a.digest,
-                "expiresAt": a.expires_at,
-                "youMayApprove": may,
-            })
-        })
+        let item = json!({
+            "rolloutId": r.id,
+            "state": r.state,
+            "message": r.message,
+            "targets": r.limits["targets"],
+        });
+        listed(r.approval?, item)
     }));
     Ok(Json(json!({ "approvals": items })))
 }

@@ -12,6 +12,7 @@ mod guard;
 mod nodes;
 mod records;
 mod rollout_approval;
+mod rollout_control;
 mod rollouts;
 mod serve;
 mod system;
@@ -65,9 +66,12 @@ pub fn router(hub: HubHandle, config: &crate::ServeConfig) -> Router {
                 .layer(DefaultBodyLimit::max(broadcast::BROADCAST_BODY_LIMIT)),
         )
         .route("/api/v1/rollouts/{id}", get(rollouts::get))
-        .route("/api/v1/rollouts/{id}/pause", post(rollouts::pause))
-        .route("/api/v1/rollouts/{id}/resume", post(rollouts::resume))
-        .route("/api/v1/rollouts/{id}/abort", post(rollouts::abort))
+        .route("/api/v1/rollouts/{id}/pause", post(rollout_control::pause))
+        .route(
+            "/api/v1/rollouts/{id}/resume",
+            post(rollout_control::resume),
+        )
+        .route("/api/v1/rollouts/{id}/abort", post(rollout_control::abort))
         .route(
             "/api/v1/rollouts/{id}/approve",
             post(rollout_approval::approve),

@@ -181,5 +181,6 @@ async fn decide(
 ) -> Result<Json<Value>, ApiError> {
     let caller = who.needs(Role::Operator)?.clone();
     let person = approvals::person(&hub, &caller).await?;
-    super::rollouts::control(hub, caller, id, RolloutControl::Decide { person, decision }).await
+    super::rollout_control::control(hub, caller, id, RolloutControl::Decide { person, decision })
+        .await
 }
