@@ -3,7 +3,7 @@
 
 use core::net::IpAddr;
 
-use crate::central::approval::{ApprovalRefusal, Decided};
+use crate::central::approval::{ApprovalRefusal, Decided, Decision};
 use crate::wire::Alert;
 use crate::{NodeId, RequestId, RolloutId};
 
@@ -57,6 +57,27 @@ pub enum ApprovalEvent {
     /// Nobody decided in time, or a complete approval did not reach its
     /// node in time.
     Expired,
+}
+
+impl ApprovalEvent {
+    /// `person`'s `decision`, with its outcome.
+    pub fn decided(
+        person: &str,
+        decision: &Decision,
+        outcome: Result<Decided, ApprovalRefusal>,
+    ) -> Self {
+        let (name, reason) = match decision {
+            Decision::Approve { .. } => ("approve", None),
+            Decision::Reject { reason } => ("reject", Some(reason.clone())),
+            Decision::Cancel => ("cancel", None),
+        };
+        Self::Decided {
+            person: person.to_owned(),
+            decision: name,
+            reason,
+            outcome,
+        }
+    }
 }
 
 impl Alarm {

@@ -20,20 +20,10 @@ impl CentralHub {
     pub(super) fn decide(&mut self, request_id: RequestId, person: Person, decision: Decision) {
         let verdict = self.apply_decision(request_id, &person, &decision);
         let node_id = self.commands.get(&request_id).map(|c| c.node_id);
-        let (name, reason) = match &decision {
-            Decision::Approve { .. } => ("approve", None),
-            Decision::Reject { reason } => ("reject", Some(reason.clone())),
-            Decision::Cancel => ("cancel", None),
-        };
         self.out.push_back(HubOutput::Alarm(Alarm::Approval {
             request_id,
             node_id,
-            event: ApprovalEvent::Decided {
-                person: person.user.clone(),
-                decision: name,
-                reason,
-                outcome: verdict.clone(),
-            },
+            event: ApprovalEvent::decided(&person.user, &decision, verdict.clone()),
         }));
         self.out.push_back(HubOutput::ApprovalDecided {
             request_id,

@@ -140,7 +140,7 @@ impl CentralHub {
         if self.rollouts.contains_key(&rollout_id) {
             return;
         }
-        let engine = match restored {
+        let mut engine = match restored {
             None => {
                 let online = targets
                     .iter()
@@ -202,7 +202,6 @@ impl CentralHub {
                 )
             }
         };
-        let mut engine = engine;
         let approval = approval.map(|needs| {
             let pending = Pending::new(needs.request);
             if !pending.complete() {
@@ -244,19 +243,9 @@ impl CentralHub {
                             ControlRefusal::Approval(refusal) => refusal,
                             _ => ApprovalRefusal::NotPending,
                         });
-                        let (name, reason) = match decision {
-                            Decision::Approve { .. } => ("approve", None),
-                            Decision::Reject { reason } => ("reject", Some(reason.clone())),
-                            Decision::Cancel => ("cancel", None),
-                        };
                         self.out.push_back(HubOutput::Alarm(Alarm::RolloutApproval {
                             rollout_id,
-                            event: ApprovalEvent::Decided {
-                                person: person.user.clone(),
-                                decision: name,
-                                reason,
-                                outcome,
-                            },
+                            event: ApprovalEvent::decided(&person.user, decision, outcome),
                         }));
                         decided.map(|_| ())
                     }
